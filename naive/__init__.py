@@ -1,0 +1,1 @@
+"""Stage 1: the Go-by-Example worker pool. See `naive/pool.py`."""
