@@ -16,6 +16,15 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	@echo "== Stage 1: naive (python -m naive) =="
 	$(BIN)/python -m naive
+	@echo
+	@echo "== Stage 2: errors_channel, room for every error (python -m errors_channel) =="
+	$(BIN)/python -m errors_channel
+	@echo
+	@echo "== Stage 2: errors queue of capacity 1: deadlock, reported by the watchdog (exit 2) =="
+	$(BIN)/python -m errors_channel --error-capacity 1 || test $$? -eq 2
+	@echo
+	@echo "== Stage 2: the same run, fixed by reading errors while the workers run =="
+	$(BIN)/python -m errors_channel --error-capacity 1 --fix drain-while-waiting
 
 test: lint typecheck pytest
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from hypothesis import settings
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,3 +34,29 @@ def run_module(module: str, *args: str, timeout: float = 30.0) -> subprocess.Com
         timeout=timeout,
         check=False,
     )
+
+
+def finish_within(seconds: float, call: Callable[[], T]) -> T:
+    """Return call(), made in a daemon thread, or fail the test if it takes longer than `seconds`.
+
+    Threads inherit daemon status from the thread that creates them, so every thread the call
+    starts is a daemon too: if the call deadlocks, the test fails instead of hanging, and the stuck
+    threads cannot keep the test process from exiting.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:  # handed to the test's thread below
+            failure.append(error)
+
+    runner = threading.Thread(target=target, name="finish-within", daemon=True)
+    runner.start()
+    runner.join(seconds)
+    if runner.is_alive():
+        raise AssertionError(f"still running after {seconds} s: deadlocked?")
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -1,0 +1,84 @@
+"""`python -m errors_channel`: the pool with an errors queue; `--error-capacity 1` deadlocks it."""
+
+from __future__ import annotations
+
+from demo_args import DemoArgumentParser, say, seconds, whole_number
+from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
+from errors_channel.pool import double_evens_fail_odds, run
+from errors_channel.watchdog import Watchdog
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = DemoArgumentParser(
+        prog="python -m errors_channel",
+        description="Stage 2: workers put job * 2 on a results queue and odd jobs' errors on an "
+        "errors queue; main waits for every worker, then reads one error. When more jobs fail "
+        "than the errors queue holds, it deadlocks.",
+    )
+    parser.add_argument(
+        "--workers", type=whole_number(1), default=3, help="worker threads (default: 3)"
+    )
+    parser.add_argument(
+        "--jobs", type=whole_number(0), default=9, help="jobs 1..N; odd ones fail (default: 9)"
+    )
+    parser.add_argument(
+        "--results-capacity",
+        type=whole_number(0),
+        default=100,
+        help="items the results queue holds, as in Go: 0 is unbuffered (default: 100)",
+    )
+    parser.add_argument(
+        "--error-capacity",
+        type=whole_number(0),
+        default=100,
+        help="items the errors queue holds, as in Go: 0 is unbuffered (default: 100; "
+        "1 reproduces the post's deadlock)",
+    )
+    parser.add_argument(
+        "--work-seconds",
+        type=seconds,
+        default=0.3,
+        help="simulated work per job, in seconds (default: 0.3)",
+    )
+    parser.add_argument(
+        "--fix",
+        choices=["room-for-every-error", "drain-while-waiting"],
+        help="run a fixed main instead of the post's: queues sized for every job, or collectors "
+        "that read both queues while the workers run; either one reports every error",
+    )
+    parser.add_argument(
+        "--no-watchdog",
+        action="store_true",
+        help="do not watch for the deadlock: see the raw hang (Ctrl-C does not end it; "
+        "use Ctrl-\\ or kill)",
+    )
+    args = parser.parse_args(argv)
+
+    work = double_evens_fail_odds(args.work_seconds)
+    watchdog = None if args.no_watchdog else Watchdog().start()
+    if args.fix == "room-for-every-error":
+        outcome = run_with_room_for_every_error(args.jobs, args.workers, work, say)
+    elif args.fix == "drain-while-waiting":
+        outcome = run_draining_while_waiting(
+            args.jobs, args.workers, work, say, args.results_capacity, args.error_capacity
+        )
+    else:
+        outcome = run(
+            args.jobs, args.workers, work, say, args.results_capacity, args.error_capacity
+        )
+    if watchdog is not None:
+        watchdog.stop()
+
+    if args.fix is None:
+        # The post's main: it read at most one error and knows of no other.
+        for error in outcome.errors:
+            say(f"finished with error: {error}")
+        return 0
+    for error in outcome.errors:
+        say(f"error: {error}")
+    say(f"finished: {len(outcome.results)} results, {len(outcome.errors)} errors")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
