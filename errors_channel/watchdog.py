@@ -14,7 +14,8 @@ thread is *asleep*: parked, with no timeout, in a wait that only another thread 
 - `threading.Condition.wait()` with no timeout whose waiter lock is still held, that is, nobody has
   notified it yet. Queue put/get, Event.wait, Barrier.wait, Semaphore.acquire and the stage's
   WaitGroup.wait all sleep there;
-- `Thread.join()` with no timeout on a thread that is still running.
+- `Thread.join()` with no timeout on a thread that is still running;
+- the interpreter's exit, where main waits for the non-daemon threads that are still running.
 
 A thread anywhere else is awake: computing, sleeping (`time.sleep`), doing I/O, or waiting with a
 timeout (Go likewise treats a pending timer as a way out). When every thread but the watchdog is
@@ -32,10 +33,8 @@ Limits, what it cannot see:
   thread's pipe, or an `asyncio` loop waiting on a future: it counts those threads as awake, so it
   misses such deadlocks. It never reports a thread it cannot prove asleep.
 - threads without Python frames (started from C) are invisible to it.
-- at interpreter exit, main waits for non-daemon threads in `threading._shutdown`; that wait is not
-  recognised, so a program whose main has returned while its workers are stuck hangs unreported.
 - it relies on CPython internals (`sys._current_frames`, the local names in threading.py's
-  `Condition.wait` and `Thread._wait_for_tstate_lock`), checked against CPython 3.11 to 3.12.
+  `Condition.wait`, `Thread._wait_for_tstate_lock` and `_shutdown`), checked against CPython 3.11.
 - it needs the GIL now and then: a thread that holds the GIL forever starves it (but is not
   deadlocked in Go's sense either).
 """
@@ -54,9 +53,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-# The two places a thread can sleep that the watchdog knows how to read.
+# The places a thread can sleep that the watchdog knows how to read.
 _CONDITION_WAIT = threading.Condition.wait.__code__
 _JOIN_WAIT = threading.Thread._wait_for_tstate_lock.__code__  # type: ignore[attr-defined]
+_EXIT_WAIT = threading._shutdown.__code__  # type: ignore[attr-defined]
 
 _THREAD_WAITS = ("join", "_wait_for_tstate_lock")
 # Objects whose methods are *part of* a wait; the first frame outside them is the wait's site.
@@ -182,33 +182,35 @@ class Watchdog:
         return tuple(asleep) or None
 
 
-def _asleep(ident: int, frame: FrameType, thread: threading.Thread | None) -> _Asleep | None:
-    """How `frame`'s thread sleeps, or None if it is (or may be) awake."""
-    # Read locals only of the two frames we know: other threads are paused mid-code, not asleep.
-    if frame.f_code not in (_CONDITION_WAIT, _JOIN_WAIT):
+def _sleeping_on(frame: FrameType) -> Any | None:
+    """The lock `frame` sleeps on, without a timeout, in a wait we know how to read; else None."""
+    # Read locals only of the frames we know: other threads are paused mid-code, not asleep.
+    if frame.f_code not in (_CONDITION_WAIT, _JOIN_WAIT, _EXIT_WAIT):
         return None
-    innermost = frame.f_locals
+    local = frame.f_locals
     if frame.f_code is _CONDITION_WAIT:
         # Untimed, inside `waiter.acquire()` (gotit is set just after it returns), and the waiter
         # lock still held: no notify() has released it.
-        waiter = innermost.get("waiter")
-        if not (
-            innermost.get("timeout") is None
-            and innermost.get("gotit") is False
-            and waiter is not None
-            and waiter.locked()
-        ):
-            return None
+        lock = local.get("waiter")
+        untimed = local.get("timeout") is None and local.get("gotit") is False
+    elif frame.f_code is _JOIN_WAIT:
+        # Untimed join (block=True, timeout=-1); the lock is held for as long as the thread runs.
+        lock = local.get("lock")
+        untimed = local.get("block") is True and local.get("timeout") == -1
     else:
-        # Untimed join (block=True, timeout=-1) on a thread whose lock shows it is still running.
-        waiter = innermost.get("lock")
-        if not (
-            innermost.get("block") is True
-            and innermost.get("timeout") == -1
-            and waiter is not None
-            and waiter.locked()
-        ):
-            return None
+        # Interpreter exit joining a non-daemon thread: `lock.acquire()`, held while it runs.
+        lock = local.get("lock")
+        untimed = True
+    if untimed and lock is not None and lock.locked():
+        return lock
+    return None
+
+
+def _asleep(ident: int, frame: FrameType, thread: threading.Thread | None) -> _Asleep | None:
+    """How `frame`'s thread sleeps, or None if it is (or may be) awake."""
+    waiter = _sleeping_on(frame)
+    if waiter is None:
+        return None
 
     # Walk outward past the frames that belong to the primitive (Queue.put -> Condition.wait) to
     # the code that called it: that is the wait's site. The outermost primitive names the wait.
@@ -222,6 +224,8 @@ def _asleep(ident: int, frame: FrameType, thread: threading.Thread | None) -> _A
     name = _name_of(waited_on, site)
     if name:
         waiting_on += f": {name}"
+    if frame.f_code is _EXIT_WAIT:
+        waiting_on = "exit: waiting for non-daemon threads"
     name_of_thread = thread.name if thread is not None else f"thread-{ident}"
     report = BlockedThread(name=name_of_thread, waiting_on=waiting_on, stack=_stack(site))
     native_id = thread.native_id if thread is not None else None
@@ -281,6 +285,9 @@ def _stack(site: FrameType) -> tuple[tuple[str, str], ...]:
                 (f"{module}.{frame.f_code.co_qualname}", f"{_shown(path)}:{frame.f_lineno}")
             )
         frame = frame.f_back
+    if not stack:
+        # All library code (a thread whose target is `queue.get` itself): show where it waits.
+        stack.append((site.f_code.co_qualname, f"{site.f_code.co_filename}:{site.f_lineno}"))
     return tuple(stack)
 
 

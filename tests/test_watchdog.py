@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,6 +15,7 @@ from errors_channel.pool import run as run_errors_channel
 from errors_channel.watchdog import DeadlockReport, Watchdog
 from naive.pool import double_after
 from naive.pool import run as run_naive
+from tests.conftest import REPO_ROOT
 
 
 @pytest.mark.timeout(30)
@@ -130,3 +133,29 @@ def test_stopping_the_watchdog_ends_its_thread() -> None:
     watchdog = Watchdog(lambda report: None).start()
     watchdog.stop()
     assert not any(thread.name == "deadlock-watchdog" for thread in threading.enumerate())
+
+
+def test_reports_main_waiting_at_exit_for_a_stuck_non_daemon_thread() -> None:
+    # Main returns, but a non-daemon thread waits for an Event nobody will set: Python would hang
+    # at exit, joining it. The watchdog sees main's exit wait and ends the process like Go.
+    program = """
+import threading
+from errors_channel.watchdog import Watchdog
+never_set = threading.Event()
+threading.Thread(target=never_set.wait, name="forgotten").start()
+Watchdog().start()
+print("main is done")
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+
+    assert completed.stdout == "main is done\n"
+    assert completed.returncode == 2
+    assert "thread MainThread [exit: waiting for non-daemon threads]:" in completed.stderr
+    assert "thread forgotten [event wait]:" in completed.stderr
