@@ -25,6 +25,12 @@ demo: $(INSTALLED)
 	@echo
 	@echo "== Stage 2: the same run, fixed by reading errors while the workers run =="
 	$(BIN)/python -m errors_channel --error-capacity 1 --fix drain-while-waiting
+	@echo
+	@echo "== Stage 3: robust, every task keeps its own error (python -m robust; exit 1: tasks failed) =="
+	$(BIN)/python -m robust || test $$? -eq 1
+	@echo
+	@echo "== Stage 3: 30 jobs, the caller gives up after 10 errors =="
+	$(BIN)/python -m robust --jobs 30 --work-seconds 0.05 || test $$? -eq 1
 
 test: lint typecheck pytest
 

@@ -1,0 +1,293 @@
+"""Stage 3: each task keeps its own error or result, the bound holds, nothing hangs or leaks."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from robust import Pool, Task
+from tests.conftest import REPO_ROOT, finish_within, run_module
+
+
+def returns(value: int) -> Callable[[], int]:
+    return lambda: value
+
+
+def raises(error: BaseException) -> Callable[[], int]:
+    def fail() -> int:
+        raise error
+
+    return fail
+
+
+def test_an_empty_pool_runs() -> None:
+    pool: Pool[int] = Pool([], concurrency=3)
+    pool.run()
+    assert pool.tasks == []
+
+
+def test_three_succeeding_tasks_run_with_no_errors() -> None:
+    pool = Pool([Task(returns(n)) for n in (1, 2, 3)], concurrency=2)
+    pool.run()
+    assert [(task.err, task.result, task.finished) for task in pool.tasks] == [
+        (None, 1, True),
+        (None, 2, True),
+        (None, 3, True),
+    ]
+
+
+def test_one_failing_task_has_its_error_and_the_others_none() -> None:
+    failure = ValueError("boom")
+    pool = Pool([Task(returns(1)), Task(raises(failure)), Task(returns(3))], concurrency=3)
+    pool.run()
+
+    assert pool.tasks[1].err is failure
+    # The traceback comes along: it reaches the frame that raised.
+    assert failure.__traceback__ is not None
+    assert failure.__traceback__.tb_next is not None
+    assert [task.err for task in (pool.tasks[0], pool.tasks[2])] == [None, None]
+    assert [pool.tasks[0].result, pool.tasks[2].result] == [1, 3]
+
+
+@given(
+    outcomes=st.lists(st.booleans(), max_size=60),
+    concurrency=st.integers(1, 10),
+)
+def test_every_task_keeps_its_own_error_or_result(outcomes: list[bool], concurrency: int) -> None:
+    # outcomes[i] says whether task i fails. Each failure is a distinct exception object and each
+    # success a distinct value, so a lost, swapped or duplicated outcome would show.
+    errors = [RuntimeError(f"task {i} failed") for i in range(len(outcomes))]
+    tasks = [
+        Task(raises(errors[i]) if fails else returns(1000 + i)) for i, fails in enumerate(outcomes)
+    ]
+    pool = Pool(tasks, concurrency)
+
+    finish_within(10, pool.run)
+
+    assert pool.tasks == tasks
+    for i, (task, fails) in enumerate(zip(pool.tasks, outcomes, strict=True)):
+        assert task.finished
+        if fails:
+            assert task.err is errors[i]
+            assert task.result is None
+        else:
+            assert task.err is None
+            assert task.result == 1000 + i
+
+
+class RunningCounter:
+    """Counts tasks running right now, and the most that ever ran at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+
+@given(concurrency=st.integers(1, 8), rounds=st.integers(1, 4))
+def test_concurrency_bound_is_reached_and_never_exceeded(concurrency: int, rounds: int) -> None:
+    # Every task waits at a barrier for `concurrency` parties. It can only pass when that many
+    # tasks run at once, so the run finishes only if the pool reaches its bound; and a pool that
+    # ran more tasks at once would push the counter's peak above it.
+    counter = RunningCounter()
+    all_running = threading.Barrier(concurrency, timeout=10)
+
+    def meet() -> int:
+        counter.enter()
+        try:
+            return all_running.wait()
+        finally:
+            counter.leave()
+
+    pool = Pool([Task(meet) for _ in range(concurrency * rounds)], concurrency)
+    finish_within(20, pool.run)
+
+    assert [task.err for task in pool.tasks] == [None] * len(pool.tasks)
+    assert counter.peak == concurrency
+
+
+def test_no_more_threads_than_tasks() -> None:
+    counter = RunningCounter()
+    both_running = threading.Barrier(2, timeout=10)
+    threads_seen: set[str] = set()
+
+    def meet() -> None:
+        counter.enter()
+        threads_seen.add(threading.current_thread().name)
+        both_running.wait()
+        counter.leave()
+
+    pool = Pool([Task(meet), Task(meet)], concurrency=50)
+    pool.run()
+    assert counter.peak == 2
+    assert threads_seen == {"worker-1", "worker-2"}
+
+
+@given(outcomes=st.lists(st.booleans(), max_size=20), concurrency=st.integers(1, 6))
+def test_no_thread_is_left_behind(outcomes: list[bool], concurrency: int) -> None:
+    threads_before = set(threading.enumerate())
+    pool = Pool(
+        [Task(raises(ValueError()) if fails else returns(0)) for fails in outcomes], concurrency
+    )
+    pool.run()
+    assert set(threading.enumerate()) == threads_before
+
+
+@pytest.mark.parametrize("panic_type", [KeyboardInterrupt, SystemExit])
+def test_a_panicking_task_lets_running_tasks_finish_starts_no_more_and_is_reraised(
+    panic_type: type[BaseException],
+) -> None:
+    # Tasks 0 and 1 run together. Task 0 panics; task 1 finishes only after task 0's worker has
+    # ended, i.e. after that worker has reacted to the panic. Tasks 2.. must then never start.
+    threads_before = set(threading.enumerate())
+    second_started = threading.Event()
+    panic_coming = threading.Event()
+    panicking_worker: list[threading.Thread] = []
+    panic = panic_type("stop everything")
+
+    def panics() -> int:
+        second_started.wait(10)
+        panicking_worker.append(threading.current_thread())
+        panic_coming.set()
+        raise panic
+
+    def finishes_after_the_panic() -> int:
+        second_started.set()
+        panic_coming.wait(10)
+        panicking_worker[0].join(10)
+        return 1
+
+    later = [Task(returns(n)) for n in range(10)]
+    pool = Pool([Task(panics), Task(finishes_after_the_panic), *later], concurrency=2)
+
+    with pytest.raises(panic_type) as raised:
+        pool.run()
+
+    assert raised.value is panic
+    assert pool.tasks[0].err is panic
+    assert (pool.tasks[1].finished, pool.tasks[1].result) == (True, 1)
+    assert not any(task.finished for task in later)
+    assert set(threading.enumerate()) == threads_before
+
+
+@pytest.mark.parametrize(
+    "make_pool, error",
+    [
+        (lambda: Pool([], 0), ValueError),
+        (lambda: Pool([], -3), ValueError),
+        (lambda: Pool([], "4"), TypeError),  # type: ignore[arg-type]
+        (lambda: Pool([], 2.0), TypeError),  # type: ignore[arg-type]
+        (lambda: Pool([], True), TypeError),
+        (lambda: Pool([print], 1), TypeError),  # type: ignore[arg-type]
+        (lambda: Task(42), TypeError),  # type: ignore[arg-type]
+    ],
+    ids=["zero", "negative", "str", "float", "bool", "not-a-task", "not-callable"],
+)
+def test_bad_input_is_refused_before_any_task_runs(
+    make_pool: Callable[[], object], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        make_pool()
+
+
+def test_a_pool_runs_once() -> None:
+    calls: list[int] = []
+    pool = Pool([Task(lambda: calls.append(1))], 1)
+    pool.run()
+    with pytest.raises(RuntimeError, match="already run"):
+        pool.run()
+    assert calls == [1]
+
+
+TRACE_LINE = re.compile(r"worker-(\d+) processing job (\d+)")
+
+
+def test_demo_prints_each_outcome_and_exits_1_when_a_task_failed() -> None:
+    completed = run_module("robust", "--work-seconds", "0.01")
+
+    assert completed.returncode == 1, completed.stderr
+    lines = completed.stdout.splitlines()
+    trace = sorted(int(m[2]) for line in lines if (m := TRACE_LINE.fullmatch(line)))
+    assert trace == list(range(1, 10))
+    outcomes = [line for line in lines if line.startswith("task ")]
+    assert outcomes == [
+        f"task {n}: error: error on job {n}" if n % 2 else f"task {n}: result {2 * n}"
+        for n in range(1, 10)
+    ]
+    assert lines[-1] == "finished: 4 results, 5 errors"
+
+
+def test_demo_with_its_defaults_runs() -> None:
+    completed = run_module("robust")
+    assert completed.returncode == 1, completed.stderr
+    assert completed.stdout.splitlines()[-1] == "finished: 4 results, 5 errors"
+
+
+def test_demo_gives_up_after_too_many_errors() -> None:
+    completed = run_module("robust", "--jobs", "30", "--work-seconds", "0")
+
+    assert completed.returncode == 1
+    # Every task still ran and shows its outcome; only the caller's walk stops early.
+    assert completed.stdout.count("task ") == 30
+    assert completed.stdout.splitlines()[-1] == "Too many errors."
+
+
+def test_demo_exits_0_when_no_task_failed() -> None:
+    completed = run_module("robust", "--jobs", "0")
+    assert completed.returncode == 0
+    assert completed.stdout.splitlines()[-1] == "finished: 0 results, 0 errors"
+
+
+@pytest.mark.parametrize("bad_args", [["--workers", "0"], ["--max-errors", "x"], ["--jobs", "-2"]])
+def test_demo_refuses_bad_input_with_one_line_and_status_2(bad_args: list[str]) -> None:
+    completed = run_module("robust", *bad_args)
+    assert completed.returncode == 2
+    assert len(completed.stderr.splitlines()) == 1
+    assert "Traceback" not in completed.stderr
+
+
+def test_ctrl_c_stops_the_demo_promptly_and_says_how_far_it_got() -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robust",
+            *("--jobs", "100", "--workers", "2", "--work-seconds", "0.2"),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        # Wait until tasks are running, then press Ctrl-C.
+        assert TRACE_LINE.fullmatch(child.stdout.readline().strip())
+        child.send_signal(signal.SIGINT)
+        # 100 jobs on 2 workers would take 10 s; stopping means waiting only for the 2 running.
+        rest, stderr = child.communicate(timeout=5)
+    finally:
+        child.kill()
+
+    assert child.returncode == 130
+    assert "Traceback" not in stderr
+    match = re.search(r"^interrupted: (\d+) of 100 tasks finished$", rest, re.MULTILINE)
+    assert match is not None, rest
+    assert int(match[1]) < 100
