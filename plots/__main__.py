@@ -1,0 +1,69 @@
+"""`python -m plots`: measure every benchmark into CSV files, then draw the PNGs from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from demo_args import DemoArgumentParser
+from plots.draw import DRAWERS, draw_all
+from plots.measure import Sizes, measure_all
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = DemoArgumentParser(
+        prog="python -m plots",
+        description="Measure the stages and their peers (ThreadPoolExecutor, asyncio, "
+        "multiprocessing), write one CSV per benchmark plus metadata.json, and draw a PNG from "
+        "each. Quick mode (the default) takes about a minute on 2 cores.",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="publication sizes: 100,000 dispatch tasks, 7 repeats, every worker count "
+        "(takes several minutes)",
+    )
+    parser.add_argument(
+        "--redraw",
+        action="store_true",
+        help="do not measure: redraw the PNGs from the CSV files already in --out",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(DRAWERS),
+        help="measure only this benchmark (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"where the CSV, JSON and PNG files go (default: {DEFAULT_OUT})",
+    )
+    args = parser.parse_args(argv)
+
+    if not args.redraw:
+        sizes = Sizes.full() if args.full else Sizes.quick()
+        if args.only:
+            sizes = dataclasses.replace(sizes, benchmarks=tuple(args.only))
+        started = time.monotonic()
+        print(f"measuring ({sizes.mode} mode) into {args.out}", file=sys.stderr, flush=True)
+        measure_all(args.out, sizes)
+        print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    try:
+        written = draw_all(args.out)
+    except FileNotFoundError as missing:
+        parser.exit(2, f"{parser.prog}: error: {missing}\n")
+    if not written:
+        parser.exit(2, f"{parser.prog}: error: no benchmark CSV in {args.out}: measure first\n")
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

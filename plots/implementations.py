@@ -1,0 +1,218 @@
+"""The work the benchmarks run, and every pool they run it on, behind one calling convention.
+
+An implementation takes a workload, a job count n and a worker count, runs jobs 1..n, and returns
+what the jobs returned (in any order). Every workload returns job * 2, so a run is checked against
+the same expected list whatever it did in between: a run with a missing, doubled or wrong result is
+refused (`WrongResults`) before its time is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+import errors_channel.pool
+import naive.pool
+from robust import Pool, Task
+
+
+class WrongResults(Exception):
+    """A benchmark run returned something other than job * 2 for each of its jobs."""
+
+
+def check(results: Sequence[int], job_count: int, implementation: str) -> None:
+    if sorted(results) != [2 * job for job in range(1, job_count + 1)]:
+        raise WrongResults(
+            f"{implementation}: {len(results)} results do not match jobs 1..{job_count} doubled"
+        )
+
+
+# --- Workloads. Module-level functions, so that multiprocessing can pickle them. ---
+
+
+def no_op(job: int) -> int:
+    return job * 2
+
+
+def sleep_1ms(job: int) -> int:
+    time.sleep(0.001)
+    return job * 2
+
+
+def spin(iterations: int, job: int) -> int:
+    """Pure-Python work that holds the GIL throughout; the total is checked, not thrown away."""
+    total = 0
+    for i in range(iterations):
+        total += i & 7
+    # Every iteration block of 8 adds 28; a loop cut short would change the result.
+    if total != 28 * (iterations // 8) + sum(range(iterations % 8)):
+        return -1
+    return job * 2
+
+
+def iterations_for(seconds: float) -> int:
+    """How many `spin` iterations take about `seconds` on this machine (best of a few tries)."""
+    trial = 20_000
+    fastest = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        spin(trial, 0)
+        fastest = min(fastest, time.perf_counter() - start)
+    return max(8, round(trial * seconds / fastest))
+
+
+async def no_op_async(job: int) -> int:
+    return job * 2
+
+
+async def sleep_1ms_async(job: int) -> int:
+    await asyncio.sleep(0.001)
+    return job * 2
+
+
+async def spin_async(iterations: int, job: int) -> int:
+    # What an asyncio user gets for CPU work: it runs on the event loop's one thread.
+    return spin(iterations, job)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    # The same work twice: as a plain function, and as a coroutine function for asyncio.
+    call: Callable[[int], int]
+    call_async: Callable[[int], Awaitable[int]]
+
+
+NO_OP = Workload("no-op", no_op, no_op_async)
+SLEEP_1MS = Workload("sleep 1 ms", sleep_1ms, sleep_1ms_async)
+
+
+def cpu_workload(iterations: int) -> Workload:
+    return Workload(
+        f"spin {iterations}", partial(spin, iterations), partial(spin_async, iterations)
+    )
+
+
+# --- Implementations ---
+
+
+def _quiet(line: str) -> None:
+    """The stages' trace goes nowhere in a benchmark."""
+
+
+def run_loop(work: Workload, job_count: int, workers: int) -> list[int]:
+    """The floor: no pool at all, one call after another."""
+    call = work.call
+    return [call(job) for job in range(1, job_count + 1)]
+
+
+def run_static_threads(work: Workload, job_count: int, workers: int) -> list[int]:
+    """The best a hand-written thread version does without a pool: one thread per worker, each
+    with its own slice of the jobs decided up front, so nothing is shared while they run."""
+    call = work.call
+    slices: list[list[int]] = [[] for _ in range(workers)]
+
+    def run_slice(number: int) -> None:
+        slices[number] = [call(job) for job in range(number + 1, job_count + 1, workers)]
+
+    threads = [threading.Thread(target=run_slice, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [result for results in slices for result in results]
+
+
+def run_naive(work: Workload, job_count: int, workers: int) -> list[int]:
+    return naive.pool.run(job_count, workers, work.call, _quiet)
+
+
+def run_errors_channel(work: Workload, job_count: int, workers: int) -> list[int]:
+    # Room for every item, so the stage cannot deadlock (capacity 0 would mean unbuffered).
+    room = max(job_count, 1)
+    outcome = errors_channel.pool.run(job_count, workers, work.call, _quiet, room, room)
+    if outcome.errors:
+        raise WrongResults(f"errors_channel: a job failed: {outcome.errors[0]!r}")
+    return outcome.results
+
+
+def run_robust(work: Workload, job_count: int, workers: int) -> list[int]:
+    call = work.call
+    pool = Pool([Task(partial(call, job)) for job in range(1, job_count + 1)], workers)
+    pool.run()
+    for task in pool.tasks:
+        if task.err is not None:
+            raise WrongResults(f"robust: a task failed: {task.err!r}")
+    return [task.result for task in pool.tasks if task.result is not None]
+
+
+def run_thread_pool_executor(work: Workload, job_count: int, workers: int) -> list[int]:
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        return list(executor.map(work.call, range(1, job_count + 1)))
+
+
+def run_asyncio(work: Workload, job_count: int, workers: int) -> list[int]:
+    async def main() -> list[int]:
+        # At most `workers` jobs in flight, as with the thread pools.
+        in_flight = asyncio.Semaphore(workers)
+
+        async def one(job: int) -> int:
+            async with in_flight:
+                return await work.call_async(job)
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(job)) for job in range(1, job_count + 1)]
+        return [task.result() for task in tasks]
+
+    return asyncio.run(main())
+
+
+def run_processes(work: Workload, job_count: int, workers: int, chunksize: int) -> list[int]:
+    with multiprocessing.Pool(processes=workers) as pool:
+        return pool.map(work.call, range(1, job_count + 1), chunksize=chunksize)
+
+
+def run_processes_chunk_1(work: Workload, job_count: int, workers: int) -> list[int]:
+    """One job per message: the most even spread, the most messages."""
+    return run_processes(work, job_count, workers, 1)
+
+
+def run_processes_chunked(work: Workload, job_count: int, workers: int) -> list[int]:
+    """Four chunks per worker: few messages, as multiprocessing's own default aims for."""
+    return run_processes(work, job_count, workers, max(1, math.ceil(job_count / (4 * workers))))
+
+
+Implementation = Callable[[Workload, int, int], list[int]]
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    run: Implementation
+    # "threads", "processes", "event loop", or "none" for the plain loop.
+    runs_on: str
+
+
+LOOP = Contender("plain loop", run_loop, "none")
+STATIC_THREADS = Contender("hand-written threads, static split", run_static_threads, "threads")
+NAIVE = Contender("naive", run_naive, "threads")
+ERRORS_CHANNEL = Contender("errors_channel", run_errors_channel, "threads")
+ROBUST = Contender("robust", run_robust, "threads")
+THREAD_POOL_EXECUTOR = Contender("ThreadPoolExecutor.map", run_thread_pool_executor, "threads")
+ASYNCIO = Contender("asyncio (TaskGroup + Semaphore)", run_asyncio, "event loop")
+PROCESSES_CHUNK_1 = Contender(
+    "multiprocessing map, chunksize 1", run_processes_chunk_1, "processes"
+)
+PROCESSES_CHUNKED = Contender(
+    "multiprocessing map, 4 chunks/worker", run_processes_chunked, "processes"
+)
+
+STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST)
+PEERS = (THREAD_POOL_EXECUTOR, ASYNCIO, PROCESSES_CHUNK_1, PROCESSES_CHUNKED)

@@ -1,0 +1,450 @@
+"""Measuring: runs every benchmark and writes one CSV row per measurement, plus its metadata.
+
+Drawing is a separate step (`plots.draw`) that reads only these files, so figures can be redrawn
+(`python -m plots --redraw`) without measuring again.
+
+Repeats are interleaved: repeat 1 of every configuration and implementation, then repeat 2, and so
+on (A B C A B C ...), so that a slow patch of the machine hits every implementation alike. Each run
+is checked (every job's result, right values) before its time is recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from plots.implementations import (
+    LOOP,
+    NO_OP,
+    PEERS,
+    PROCESSES_CHUNK_1,
+    PROCESSES_CHUNKED,
+    ROBUST,
+    SLEEP_1MS,
+    STAGES,
+    STATIC_THREADS,
+    THREAD_POOL_EXECUTOR,
+    Contender,
+    Workload,
+    check,
+    cpu_workload,
+    iterations_for,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# For CPU-bound work, one thread pool of each kind is enough to show the GIL, beside processes.
+CPU_CONTENDERS = (ROBUST, THREAD_POOL_EXECUTOR, PROCESSES_CHUNK_1, PROCESSES_CHUNKED)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark is. `quick()` fits in about a minute on 2 cores; `full()` does not."""
+
+    mode: str
+    repeats: int
+    dispatch_tasks: int
+    dispatch_workers: int
+    io_workers: tuple[int, ...]
+    io_tasks_per_worker: int
+    # multiprocessing starts one process per worker; beyond this many it is left out.
+    io_max_processes: int
+    cpu_workers: tuple[int, ...]
+    cpu_tasks: int
+    cpu_task_seconds: float
+    map_error_capacities: tuple[int, ...]
+    map_failing_jobs: tuple[int, ...]
+    map_parallel_cells: int
+    timeline_work_seconds: float
+    benchmarks: tuple[str, ...] = field(
+        default=("dispatch", "io", "cpu", "deadlock_map", "timeline")
+    )
+
+    @staticmethod
+    def quick() -> Sizes:
+        return Sizes(
+            mode="quick",
+            repeats=3,
+            dispatch_tasks=20_000,
+            dispatch_workers=4,
+            io_workers=(1, 4, 16, 64, 256, 1024),
+            io_tasks_per_worker=20,
+            io_max_processes=16,
+            cpu_workers=(1, 2, 4, 8),
+            cpu_tasks=128,
+            cpu_task_seconds=0.001,
+            map_error_capacities=tuple(range(11)),
+            map_failing_jobs=tuple(range(11)),
+            map_parallel_cells=8,
+            timeline_work_seconds=0.3,
+        )
+
+    @staticmethod
+    def full() -> Sizes:
+        return Sizes(
+            mode="full",
+            repeats=7,
+            dispatch_tasks=100_000,
+            dispatch_workers=4,
+            io_workers=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            io_tasks_per_worker=20,
+            io_max_processes=64,
+            cpu_workers=(1, 2, 3, 4, 5, 6, 7, 8),
+            cpu_tasks=256,
+            cpu_task_seconds=0.001,
+            map_error_capacities=tuple(range(11)),
+            map_failing_jobs=tuple(range(11)),
+            map_parallel_cells=8,
+            timeline_work_seconds=0.3,
+        )
+
+    @staticmethod
+    def tiny() -> Sizes:
+        """For the smoke test: every code path, in seconds."""
+        return Sizes(
+            mode="tiny",
+            repeats=2,
+            dispatch_tasks=200,
+            dispatch_workers=2,
+            io_workers=(1, 4),
+            io_tasks_per_worker=3,
+            io_max_processes=2,
+            cpu_workers=(1, 2),
+            cpu_tasks=4,
+            cpu_task_seconds=0.0005,
+            map_error_capacities=(0, 1),
+            map_failing_jobs=(0, 2),
+            map_parallel_cells=4,
+            timeline_work_seconds=0.02,
+        )
+
+
+class Progress:
+    """Progress on stderr: which benchmark, how far, time elapsed, and about how long is left."""
+
+    def __init__(self, benchmark: str, steps: int, total_cost: float | None = None) -> None:
+        self.benchmark = benchmark
+        self.steps = steps
+        self.done = 0
+        # Steps can differ in cost (1024 workers take far longer than 1); the estimate of what is
+        # left goes by cost done so far, in whatever unit the caller gives (default: steps).
+        self.total_cost = total_cost if total_cost is not None else float(steps)
+        self.cost_done = 0.0
+        self.started = time.monotonic()
+        self._last_shown = -math.inf
+
+    def step(self, what: str, cost: float = 1.0) -> None:
+        self.done += 1
+        self.cost_done += cost
+        now = time.monotonic()
+        # At most about once a second, plus the last step, so a CI log stays readable.
+        if now - self._last_shown < 1.0 and self.done < self.steps:
+            return
+        self._last_shown = now
+        elapsed = now - self.started
+        left = elapsed / max(self.cost_done, 1e-9) * (self.total_cost - self.cost_done)
+        print(
+            f"[{self.benchmark}] {self.done}/{self.steps} {what}: "
+            f"{elapsed:.0f} s elapsed, about {max(left, 0):.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def timed_run(contender: Contender, work: Workload, job_count: int, workers: int) -> float:
+    """Seconds for one checked run; raises WrongResults instead of returning a bad run's time."""
+    start = time.perf_counter()
+    results = contender.run(work, job_count, workers)
+    seconds = time.perf_counter() - start
+    check(results, job_count, contender.name)
+    return seconds
+
+
+def interleaved(
+    repeats: int, configurations: Sequence[tuple[Contender, int]]
+) -> Iterator[tuple[int, Contender, int]]:
+    """(repeat, contender, workers) in the order A B C A B C ...: every repeat of all, in turn."""
+    for repeat in range(1, repeats + 1):
+        for contender, workers in configurations:
+            yield repeat, contender, workers
+
+
+def measure_dispatch(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, object]]:
+    """1. No-op tasks: what each pool costs per task, beside a plain loop's floor."""
+    workers = sizes.dispatch_workers
+    tasks = sizes.dispatch_tasks
+    plan = list(interleaved(sizes.repeats, [(c, workers) for c in (LOOP, *contenders)]))
+    progress = Progress("dispatch", len(plan))
+    rows: list[dict[str, object]] = []
+    for repeat, contender, w in plan:
+        seconds = timed_run(contender, NO_OP, tasks, w)
+        rows.append(
+            {
+                "implementation": contender.name,
+                "runs_on": contender.runs_on,
+                "workers": w,
+                "tasks": tasks,
+                "repeat": repeat,
+                "seconds": seconds,
+                "us_per_task": seconds / tasks * 1e6,
+            }
+        )
+        progress.step(contender.name)
+    return rows
+
+
+def measure_io(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, object]]:
+    """2. Tasks that sleep 1 ms: how close each pool gets to the ideal as workers grow.
+
+    Hand-written threads with a static split stand beside them as a reference: no pool, no
+    sharing, just the threads and the sleeps, which is what the GIL and this machine allow.
+    """
+    configurations = [
+        (contender, workers)
+        for workers in sizes.io_workers
+        for contender in (STATIC_THREADS, *contenders)
+        if contender.runs_on != "processes" or workers <= sizes.io_max_processes
+    ]
+    plan = list(interleaved(sizes.repeats, configurations))
+    # A run's cost grows with its worker count: threads to start, tasks to run.
+    progress = Progress("io", len(plan), sum(sizes.io_tasks_per_worker * w for _, _, w in plan))
+    rows: list[dict[str, object]] = []
+    for repeat, contender, workers in plan:
+        tasks = sizes.io_tasks_per_worker * workers
+        seconds = timed_run(contender, SLEEP_1MS, tasks, workers)
+        ideal = math.ceil(tasks / workers) * 0.001
+        rows.append(
+            {
+                "implementation": contender.name,
+                "runs_on": contender.runs_on,
+                "workers": workers,
+                "tasks": tasks,
+                "repeat": repeat,
+                "seconds": seconds,
+                "ideal_seconds": ideal,
+                "efficiency": ideal / seconds,
+            }
+        )
+        progress.step(f"{contender.name} x{workers}", tasks)
+    return rows
+
+
+def measure_cpu(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, object]]:
+    """3. Pure-Python work of about 1 ms a task: speedup over a plain loop, threads vs processes."""
+    iterations = iterations_for(sizes.cpu_task_seconds)
+    work = cpu_workload(iterations)
+    configurations = [(LOOP, 1)] + [(c, w) for w in sizes.cpu_workers for c in contenders]
+    plan = list(interleaved(sizes.repeats, configurations))
+    progress = Progress("cpu", len(plan))
+    rows: list[dict[str, object]] = []
+    for repeat, contender, workers in plan:
+        seconds = timed_run(contender, work, sizes.cpu_tasks, workers)
+        rows.append(
+            {
+                "implementation": contender.name,
+                "runs_on": contender.runs_on,
+                "workers": workers,
+                "tasks": sizes.cpu_tasks,
+                "iterations_per_task": iterations,
+                "repeat": repeat,
+                "seconds": seconds,
+            }
+        )
+        progress.step(f"{contender.name} x{workers}")
+    return rows
+
+
+def child_records(
+    args: Sequence[str], timeout: float
+) -> tuple[int | None, list[dict[str, object]]]:
+    """Run `python -m plots.child args`; its exit status (None after a timeout) and its records."""
+    command = [sys.executable, "-m", "plots.child", *args]
+    try:
+        completed = subprocess.run(
+            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as expired:
+        # The timeout, the first detector: the child was killed; keep what it had said.
+        stdout = expired.stdout or b""
+        text = stdout.decode() if isinstance(stdout, bytes) else stdout
+        return None, [json.loads(line) for line in text.splitlines() if line.strip()]
+    if completed.returncode not in (0, 2):
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr}")
+    return completed.returncode, [json.loads(line) for line in completed.stdout.splitlines()]
+
+
+MAP_JOBS = 10
+MAP_CELL_TIMEOUT = 20.0
+
+
+def measure_deadlock_map(sizes: Sizes) -> list[dict[str, object]]:
+    """4. Stage 2 over (error capacity, failing jobs): finished or deadlocked, as observed."""
+    cells = [
+        (capacity, failing)
+        for capacity in sizes.map_error_capacities
+        for failing in sizes.map_failing_jobs
+    ]
+    progress = Progress("deadlock_map", len(cells))
+    jobs = max(MAP_JOBS, *sizes.map_failing_jobs)
+
+    def observe(cell: tuple[int, int]) -> dict[str, object]:
+        capacity, failing = cell
+        started = time.monotonic()
+        status, records = child_records(
+            [
+                "deadlock-cell",
+                *("--jobs", str(jobs), "--failing", str(failing)),
+                *("--error-capacity", str(capacity), "--results-capacity", str(jobs)),
+            ],
+            MAP_CELL_TIMEOUT,
+        )
+        outcome = {0: "finished", 2: "deadlock (watchdog)", None: "deadlock (timeout)"}[status]
+        processed = sum(1 for record in records if "job" in record)
+        if status == 0 and processed != jobs:
+            raise RuntimeError(f"cell {cell} finished with {processed} of {jobs} jobs processed")
+        progress.step(f"capacity {capacity}, {failing} failing: {outcome}")
+        return {
+            "error_capacity": capacity,
+            "failing_jobs": failing,
+            "jobs": jobs,
+            "results_capacity": jobs,
+            "outcome": outcome,
+            "jobs_processed": processed,
+            "seconds": time.monotonic() - started,
+        }
+
+    # The cells are independent processes that mostly wait (for the watchdog's grace period), so
+    # several at a time are fine even on 2 cores.
+    with ThreadPoolExecutor(max_workers=sizes.map_parallel_cells) as executor:
+        return list(executor.map(observe, cells))
+
+
+TIMELINE_RUNS = (
+    ("naive", ["--stage", "naive"]),
+    ("errors_channel", ["--stage", "errors_channel"]),
+    ("errors_channel, error capacity 1", ["--stage", "errors_channel", "--error-capacity", "1"]),
+    ("robust", ["--stage", "robust"]),
+)
+
+
+def measure_timelines(sizes: Sizes) -> list[dict[str, object]]:
+    """5. Every job of each stage's default demo, on its worker, in time; and where it blocked."""
+    progress = Progress("timeline", len(TIMELINE_RUNS))
+    rows: list[dict[str, object]] = []
+    for run, args in TIMELINE_RUNS:
+        status, records = child_records(
+            [*("timeline", *args), "--seconds", str(sizes.timeline_work_seconds)], 30.0
+        )
+        if status is None:
+            raise RuntimeError(f"timeline {run}: neither finished nor reported a deadlock")
+        last_end: dict[str, float] = {}
+        for record in records:
+            if "job" in record:
+                worker, end = str(record["worker"]), float(str(record["end"]))
+                rows.append(
+                    {
+                        "run": run,
+                        "worker": worker,
+                        "job": record["job"],
+                        "start": record["start"],
+                        "end": end,
+                        "kind": "success" if record["ok"] else "error",
+                    }
+                )
+                last_end[worker] = max(end, last_end.get(worker, 0.0))
+            elif "deadlock" in record:
+                reported = float(str(record["deadlock"]))
+                blocked = record["blocked"]
+                assert isinstance(blocked, dict)
+                # A worker the report names has sat blocked since its last job ended.
+                for worker, waiting_on in blocked.items():
+                    if worker in last_end:
+                        rows.append(
+                            {
+                                "run": run,
+                                "worker": worker,
+                                "job": "",
+                                "start": last_end[worker],
+                                "end": reported,
+                                "kind": f"blocked: {waiting_on}",
+                            }
+                        )
+                rows.append(
+                    {
+                        "run": run,
+                        "worker": "",
+                        "job": "",
+                        "start": reported,
+                        "end": reported,
+                        "kind": "deadlock reported",
+                    }
+                )
+        progress.step(run)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    if not rows:
+        raise ValueError(f"no rows for {path.name}")
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def metadata(sizes: Sizes) -> dict[str, object]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "commit": commit,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "mode": sizes.mode,
+        "sizes": asdict(sizes),
+    }
+
+
+def measure_all(
+    out_dir: Path,
+    sizes: Sizes,
+    contenders: Sequence[Contender] = (*STAGES, *PEERS),
+) -> None:
+    """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.
+
+    Each benchmark has its own metadata file, so that a figure redrawn later always names the
+    machine, versions and date of the data it shows, even after `--only` re-measured another one.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    benchmarks = {
+        "dispatch": lambda: measure_dispatch(sizes, contenders),
+        "io": lambda: measure_io(sizes, contenders),
+        "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
+        "deadlock_map": lambda: measure_deadlock_map(sizes),
+        "timeline": lambda: measure_timelines(sizes),
+    }
+    for name in sizes.benchmarks:
+        about = metadata(sizes)
+        write_csv(out_dir / f"{name}.csv", benchmarks[name]())
+        (out_dir / f"{name}.json").write_text(json.dumps(about, indent=2) + "\n")

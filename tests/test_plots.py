@@ -1,0 +1,168 @@
+"""The benchmarks: a tiny run writes checked CSVs and real PNGs; a wrong run is never recorded."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from plots.draw import draw_all
+from plots.implementations import NO_OP, ROBUST, Contender, Workload, WrongResults, check
+from plots.measure import Sizes, measure_all
+from tests.conftest import run_module
+
+EXPECTED_COLUMNS = {
+    "dispatch": [
+        "implementation",
+        "runs_on",
+        "workers",
+        "tasks",
+        "repeat",
+        "seconds",
+        "us_per_task",
+    ],
+    "io": [
+        "implementation",
+        "runs_on",
+        "workers",
+        "tasks",
+        "repeat",
+        "seconds",
+        "ideal_seconds",
+        "efficiency",
+    ],
+    "cpu": [
+        "implementation",
+        "runs_on",
+        "workers",
+        "tasks",
+        "iterations_per_task",
+        "repeat",
+        "seconds",
+    ],
+    "deadlock_map": [
+        "error_capacity",
+        "failing_jobs",
+        "jobs",
+        "results_capacity",
+        "outcome",
+        "jobs_processed",
+        "seconds",
+    ],
+    "timeline": ["run", "worker", "job", "start", "end", "kind"],
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("plots")
+    measure_all(out, Sizes.tiny())
+    return out
+
+
+def test_a_tiny_run_writes_every_csv_with_its_columns_and_metadata(tiny_run: Path) -> None:
+    sizes = Sizes.tiny()
+    for name, columns in EXPECTED_COLUMNS.items():
+        header, rows = read_csv(tiny_run / f"{name}.csv")
+        assert header == columns, name
+        assert rows, name
+        meta = json.loads((tiny_run / f"{name}.json").read_text())
+        assert meta["mode"] == "tiny"
+        assert {"python", "platform", "cpu_count", "commit", "date"} <= meta.keys()
+
+    _, dispatch = read_csv(tiny_run / "dispatch.csv")
+    # Every implementation, every repeat, interleaved: repeat 1 of all before any repeat 2.
+    assert [int(row["repeat"]) for row in dispatch] == sorted(
+        int(row["repeat"]) for row in dispatch
+    )
+    assert len(dispatch) == sizes.repeats * len({row["implementation"] for row in dispatch})
+    assert {"plain loop", "naive", "errors_channel", "robust"} <= {
+        row["implementation"] for row in dispatch
+    }
+
+
+def test_the_deadlock_map_matches_the_theory(tiny_run: Path) -> None:
+    _, cells = read_csv(tiny_run / "deadlock_map.csv")
+    assert len(cells) == 4
+    for cell in cells:
+        deadlocks = int(cell["failing_jobs"]) > int(cell["error_capacity"])
+        assert cell["outcome"] == ("deadlock (watchdog)" if deadlocks else "finished"), cell
+
+
+def test_the_timeline_shows_stage_2_blocked_until_the_report(tiny_run: Path) -> None:
+    _, rows = read_csv(tiny_run / "timeline.csv")
+    deadlocked = [row for row in rows if row["run"] == "errors_channel, error capacity 1"]
+    (report,) = [row for row in deadlocked if row["kind"] == "deadlock reported"]
+    blocked = [row for row in deadlocked if row["kind"] == "blocked: queue put: errors"]
+    assert {row["worker"] for row in blocked} == {"worker-1", "worker-2", "worker-3"}
+    assert all(row["end"] == report["start"] for row in blocked)
+    assert sorted(int(row["job"]) for row in deadlocked if row["job"]) == list(range(1, 8))
+    for run in ("naive", "errors_channel", "robust"):
+        jobs = sorted(int(row["job"]) for row in rows if row["run"] == run)
+        assert jobs == list(range(1, 10)), run
+
+
+def test_drawing_writes_real_pngs(tiny_run: Path) -> None:
+    written = draw_all(tiny_run)
+
+    assert [path.name for path in written] == [f"{name}.png" for name in EXPECTED_COLUMNS]
+    for path in written:
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert width >= 600 and height >= 300
+
+
+def test_redraw_from_csv_works_without_measuring(tiny_run: Path, tmp_path: Path) -> None:
+    for name in EXPECTED_COLUMNS:
+        for suffix in (".csv", ".json"):
+            (tmp_path / f"{name}{suffix}").write_bytes((tiny_run / f"{name}{suffix}").read_bytes())
+
+    completed = run_module("plots", "--redraw", "--out", str(tmp_path), timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    for name in EXPECTED_COLUMNS:
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_SIGNATURE
+    # Redrawing measured nothing: the data files are as they were.
+    for name in EXPECTED_COLUMNS:
+        assert (tmp_path / f"{name}.csv").read_bytes() == (tiny_run / f"{name}.csv").read_bytes()
+
+
+def test_redraw_with_nothing_to_draw_is_a_clear_error(tmp_path: Path) -> None:
+    completed = run_module("plots", "--redraw", "--out", str(tmp_path))
+
+    assert completed.returncode == 2
+    assert "measure first" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def off_by_one(work: Workload, job_count: int, workers: int) -> list[int]:
+    """A broken pool: it loses the last job."""
+    return ROBUST.run(work, job_count, workers)[:-1]
+
+
+def test_a_run_with_wrong_results_is_refused_not_recorded(tmp_path: Path) -> None:
+    broken = Contender("broken", off_by_one, "threads")
+    sizes = dataclasses.replace(Sizes.tiny(), benchmarks=("dispatch",))
+
+    with pytest.raises(WrongResults, match="broken"):
+        measure_all(tmp_path, sizes, contenders=[ROBUST, broken])
+
+    assert not (tmp_path / "dispatch.csv").exists()
+
+
+def test_the_check_itself_accepts_right_and_refuses_swapped_results() -> None:
+    assert sorted(ROBUST.run(NO_OP, 50, 4)) == [2 * job for job in range(1, 51)]
+    check([4, 2, 6], 3, "in any order")
+    with pytest.raises(WrongResults):
+        check([2, 2, 6], 3, "one doubled, one lost")
