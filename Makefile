@@ -31,6 +31,9 @@ demo: $(INSTALLED)
 	@echo
 	@echo "== Stage 3: 30 jobs, the caller gives up after 10 errors =="
 	$(BIN)/python -m robust --jobs 30 --work-seconds 0.05 || test $$? -eq 1
+	@echo
+	@echo "== Benchmarks and plots (python -m plots: quick mode, about a minute) =="
+	$(BIN)/python -m plots
 
 test: lint typecheck pytest
 

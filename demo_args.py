@@ -45,6 +45,21 @@ def seconds(text: str) -> float:
     return value
 
 
+def add_pool_arguments(parser: argparse.ArgumentParser, *, workers: str, jobs: str) -> None:
+    """The flags every stage's demo shares: --workers, --jobs and --work-seconds."""
+    parser.add_argument(
+        "--workers", type=whole_number(1), default=3, help=f"{workers} (default: 3)"
+    )
+    parser.add_argument("--jobs", type=whole_number(0), default=9, help=f"{jobs} (default: 9)")
+    parser.add_argument(
+        "--work-seconds",
+        type=seconds,
+        default=0.3,
+        help="simulated work per job, in seconds (default: 0.3, so that each of 3 workers does "
+        "about 3 of the 9 jobs and a run takes about a second)",
+    )
+
+
 def say(line: str) -> None:
     """Print one line from any thread without interleaving, and show it at once.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from demo_args import DemoArgumentParser, say, seconds, whole_number
+from demo_args import DemoArgumentParser, add_pool_arguments, say, whole_number
 from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
 from errors_channel.pool import double_evens_fail_odds, run
 from errors_channel.watchdog import Watchdog
@@ -15,12 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         "errors queue; main waits for every worker, then reads one error. When more jobs fail "
         "than the errors queue holds, it deadlocks.",
     )
-    parser.add_argument(
-        "--workers", type=whole_number(1), default=3, help="worker threads (default: 3)"
-    )
-    parser.add_argument(
-        "--jobs", type=whole_number(0), default=9, help="jobs 1..N; odd ones fail (default: 9)"
-    )
+    add_pool_arguments(parser, workers="worker threads", jobs="process jobs 1..N; odd ones fail")
     parser.add_argument(
         "--results-capacity",
         type=whole_number(0),
@@ -33,12 +28,6 @@ def main(argv: list[str] | None = None) -> int:
         default=100,
         help="items the errors queue holds, as in Go: 0 is unbuffered (default: 100; "
         "1 reproduces the post's deadlock)",
-    )
-    parser.add_argument(
-        "--work-seconds",
-        type=seconds,
-        default=0.3,
-        help="simulated work per job, in seconds (default: 0.3)",
     )
     parser.add_argument(
         "--fix",

@@ -17,14 +17,18 @@ and `errors_channel.fixes` keeps two fixes beside the bug.
 
 Sample run (`python -m errors_channel --error-capacity 1`, the post's failing run):
 
-    worker 1 processing job 1
-    worker 2 processing job 2
-    worker 3 processing job 3
-    worker 2 processing job 4
+    worker 2 processing job 1
+    worker 3 processing job 2
+    worker 1 processing job 3
+    worker 3 processing job 4
     worker 2 processing job 5
-    worker 2 processing job 6
-    worker 2 processing job 7
+    worker 3 processing job 6
+    worker 3 processing job 7
     fatal error: all threads are asleep - deadlock!
+
+    thread MainThread [waitgroup wait: wait_group]:
+    ...
+    thread worker-1 [queue put: errors]:
     ...
 """
 

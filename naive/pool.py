@@ -14,10 +14,13 @@ Sample run (`python -m naive`; which worker gets which job varies from run to ru
     worker 1 processing job 1
     worker 2 processing job 2
     worker 3 processing job 3
+    worker 3 processing job 5
+    worker 2 processing job 6
     worker 1 processing job 4
-    ...
+    worker 2 processing job 7
+    worker 1 processing job 8
     worker 3 processing job 9
-    results: 2 4 6 8 10 12 14 16 18
+    results: 2 6 4 12 8 10 14 16 18
 """
 
 from __future__ import annotations

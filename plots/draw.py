@@ -225,14 +225,23 @@ def draw_timelines(rows: list[Row], meta: dict[str, object], path: Path) -> None
             y = workers.index(row["worker"])
             if row["kind"].startswith("blocked"):
                 axes.barh(y, end - start, left=start, color=BLOCKED, hatch="//", height=0.6)
-                axes.text(start + 0.02, y, row["kind"], fontsize=7, va="center")
+                axes.text(
+                    start + 0.02,
+                    y,
+                    row["kind"],
+                    fontsize=7,
+                    va="center",
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+                )
                 continue
             colour = SUCCESS if row["kind"] == "success" else ERROR
             axes.barh(y, end - start, left=start, color=colour, height=0.6, edgecolor="white")
             axes.text((start + end) / 2, y, row["job"], fontsize=8, ha="center", va="center")
         axes.set_yticks(range(len(workers)), workers)
         axes.set_title(run, fontsize=10, loc="left")
-    all_axes[-1].set_xlabel("seconds since the run started")
+    all_axes[-1].set_xlabel(
+        "seconds since the run started (each stage's demo: a row per worker, a bar per job)"
+    )
     figure.legend(
         handles=[
             Patch(color=SUCCESS, label="job succeeded"),
@@ -240,10 +249,9 @@ def draw_timelines(rows: list[Row], meta: dict[str, object], path: Path) -> None
             Patch(facecolor=BLOCKED, hatch="//", label="blocked on a full queue"),
         ],
         fontsize=8,
-        loc="outside lower center",
+        loc="outside upper center",
         ncols=3,
     )
-    figure.suptitle("Each stage's demo: one row per worker, one bar per job (its number)")
     finish(figure, meta, path)
 
 

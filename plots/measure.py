@@ -403,14 +403,16 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 def metadata(sizes: Sizes) -> dict[str, object]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        # Measured code that differs from the commit says so.
+        if git("status", "--porcelain", "--untracked-files=no"):
+            commit += "+changes"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return {

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from demo_args import DemoArgumentParser, say, seconds, whole_number
+from demo_args import DemoArgumentParser, add_pool_arguments, say, whole_number
 from robust.pool import Pool, Task
 
 
@@ -34,24 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Stage 3: a pool of tasks, each keeping its own error, so failures can never "
         "fill a queue. Odd jobs fail. Exit status 0 if no task failed, 1 otherwise.",
     )
-    parser.add_argument(
-        "--workers", type=whole_number(1), default=3, help="tasks run at once (default: 3)"
-    )
-    parser.add_argument(
-        "--jobs", type=whole_number(0), default=9, help="jobs 1..N; odd ones fail (default: 9)"
-    )
+    add_pool_arguments(parser, workers="tasks run at once", jobs="run jobs 1..N; odd ones fail")
     parser.add_argument(
         "--max-errors",
         type=whole_number(1),
         default=10,
         help="give up with 'Too many errors.' once this many tasks have failed (default: 10; "
         "try --jobs 30)",
-    )
-    parser.add_argument(
-        "--work-seconds",
-        type=seconds,
-        default=0.3,
-        help="simulated work per job, in seconds (default: 0.3)",
     )
     args = parser.parse_args(argv)
 
