@@ -17,11 +17,11 @@ and `errors_channel.fixes` keeps two fixes beside the bug.
 
 Sample run (`python -m errors_channel --error-capacity 1`, the post's failing run):
 
-    worker 2 processing job 1
+    worker 1 processing job 1
     worker 3 processing job 2
-    worker 1 processing job 3
+    worker 2 processing job 3
     worker 3 processing job 4
-    worker 2 processing job 5
+    worker 1 processing job 5
     worker 3 processing job 6
     worker 3 processing job 7
     fatal error: all threads are asleep - deadlock!
@@ -80,6 +80,8 @@ class WaitGroup:
 
     def done(self) -> None:
         with self._all_done:
+            if self._count == 0:
+                raise ValueError("WaitGroup.done() called more often than add() counted")
             self._count -= 1
             if self._count == 0:
                 self._all_done.notify_all()
@@ -170,6 +172,8 @@ def start(
     errors: queue.Queue[Exception],
 ) -> tuple[WaitGroup, list[threading.Thread]]:
     """Start the workers and hand them jobs 1..job_count; return what main waits on."""
+    if worker_count < 1:
+        raise ValueError(f"worker_count must be at least 1, got {worker_count}")
     # Unbounded, as in stage 1: main never blocks putting jobs, so it always reaches its wait.
     jobs: queue.Queue[int | None] = queue.Queue()
     wait_group = WaitGroup()

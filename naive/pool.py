@@ -68,6 +68,8 @@ def worker(
 
 def run(job_count: int, worker_count: int, work: Work, log: Log) -> list[int]:
     """Run jobs 1..job_count on worker_count threads; return the results in arrival order."""
+    if worker_count < 1:
+        raise ValueError(f"worker_count must be at least 1, got {worker_count}")
     # Go's example gives both channels capacity 100, enough for its 9 jobs. Here both are unbounded
     # (maxsize=0 means *no limit* to queue.Queue, the opposite of Go's unbuffered channel), so any
     # job count works: main never blocks putting a job, and a worker never blocks putting a result.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from demo_args import DemoArgumentParser
 from plots.draw import DRAWERS, draw_all
+from plots.implementations import WrongResults
 from plots.measure import Sizes, measure_all
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -46,13 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.exit(2, f"{parser.prog}: error: cannot use --out {args.out}: {error.strerror}\n")
     if not args.redraw:
         sizes = Sizes.full() if args.full else Sizes.quick()
         if args.only:
             sizes = dataclasses.replace(sizes, benchmarks=tuple(args.only))
         started = time.monotonic()
         print(f"measuring ({sizes.mode} mode) into {args.out}", file=sys.stderr, flush=True)
-        measure_all(args.out, sizes)
+        try:
+            measure_all(args.out, sizes)
+        except WrongResults as wrong:
+            # A pool returned wrong results: that is a bug to report, not a time to plot.
+            parser.exit(1, f"{parser.prog}: refused a run with wrong results: {wrong}\n")
         print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     try:
         written = draw_all(args.out)

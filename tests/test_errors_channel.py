@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
-from errors_channel.pool import JobFailed, UnbufferedQueue, double_evens_fail_odds, run
+from errors_channel.pool import (
+    JobFailed,
+    UnbufferedQueue,
+    WaitGroup,
+    double_evens_fail_odds,
+    run,
+)
+from naive.pool import run as naive_run
 from tests.conftest import REPO_ROOT, finish_within, run_module
 
 TRACE_LINE = re.compile(r"worker (\d+) processing job (\d+)")
@@ -231,3 +238,28 @@ def test_demo_refuses_bad_input_with_one_line_and_status_2(bad_args: list[str]) 
     assert completed.returncode == 2
     assert len(completed.stderr.splitlines()) == 1
     assert "Traceback" not in completed.stderr
+
+
+def test_readme_sample_report_points_at_the_lines_that_block() -> None:
+    # The README shows a captured report; its file:line references must still be the put and the
+    # wait they were when it was captured, or the README teaches the wrong line.
+    readme = (REPO_ROOT / "README.md").read_text()
+    lines = {int(n) for n in re.findall(r"errors_channel/pool\.py:(\d+)", readme)}
+    assert lines == {line_of("errors.put(error)"), line_of("wait_group.wait()")}
+
+
+def test_wait_group_refuses_more_done_calls_than_it_counted() -> None:
+    wait_group = WaitGroup()
+    wait_group.add(1)
+    wait_group.done()
+    wait_group.wait()  # returns at once: the count is zero
+    with pytest.raises(ValueError, match="more often"):
+        wait_group.done()
+
+
+@pytest.mark.parametrize("run_stage", [run, naive_run])
+def test_run_refuses_zero_workers_instead_of_waiting_forever(
+    run_stage: Callable[..., object],
+) -> None:
+    with pytest.raises(ValueError, match="worker_count"):
+        run_stage(3, 0, double_evens_fail_odds(0), lambda line: None)
