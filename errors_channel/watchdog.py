@@ -50,13 +50,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
+
+def _code_of(owner: object, name: str) -> CodeType | None:
+    """The code of owner.name, or None where this Python has no such function (3.13 moved
+    Thread.join's wait into C): the watchdog then misses that kind of wait instead of failing."""
+    return getattr(getattr(owner, name, None), "__code__", None)
+
+
 # The places a thread can sleep that the watchdog knows how to read.
-_CONDITION_WAIT = threading.Condition.wait.__code__
-_JOIN_WAIT = threading.Thread._wait_for_tstate_lock.__code__  # type: ignore[attr-defined]
-_EXIT_WAIT = threading._shutdown.__code__  # type: ignore[attr-defined]
+_CONDITION_WAIT = _code_of(threading.Condition, "wait")
+_JOIN_WAIT = _code_of(threading.Thread, "_wait_for_tstate_lock")
+_EXIT_WAIT = _code_of(threading, "_shutdown")
+_KNOWN_WAITS = tuple(code for code in (_CONDITION_WAIT, _JOIN_WAIT, _EXIT_WAIT) if code)
 
 _THREAD_WAITS = ("join", "_wait_for_tstate_lock")
 # Objects whose methods are *part of* a wait; the first frame outside them is the wait's site.
@@ -185,15 +193,16 @@ class Watchdog:
 def _sleeping_on(frame: FrameType) -> Any | None:
     """The lock `frame` sleeps on, without a timeout, in a wait we know how to read; else None."""
     # Read locals only of the frames we know: other threads are paused mid-code, not asleep.
-    if frame.f_code not in (_CONDITION_WAIT, _JOIN_WAIT, _EXIT_WAIT):
+    code = frame.f_code
+    if not any(code is known for known in _KNOWN_WAITS):
         return None
     local = frame.f_locals
-    if frame.f_code is _CONDITION_WAIT:
+    if code is _CONDITION_WAIT:
         # Untimed, inside `waiter.acquire()` (gotit is set just after it returns), and the waiter
         # lock still held: no notify() has released it.
         lock = local.get("waiter")
         untimed = local.get("timeout") is None and local.get("gotit") is False
-    elif frame.f_code is _JOIN_WAIT:
+    elif code is _JOIN_WAIT:
         # Untimed join (block=True, timeout=-1); the lock is held for as long as the thread runs.
         lock = local.get("lock")
         untimed = local.get("block") is True and local.get("timeout") == -1
