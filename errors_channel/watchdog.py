@@ -34,7 +34,7 @@ Limits, what it cannot see:
   misses such deadlocks. It never reports a thread it cannot prove asleep.
 - threads without Python frames (started from C) are invisible to it.
 - it relies on CPython internals (`sys._current_frames`, the local names in threading.py's
-  `Condition.wait`, `Thread._wait_for_tstate_lock` and `_shutdown`), checked against CPython 3.11.
+  `Condition.wait`, `Thread.join` and `_shutdown`), checked against CPython 3.11, 3.12 and 3.13.
 - it needs the GIL now and then: a thread that holds the GIL forever starves it (but is not
   deadlocked in Go's sense either).
 """
@@ -55,8 +55,7 @@ from typing import Any
 
 
 def _code_of(owner: object, name: str) -> CodeType | None:
-    """The code of owner.name, or None where this Python has no such function (3.13 moved
-    Thread.join's wait into C): the watchdog then misses that kind of wait instead of failing."""
+    """The code of owner.name, or None where this Python has no such function."""
     return getattr(getattr(owner, name, None), "__code__", None)
 
 
@@ -64,7 +63,11 @@ def _code_of(owner: object, name: str) -> CodeType | None:
 _CONDITION_WAIT = _code_of(threading.Condition, "wait")
 _JOIN_WAIT = _code_of(threading.Thread, "_wait_for_tstate_lock")
 _EXIT_WAIT = _code_of(threading, "_shutdown")
-_KNOWN_WAITS = tuple(code for code in (_CONDITION_WAIT, _JOIN_WAIT, _EXIT_WAIT) if code)
+# Only where join() has no Python-level wait below it is join() itself the place it sleeps.
+_JOIN_IN_C = _code_of(threading.Thread, "join") if _JOIN_WAIT is None else None
+_KNOWN_WAITS = tuple(
+    code for code in (_CONDITION_WAIT, _JOIN_WAIT, _JOIN_IN_C, _EXIT_WAIT) if code is not None
+)
 
 _THREAD_WAITS = ("join", "_wait_for_tstate_lock")
 # Objects whose methods are *part of* a wait; the first frame outside them is the wait's site.
@@ -202,17 +205,23 @@ def _sleeping_on(frame: FrameType) -> Any | None:
         # lock still held: no notify() has released it.
         lock = local.get("waiter")
         untimed = local.get("timeout") is None and local.get("gotit") is False
-    elif code is _JOIN_WAIT:
+        return lock if untimed and lock is not None and lock.locked() else None
+    if code is _JOIN_WAIT:
         # Untimed join (block=True, timeout=-1); the lock is held for as long as the thread runs.
         lock = local.get("lock")
         untimed = local.get("block") is True and local.get("timeout") == -1
-    else:
-        # Interpreter exit joining a non-daemon thread: `lock.acquire()`, held while it runs.
-        lock = local.get("lock")
-        untimed = True
-    if untimed and lock is not None and lock.locked():
-        return lock
-    return None
+        return lock if untimed and lock is not None and lock.locked() else None
+    if code is _JOIN_IN_C:
+        # Python 3.13+: join() waits in C on the thread's handle, done once the thread ends.
+        handle = getattr(local.get("self"), "_handle", None)
+        untimed = local.get("timeout") is None
+        return handle if untimed and handle is not None and not handle.is_done() else None
+    # Interpreter exit. Up to 3.12 it joins each non-daemon thread's lock, held while it runs;
+    # from 3.13 it waits in C, and only the grace period tells that wait from a passing moment.
+    lock = local.get("lock")
+    if lock is None:
+        return frame
+    return lock if lock.locked() else None
 
 
 def _asleep(ident: int, frame: FrameType, thread: threading.Thread | None) -> _Asleep | None:
