@@ -12,7 +12,7 @@ import pytest
 
 from errors_channel.pool import double_evens_fail_odds
 from errors_channel.pool import run as run_errors_channel
-from errors_channel.watchdog import DeadlockReport, Watchdog
+from errors_channel.watchdog import DeadlockReport, Watchdog, _Asleep, _asleep
 from naive.pool import double_after
 from naive.pool import run as run_naive
 from tests.conftest import REPO_ROOT
@@ -159,3 +159,49 @@ print("main is done")
     assert completed.returncode == 2
     assert "thread MainThread [exit: waiting for non-daemon threads]:" in completed.stderr
     assert "thread forgotten [event wait]:" in completed.stderr
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads context switches from /proc (Linux)"
+)
+def test_a_thread_that_comes_back_to_the_same_wait_is_seen_to_have_moved() -> None:
+    # A thread woken between two samples that waits again at the very same line looks, frame for
+    # frame, exactly as it did. The watchdog must still see that it moved (its context-switch count
+    # and its new waiter lock), or a busy program would pass for a stuck one.
+    wake = threading.Condition()
+    wakeups = 0
+    stopping = False
+
+    def wait_again_and_again() -> None:
+        nonlocal wakeups
+        with wake:
+            while not stopping:
+                wake.wait()
+                wakeups += 1
+
+    thread = threading.Thread(target=wait_again_and_again, daemon=True)
+    thread.start()
+    ident = thread.ident
+    assert ident is not None
+
+    def seen_asleep() -> _Asleep:
+        while True:
+            seen = _asleep(ident, sys._current_frames()[ident], thread)
+            if seen is not None:
+                return seen
+            thread.join(0.001)
+
+    before = seen_asleep()
+    with wake:
+        wake.notify()
+    while wakeups < 1:
+        thread.join(0.001)
+    after = seen_asleep()
+
+    assert after.site == before.site  # the same line: that is what makes it hard
+    assert after != before
+    stopping = True
+    with wake:
+        wake.notify()
+    thread.join(10)
+    assert not thread.is_alive()
