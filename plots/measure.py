@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from plots.implementations import (
@@ -91,27 +91,23 @@ class Sizes:
 
     @staticmethod
     def full() -> Sizes:
-        return Sizes(
+        """Publication sizes: every worker count, more tasks, more repeats (a few minutes)."""
+        return replace(
+            Sizes.quick(),
             mode="full",
             repeats=7,
             dispatch_tasks=100_000,
-            dispatch_workers=4,
             io_workers=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-            io_tasks_per_worker=20,
             io_max_processes=64,
             cpu_workers=(1, 2, 3, 4, 5, 6, 7, 8),
             cpu_tasks=256,
-            cpu_task_seconds=0.001,
-            map_error_capacities=tuple(range(11)),
-            map_failing_jobs=tuple(range(11)),
-            map_parallel_cells=8,
-            timeline_work_seconds=0.3,
         )
 
     @staticmethod
     def tiny() -> Sizes:
         """For the smoke test: every code path, in seconds."""
-        return Sizes(
+        return replace(
+            Sizes.quick(),
             mode="tiny",
             repeats=2,
             dispatch_tasks=200,

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
 from errors_channel.pool import (
     JobFailed,
+    Outcome,
     UnbufferedQueue,
     WaitGroup,
     double_evens_fail_odds,
@@ -147,6 +148,13 @@ def odd_job_errors(job_count: int) -> list[str]:
     return [f"error on job {job}" for job in range(1, job_count + 1, 2)]
 
 
+def assert_every_error_and_every_result(outcome: Outcome, job_count: int) -> None:
+    """Odd jobs failed and even ones doubled: each must be there exactly once."""
+    assert sorted(str(error) for error in outcome.errors) == sorted(odd_job_errors(job_count))
+    assert all(isinstance(error, JobFailed) for error in outcome.errors)
+    assert sorted(outcome.results) == [2 * job for job in range(2, job_count + 1, 2)]
+
+
 @given(job_count=st.integers(0, 40), worker_count=st.integers(1, 6))
 def test_room_for_every_error_finishes_and_reports_every_error(
     job_count: int, worker_count: int
@@ -158,9 +166,7 @@ def test_room_for_every_error_finishes_and_reports_every_error(
         ),
     )
 
-    assert sorted(str(error) for error in outcome.errors) == sorted(odd_job_errors(job_count))
-    assert all(isinstance(error, JobFailed) for error in outcome.errors)
-    assert sorted(outcome.results) == [2 * job for job in range(2, job_count + 1, 2)]
+    assert_every_error_and_every_result(outcome, job_count)
 
 
 @given(
@@ -184,8 +190,7 @@ def test_draining_while_waiting_finishes_and_reports_every_error_at_any_capacity
         ),
     )
 
-    assert sorted(str(error) for error in outcome.errors) == sorted(odd_job_errors(job_count))
-    assert sorted(outcome.results) == [2 * job for job in range(2, job_count + 1, 2)]
+    assert_every_error_and_every_result(outcome, job_count)
 
 
 @pytest.mark.parametrize("fix", ["room-for-every-error", "drain-while-waiting"])
