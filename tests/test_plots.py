@@ -12,7 +12,7 @@ import pytest
 
 from plots.draw import draw_all
 from plots.implementations import NO_OP, ROBUST, Contender, Workload, WrongResults, check
-from plots.measure import Sizes, measure_all
+from plots.measure import Sizes, child_records, measure_all
 from tests.conftest import run_module
 
 EXPECTED_COLUMNS = {
@@ -166,3 +166,9 @@ def test_the_check_itself_accepts_right_and_refuses_swapped_results() -> None:
     check([4, 2, 6], 3, "in any order")
     with pytest.raises(WrongResults):
         check([2, 2, 6], 3, "one doubled, one lost")
+
+
+def test_a_child_that_exits_2_without_a_deadlock_report_is_not_counted_as_a_deadlock() -> None:
+    # argparse exits with 2 too; only the watchdog's record makes an exit 2 a deadlock.
+    with pytest.raises(RuntimeError, match="failed"):
+        child_records(["deadlock-cell", "--jobs", "not-a-number"], timeout=30)
