@@ -23,6 +23,7 @@ from functools import partial
 import errors_channel.pool
 import naive.pool
 from errors_channel.watchdog import DeadlockReport, Watchdog
+from plots.implementations import quiet
 from robust import Pool, Task
 
 START = time.perf_counter()
@@ -46,10 +47,6 @@ def report_and_exit(report: DeadlockReport) -> None:
         }
     )
     os._exit(2)
-
-
-def quiet(line: str) -> None:
-    """The stages' trace is not needed here: the timeline records more."""
 
 
 def recorded(fails: Callable[[int], bool], work_seconds: float) -> Callable[[int], int]:

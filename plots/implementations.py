@@ -84,27 +84,24 @@ async def spin_async(iterations: int, job: int) -> int:
 
 @dataclass(frozen=True)
 class Workload:
-    name: str
     # The same work twice: as a plain function, and as a coroutine function for asyncio.
     call: Callable[[int], int]
     call_async: Callable[[int], Awaitable[int]]
 
 
-NO_OP = Workload("no-op", no_op, no_op_async)
-SLEEP_1MS = Workload("sleep 1 ms", sleep_1ms, sleep_1ms_async)
+NO_OP = Workload(no_op, no_op_async)
+SLEEP_1MS = Workload(sleep_1ms, sleep_1ms_async)
 
 
 def cpu_workload(iterations: int) -> Workload:
-    return Workload(
-        f"spin {iterations}", partial(spin, iterations), partial(spin_async, iterations)
-    )
+    return Workload(partial(spin, iterations), partial(spin_async, iterations))
 
 
 # --- Implementations ---
 
 
-def _quiet(line: str) -> None:
-    """The stages' trace goes nowhere in a benchmark."""
+def quiet(line: str) -> None:
+    """The stages' trace lines go nowhere in a benchmark."""
 
 
 def run_loop(work: Workload, job_count: int, workers: int) -> list[int]:
@@ -131,13 +128,13 @@ def run_static_threads(work: Workload, job_count: int, workers: int) -> list[int
 
 
 def run_naive(work: Workload, job_count: int, workers: int) -> list[int]:
-    return naive.pool.run(job_count, workers, work.call, _quiet)
+    return naive.pool.run(job_count, workers, work.call, quiet)
 
 
 def run_errors_channel(work: Workload, job_count: int, workers: int) -> list[int]:
     # Room for every item, so the stage cannot deadlock (capacity 0 would mean unbuffered).
     room = max(job_count, 1)
-    outcome = errors_channel.pool.run(job_count, workers, work.call, _quiet, room, room)
+    outcome = errors_channel.pool.run(job_count, workers, work.call, quiet, room, room)
     if outcome.errors:
         raise WrongResults(f"errors_channel: a job failed: {outcome.errors[0]!r}")
     return outcome.results
