@@ -7,9 +7,25 @@ status 2 and a one-line message instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn
+
+# The most worker threads a demo will start. Measured on the development machine (2 CPUs, Linux
+# 6.18, CPython 3.11.7): one process can start 22,305 threads, then `Thread.start()` fails with
+# "can't start new thread" because each thread costs about three memory mappings (stack, guard
+# page, interpreter data stack) and vm.max_map_count is 65,530. Starting gets slower as threads
+# accumulate, for two reasons: every futex wake-up walks a bucket of the kernel's per-process futex
+# hash, which has only 16 buckets on a 2-CPU machine, so its cost grows with the number of parked
+# threads; and on 3.11 every non-daemon start scans all earlier threads' shutdown locks
+# (threading._maintain_shutdown_locks). Starting and stopping 2,000 workers took 1.9 s, 5,000 took
+# 13 s and 10,000 took 29 s (18 s on 3.13). 10,000 is under half the hard limit and about the
+# most a demo user would wait for; README "Limits" has the details.
+MAX_WORKERS = 10_000
+# The most jobs a demo will queue. All jobs are queued up front: a million no-op jobs take about a
+# minute and 130-330 MB here; much more is a typing mistake, not a demo.
+MAX_JOBS = 1_000_000
 
 
 class DemoArgumentParser(argparse.ArgumentParser):
@@ -18,9 +34,13 @@ class DemoArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
+    def fail(self, message: str) -> NoReturn:
+        """A failure the user can act on, found after the arguments were accepted: one line, 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a base-10 integer no smaller than `minimum`."""
+
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a base-10 integer from `minimum` to `maximum` (if given)."""
 
     def parse(text: str) -> int:
         try:
@@ -29,6 +49,10 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            # Checked before anything starts: past the limit, the run would take minutes or fail.
+            shown = text if len(text) <= 30 else f"{text[:12]}...({len(text)} digits)"
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {shown}")
         return value
 
     return parse
@@ -48,9 +72,18 @@ def seconds(text: str) -> float:
 def add_pool_arguments(parser: argparse.ArgumentParser, *, workers: str, jobs: str) -> None:
     """The flags every stage's demo shares: --workers, --jobs and --work-seconds."""
     parser.add_argument(
-        "--workers", type=whole_number(1), default=3, help=f"{workers} (default: 3)"
+        "--workers",
+        type=whole_number(1, MAX_WORKERS),
+        default=3,
+        help=f"{workers} (default: 3; at most {MAX_WORKERS:,}: past a few thousand, starting "
+        "threads takes seconds, and one process cannot start many more than 20,000)",
     )
-    parser.add_argument("--jobs", type=whole_number(0), default=9, help=f"{jobs} (default: 9)")
+    parser.add_argument(
+        "--jobs",
+        type=whole_number(0, MAX_JOBS),
+        default=9,
+        help=f"{jobs} (default: 9; at most {MAX_JOBS:,}, all queued up front)",
+    )
     parser.add_argument(
         "--work-seconds",
         type=seconds,
@@ -67,5 +100,13 @@ def say(line: str) -> None:
     land; one write of the whole line cannot be split that way. Flushing keeps the trace live and
     means a process that is ended abruptly (the deadlock watchdog) has shown everything it said.
     """
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has gone (`python -m naive | head -3`). Raising would end the worker thread
+        # that called us, and main would wait forever for its jobs' results. Instead send the rest
+        # of the output nowhere, as the Python docs advise for SIGPIPE, and let the run finish.
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, sys.stdout.fileno())
+        os.close(nowhere)
