@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 from demo_args import DemoArgumentParser, add_pool_arguments, say, whole_number
 from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
-from errors_channel.pool import double_evens_fail_odds, run
+from errors_channel.pool import ThreadStartFailed, double_evens_fail_odds, run
 from errors_channel.watchdog import Watchdog
 
 
@@ -42,7 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         "use Ctrl-\\ or kill)",
     )
     args = parser.parse_args(argv)
+    try:
+        return run_demo(args)
+    except ThreadStartFailed as error:
+        # The OS refused a thread: a size this machine cannot run, not a bug. The pool has
+        # stopped the threads it did start (the watchdog, a daemon thread, ends with the process).
+        parser.fail(f"{error} (try fewer --workers)")
 
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the pool, or a fix, as the flags say, and print what its main saw."""
     work = double_evens_fail_odds(args.work_seconds)
     watchdog = None if args.no_watchdog else Watchdog().start()
     if args.fix == "room-for-every-error":

@@ -18,7 +18,8 @@ import queue
 import threading
 from typing import cast
 
-from errors_channel.pool import Item, Log, Outcome, Work, channel, drain, start
+from errors_channel.go_primitives import Item, WaitGroup, channel, drain
+from errors_channel.pool import Log, Outcome, ThreadStartFailed, Work, start
 
 
 def run_with_room_for_every_error(
@@ -29,7 +30,9 @@ def run_with_room_for_every_error(
     room = max(job_count, 1)
     results: queue.Queue[int] = channel(room)
     errors: queue.Queue[Exception] = channel(room)
-    wait_group, workers = start(job_count, worker_count, work, log, results, errors)
+    wait_group = WaitGroup()
+    wait_group.add(worker_count)
+    workers = start(job_count, worker_count, work, log, wait_group, results, errors)
 
     # No put can block: each queue has room for every job's item. So every worker gets to done().
     wait_group.wait()
@@ -42,6 +45,10 @@ def collect(items: queue.Queue[Item | None], into: list[Item]) -> None:
     """Read `items` until the None that main puts once every worker is done."""
     for item in iter(items.get, None):
         into.append(item)
+
+
+# A queue that a collector reads until main puts None on it.
+Collected = queue.Queue[int | None] | queue.Queue[Exception | None]
 
 
 def run_draining_while_waiting(
@@ -57,30 +64,52 @@ def run_draining_while_waiting(
     errors: queue.Queue[Exception | None] = channel(error_capacity)
     outcome = Outcome(results=[], errors=[])
     # Python has no `select` over two queues, so each queue gets a collector thread of its own.
-    collectors = [
-        threading.Thread(target=collect, args=(results, outcome.results), name="collect-results"),
-        threading.Thread(target=collect, args=(errors, outcome.errors), name="collect-errors"),
+    collectors: list[tuple[Collected, threading.Thread]] = [
+        (
+            results,
+            threading.Thread(target=collect, args=(results, outcome.results), name="results"),
+        ),
+        (errors, threading.Thread(target=collect, args=(errors, outcome.errors), name="errors")),
     ]
-    for collector in collectors:
-        collector.start()
+    running: list[tuple[Collected, threading.Thread]] = []
+    wait_group = WaitGroup()
+    wait_group.add(worker_count)
+    try:
+        for items, collector in collectors:
+            collector.start()
+            running.append((items, collector))
+        # The workers only ever put ints and Exceptions; the None markers come from main alone,
+        # after the workers are done, so the narrower view the workers get is true while they run.
+        workers = start(
+            job_count,
+            worker_count,
+            work,
+            log,
+            wait_group,
+            cast("queue.Queue[int]", results),
+            cast("queue.Queue[Exception]", errors),
+        )
+    except RuntimeError as error:
+        # A thread could not be started. start() has already stopped the workers it started, so
+        # nothing puts any more: stop the collectors that run, so that no thread is left behind.
+        stop(running)
+        if isinstance(error, ThreadStartFailed):
+            raise
+        message = f"could start only {len(running)} of 2 collector threads: {error}"
+        raise ThreadStartFailed(message) from error
 
-    # The workers only ever put ints and Exceptions; the None markers below come from main alone,
-    # after the workers are done, so the narrower view the workers get is true while they run.
-    wait_group, workers = start(
-        job_count,
-        worker_count,
-        work,
-        log,
-        cast("queue.Queue[int]", results),
-        cast("queue.Queue[Exception]", errors),
-    )
     # Every put a worker makes has a collector to take it, so every worker reaches done().
     wait_group.wait()
-
-    # No worker puts any more; tell each collector so. These puts may wait for the collector to
-    # catch up (or, unbuffered, to take the marker), and it will: it is alive and reading.
-    results.put(None)
-    errors.put(None)
-    for thread in [*workers, *collectors]:
+    for thread in workers:
         thread.join()
+    stop(running)
     return outcome
+
+
+def stop(collectors: list[tuple[Collected, threading.Thread]]) -> None:
+    """Tell each collector that nothing more will come, and wait until it has read everything."""
+    for items, collector in collectors:
+        # Call only once no worker puts any more. This put may wait for the collector to catch up
+        # (or, unbuffered, to take the marker), and it will: the collector is alive and reading.
+        items.put(None)
+        collector.join()

@@ -1,34 +1,23 @@
-"""Stage 2, errors_channel: the naive pool plus an errors queue, and the deadlock it brings.
+"""Stage 2, errors_channel: stage 1 plus an errors queue, and the deadlock it brings.
 
-What it shows: real work can fail, so each worker now puts either a result or an error. Because a
-job may end on either queue, main can no longer count results to know when all work is done; a
-WaitGroup that every worker marks done on its way out tells it instead. Odd jobs fail.
+What it shows: each worker puts a result or an error (odd jobs fail). Main can no longer count
+results to know that the work is done: it waits for a WaitGroup that every worker marks done.
 
-What it builds on and changes (`diff naive/pool.py errors_channel/pool.py`): an errors queue, a
-WaitGroup, results and errors queues with Go's capacities, and main waiting for the WaitGroup
-before it reads anything.
+What it builds on: stage 1; both queues get Go's capacities (go_primitives.py).
 
-What breaks: main reads nothing until every worker is done, and a worker is done only after all
-its puts went through. So once more jobs fail than the errors queue holds (or more succeed than the
-results queue holds), a worker blocks on a full queue that nobody will ever read, main waits for
-that worker forever, and the other workers soon block the same way: a deadlock. Go's runtime
-notices and stops the program; Python hangs silently. `errors_channel.watchdog` plays Go's part,
-and `errors_channel.fixes` keeps two fixes beside the bug.
+What breaks: when more jobs fail than the errors queue holds (or succeed than the results queue
+holds), workers block on puts that only main would read while main waits for them: a deadlock,
+which Go reports and Python does not (see `errors_channel.watchdog`). And main reads only one
+error. `errors_channel.fixes` fixes both.
 
 Sample run (`python -m errors_channel --error-capacity 1`, the post's failing run):
 
     worker 1 processing job 1
-    worker 3 processing job 2
-    worker 2 processing job 3
-    worker 3 processing job 4
-    worker 1 processing job 5
-    worker 3 processing job 6
-    worker 3 processing job 7
-    fatal error: all threads are asleep - deadlock!
-
-    thread MainThread [waitgroup wait: wait_group]:
+    worker 2 processing job 2
+    worker 3 processing job 3
     ...
-    thread worker-1 [queue put: errors]:
+    worker 1 processing job 7
+    fatal error: all threads are asleep - deadlock!
     ...
 """
 
@@ -39,15 +28,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-# What a worker does with a job: return a result, or raise to fail.
+# What Go has and Python lacks (see go_primitives.py); `as` re-exports them from here.
+from errors_channel.go_primitives import UnbufferedQueue as UnbufferedQueue
+from errors_channel.go_primitives import WaitGroup as WaitGroup
+from errors_channel.go_primitives import channel as channel
+from errors_channel.go_primitives import drain as drain
+
+# What a worker does with a job: the demo's work sleeps (standing in for I/O); the benchmarks and
+# the tests pass their own.
 Work = Callable[[int], int]
+# Where the trace lines go (`print` in the demo, a list's append in the tests).
 Log = Callable[[str], None]
-Item = TypeVar("Item")
 
-# Go ends `for j := range jobs` with `close(jobs)`; 3.11 queues cannot be closed (see stage 1).
+# Go ends `for j := range jobs` with `close(jobs)`. Python 3.11's queue.Queue cannot be closed
+# (Queue.shutdown arrives in 3.13), so main puts one of these after the last job for every worker.
 NO_MORE_JOBS = None
+
+
+class ThreadStartFailed(RuntimeError):
+    """The OS refused to start a worker thread; the ones already started have been stopped."""
 
 
 class JobFailed(Exception):
@@ -55,88 +55,15 @@ class JobFailed(Exception):
 
 
 def double_evens_fail_odds(seconds: float) -> Work:
-    """The demo's job: wait `seconds`, then return job * 2 for an even job and fail an odd one."""
+    """The demo's job: wait `seconds`, then fail an odd job and return an even one times two."""
 
     def work(job: int) -> int:
         time.sleep(seconds)
-        if job % 2 == 0:
-            return job * 2
-        raise JobFailed(f"error on job {job}")
+        if job % 2 == 1:
+            raise JobFailed(f"error on job {job}")
+        return job * 2
 
     return work
-
-
-class WaitGroup:
-    """Go's sync.WaitGroup: wait() blocks until done() has been called once per add()ed count."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        # Guards _count; wait() sleeps on it until a done() brings the count to zero.
-        self._all_done = threading.Condition()
-
-    def add(self, count: int) -> None:
-        with self._all_done:
-            self._count += count
-
-    def done(self) -> None:
-        with self._all_done:
-            if self._count == 0:
-                raise ValueError("WaitGroup.done() called more often than add() counted")
-            self._count -= 1
-            if self._count == 0:
-                self._all_done.notify_all()
-
-    def wait(self) -> None:
-        with self._all_done:
-            while self._count > 0:
-                self._all_done.wait()
-
-
-class UnbufferedQueue(queue.Queue[Item]):
-    """Go's unbuffered channel: put() returns only once a get() has taken that very item.
-
-    queue.Queue(maxsize=0) cannot stand in for it: to queue.Queue, 0 means *unbounded*.
-    """
-
-    def __init__(self) -> None:
-        # One slot, so a second sender waits in the ordinary way (not_full) for the first.
-        super().__init__(maxsize=1)
-        self._items_put = 0
-        self._items_taken = 0
-        # Shares the queue's mutex; a sender sleeps on it until a receiver has taken its item.
-        self._taken = threading.Condition(self.mutex)
-
-    def _put(self, item: Item) -> None:  # called by queue.Queue with the mutex held
-        super()._put(item)
-        self._items_put += 1
-
-    def _get(self) -> Item:  # called by queue.Queue with the mutex held
-        self._items_taken += 1
-        self._taken.notify_all()
-        return super()._get()
-
-    def put(self, item: Item, block: bool = True, timeout: float | None = None) -> None:
-        if not block or timeout is not None:
-            raise NotImplementedError("an unbuffered queue here only supports blocking put()")
-        with self._taken:
-            while self._qsize() >= self.maxsize:
-                self.not_full.wait()
-            self._put(item)
-            self.unfinished_tasks += 1
-            self.not_empty.notify()
-            # Items leave in the order they came, so ours is taken once the count reaches it.
-            my_turn = self._items_put
-            while self._items_taken < my_turn:
-                self._taken.wait()
-
-
-def channel(capacity: int) -> queue.Queue[Item]:
-    """Go's make(chan T, capacity): holds `capacity` items; capacity 0 is unbuffered."""
-    if capacity < 0:
-        raise ValueError(f"capacity must be >= 0, got {capacity}")
-    if capacity == 0:
-        return UnbufferedQueue()
-    return queue.Queue(maxsize=capacity)
 
 
 def worker(
@@ -148,13 +75,15 @@ def worker(
     work: Work,
     log: Log,
 ) -> None:
+    # `iter(jobs.get, NO_MORE_JOBS)` is Go's `for j := range jobs`: get() blocks while the queue is
+    # empty, and the loop ends at the first end marker. Each worker consumes exactly one marker.
     for job in iter(jobs.get, NO_MORE_JOBS):
         log(f"worker {worker_id} processing job {job}")
         try:
             result = work(job)
         except Exception as error:
-            # DEADLOCK: once the errors queue is full, this put blocks until someone reads an
-            # error. Only main reads errors, and main waits for every worker (wait_group) first.
+            # DEADLOCK: blocks while the errors queue is full. Only main reads it, and only once
+            # every worker is done (wait_group).
             errors.put(error)
         else:
             # DEADLOCK: the same wait as above, once the results queue is full.
@@ -168,16 +97,16 @@ def start(
     worker_count: int,
     work: Work,
     log: Log,
+    wait_group: WaitGroup,
     results: queue.Queue[int],
     errors: queue.Queue[Exception],
-) -> tuple[WaitGroup, list[threading.Thread]]:
+) -> list[threading.Thread]:
     """Start the workers and hand them jobs 1..job_count; return what main waits on."""
     if worker_count < 1:
         raise ValueError(f"worker_count must be at least 1, got {worker_count}")
-    # Unbounded, as in stage 1: main never blocks putting jobs, so it always reaches its wait.
+    # Unbounded (to queue.Queue, maxsize=0 means *no limit*, the opposite of Go's unbuffered
+    # channel), so main never blocks putting a job, however many there are.
     jobs: queue.Queue[int | None] = queue.Queue()
-    wait_group = WaitGroup()
-    wait_group.add(worker_count)
 
     workers = [
         threading.Thread(
@@ -187,30 +116,33 @@ def start(
         )
         for w in range(1, worker_count + 1)
     ]
-    for thread in workers:
-        thread.start()
+    for started, thread in enumerate(workers):
+        try:
+            thread.start()
+        except RuntimeError as error:
+            # The OS refused a thread (too many threads, or no room for another stack). The
+            # workers already running wait for a job that has not been queued: give each an end
+            # marker and wait for it to end, so that no thread is left behind, then say so.
+            for _ in range(started):
+                jobs.put(NO_MORE_JOBS)
+            for running in workers[:started]:
+                running.join()
+            message = f"could start only {started} of {worker_count} worker threads: {error}"
+            raise ThreadStartFailed(message) from error
 
     for job in range(1, job_count + 1):
         jobs.put(job)
-    # The "close": every job is taken before any end marker, and each worker takes exactly one.
+    # The "close": the queue is FIFO, so every job is taken before any end marker, and no job is
+    # lost. There is one marker per worker, and a worker stops at the first it takes, so every
+    # worker ends and no marker is left for a worker that is already gone.
     for _ in workers:
         jobs.put(NO_MORE_JOBS)
-    return wait_group, workers
-
-
-def drain(items: queue.Queue[Item]) -> list[Item]:
-    """Everything waiting in `items` right now (call it only once no one puts any more)."""
-    drained = []
-    while True:
-        try:
-            drained.append(items.get_nowait())
-        except queue.Empty:
-            return drained
+    return workers
 
 
 @dataclass
 class Outcome:
-    """What main saw: the results it read, and the errors it read (not always all there were)."""
+    """What main read: every result, and the errors it read (not always all there were)."""
 
     results: list[int]
     errors: list[Exception]
@@ -224,13 +156,15 @@ def run(
     results_capacity: int = 100,
     error_capacity: int = 100,
 ) -> Outcome:
-    """The post's program. Deadlocks when failures > error_capacity or successes > results_capacity.
-
-    Returns every result, but at most one error.
-    """
+    """Run jobs 1..job_count on worker_count threads; return the results and at most one error."""
+    # Go's example gives its channels room for 100 items, enough for its 9 jobs.
+    # Here both keep Go's capacities (0 is unbuffered), so a full one deadlocks the run as in Go.
     results: queue.Queue[int] = channel(results_capacity)
     errors: queue.Queue[Exception] = channel(error_capacity)
-    wait_group, workers = start(job_count, worker_count, work, log, results, errors)
+    # Counts the workers still running: each marks itself done once, on its way out.
+    wait_group = WaitGroup()
+    wait_group.add(worker_count)
+    workers = start(job_count, worker_count, work, log, wait_group, results, errors)
 
     # DEADLOCK: main sleeps here until every worker is done, while a worker blocked on a full queue
     # waits for main to read it. Neither can move: main waits on the workers, the workers on main.
@@ -242,9 +176,12 @@ def run(
         first_error = [errors.get_nowait()]
     except queue.Empty:
         first_error = []
-
-    # The post never reads its results; we do, for the tests and benchmarks.
+    # The post never reads its results; the tests and benchmarks do. No worker puts any more.
     collected = drain(results)
+
+    # Go's main just returns and takes its goroutines with it. Python would keep the process alive
+    # for any thread still running, so wait for every worker to reach its end marker: when run()
+    # returns, no thread it started is left.
     for thread in workers:
         thread.join()
     return Outcome(results=collected, errors=first_error)

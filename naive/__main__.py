@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from demo_args import DemoArgumentParser, add_pool_arguments, say
-from naive.pool import double_after, run
+from naive.pool import ThreadStartFailed, double_after, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     add_pool_arguments(parser, workers="worker threads", jobs="process jobs 1..N")
     args = parser.parse_args(argv)
 
-    results = run(args.jobs, args.workers, double_after(args.work_seconds), say)
+    try:
+        results = run(args.jobs, args.workers, double_after(args.work_seconds), say)
+    except ThreadStartFailed as error:
+        # The OS refused a thread: a size this machine cannot run, not a bug. run() has stopped
+        # the threads it did start.
+        parser.fail(f"{error} (try fewer --workers)")
     say("results: " + (" ".join(str(result) for result in results) or "none"))
     return 0
 

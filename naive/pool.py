@@ -1,26 +1,21 @@
 """Stage 1, naive: the Go-by-Example worker pool, in Python threads.
 
-What it shows: a fixed number of workers take jobs from one queue and put results on another. Main
-fills the jobs queue, says that no more jobs will come, and collects exactly one result per job.
+What it shows: a few worker threads take jobs from one queue and put results on another. Main
+hands out the jobs, then one end marker per worker, and reads exactly one result per job.
 
-What it builds on: nothing; this is where the post starts.
+What it builds on: nothing; the post starts here.
 
-What breaks: nothing, as long as the work cannot fail. There is no place for an error to go: a job
-that raises ends its worker thread, its result never arrives, and main waits for it forever. Stage 2
-(`errors_channel`) adds a place for errors, and with it a deadlock.
+What breaks: nothing while the work cannot fail. But an error has nowhere to go: a job that raises
+ends its worker, its result never comes, and main waits for it forever.
 
-Sample run (`python -m naive`; which worker gets which job varies from run to run):
+Sample run (`python -m naive`; which worker takes which job varies from run to run):
 
     worker 1 processing job 1
     worker 2 processing job 2
     worker 3 processing job 3
-    worker 3 processing job 5
-    worker 2 processing job 6
-    worker 1 processing job 4
-    worker 2 processing job 7
-    worker 1 processing job 8
-    worker 3 processing job 9
-    results: 2 6 4 12 8 10 14 16 18
+    ...
+    worker 1 processing job 9
+    results: 2 6 4 12 10 8 16 18 14
 """
 
 from __future__ import annotations
@@ -30,8 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 
-# What a worker does with a job. The demo's work sleeps (standing in for I/O) and doubles the job;
-# the benchmarks pass their own.
+# What a worker does with a job: the demo's work sleeps (standing in for I/O); the benchmarks and
+# the tests pass their own.
 Work = Callable[[int], int]
 # Where the trace lines go (`print` in the demo, a list's append in the tests).
 Log = Callable[[str], None]
@@ -39,6 +34,10 @@ Log = Callable[[str], None]
 # Go ends `for j := range jobs` with `close(jobs)`. Python 3.11's queue.Queue cannot be closed
 # (Queue.shutdown arrives in 3.13), so main puts one of these after the last job for every worker.
 NO_MORE_JOBS = None
+
+
+class ThreadStartFailed(RuntimeError):
+    """The OS refused to start a worker thread; the ones already started have been stopped."""
 
 
 def double_after(seconds: float) -> Work:
@@ -66,22 +65,41 @@ def worker(
         results.put(work(job))
 
 
-def run(job_count: int, worker_count: int, work: Work, log: Log) -> list[int]:
-    """Run jobs 1..job_count on worker_count threads; return the results in arrival order."""
+def start(
+    job_count: int,
+    worker_count: int,
+    work: Work,
+    log: Log,
+    results: queue.Queue[int],
+) -> list[threading.Thread]:
+    """Start the workers and hand them jobs 1..job_count; return what main waits on."""
     if worker_count < 1:
         raise ValueError(f"worker_count must be at least 1, got {worker_count}")
-    # Go's example gives both channels capacity 100, enough for its 9 jobs. Here both are unbounded
-    # (maxsize=0 means *no limit* to queue.Queue, the opposite of Go's unbuffered channel), so any
-    # job count works: main never blocks putting a job, and a worker never blocks putting a result.
+    # Unbounded (to queue.Queue, maxsize=0 means *no limit*, the opposite of Go's unbuffered
+    # channel), so main never blocks putting a job, however many there are.
     jobs: queue.Queue[int | None] = queue.Queue()
-    results: queue.Queue[int] = queue.Queue()
 
     workers = [
-        threading.Thread(target=worker, args=(w, jobs, results, work, log), name=f"worker-{w}")
+        threading.Thread(
+            target=worker,
+            args=(w, jobs, results, work, log),
+            name=f"worker-{w}",
+        )
         for w in range(1, worker_count + 1)
     ]
-    for thread in workers:
-        thread.start()
+    for started, thread in enumerate(workers):
+        try:
+            thread.start()
+        except RuntimeError as error:
+            # The OS refused a thread (too many threads, or no room for another stack). The
+            # workers already running wait for a job that has not been queued: give each an end
+            # marker and wait for it to end, so that no thread is left behind, then say so.
+            for _ in range(started):
+                jobs.put(NO_MORE_JOBS)
+            for running in workers[:started]:
+                running.join()
+            message = f"could start only {started} of {worker_count} worker threads: {error}"
+            raise ThreadStartFailed(message) from error
 
     for job in range(1, job_count + 1):
         jobs.put(job)
@@ -90,9 +108,22 @@ def run(job_count: int, worker_count: int, work: Work, log: Log) -> list[int]:
     # worker ends and no marker is left for a worker that is already gone.
     for _ in workers:
         jobs.put(NO_MORE_JOBS)
+    return workers
 
-    # One result per job. get() blocks until a worker puts one; each job puts exactly one result,
-    # so main wakes exactly job_count times and never waits for a result that cannot come.
+
+def run(
+    job_count: int,
+    worker_count: int,
+    work: Work,
+    log: Log,
+) -> list[int]:
+    """Run jobs 1..job_count on worker_count threads; return the results in arrival order."""
+    # Go's example gives its channels room for 100 items, enough for its 9 jobs.
+    # Unbounded here, so any job count works: a worker never blocks putting a result.
+    results: queue.Queue[int] = queue.Queue()
+    workers = start(job_count, worker_count, work, log, results)
+
+    # Each job puts exactly one result, so main wakes job_count times and never waits in vain.
     collected = [results.get() for _ in range(job_count)]
 
     # Go's main just returns and takes its goroutines with it. Python would keep the process alive

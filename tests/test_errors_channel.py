@@ -6,23 +6,20 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
-from errors_channel.pool import (
-    JobFailed,
-    Outcome,
-    UnbufferedQueue,
-    WaitGroup,
-    double_evens_fail_odds,
-    run,
-)
-from naive.pool import run as naive_run
+from errors_channel.go_primitives import drain
+from errors_channel.pool import JobFailed, Outcome, Work, double_evens_fail_odds, run
 from tests.conftest import REPO_ROOT, finish_within, run_module
+from tests.thread_probes import exits_held_back, parked_frame
 
 TRACE_LINE = re.compile(r"worker (\d+) processing job (\d+)")
 POSTS_FAILING_RUN = ("--error-capacity", "1", "--work-seconds", "0.01")
@@ -37,6 +34,21 @@ def line_of(code: str) -> int:
 
 def processed_jobs(stdout: str) -> list[int]:
     return sorted(int(m[2]) for line in stdout.splitlines() if (m := TRACE_LINE.fullmatch(line)))
+
+
+def failing(jobs: frozenset[int]) -> Work:
+    """Work that fails exactly the given jobs and doubles the others."""
+
+    def work(job: int) -> int:
+        if job in jobs:
+            raise JobFailed(f"error on job {job}")
+        return job * 2
+
+    return work
+
+
+def ignore(line: str) -> None:
+    pass
 
 
 def test_default_run_finishes_and_reports_one_error() -> None:
@@ -93,104 +105,235 @@ def test_watchdog_reports_the_deadlock_naming_main_and_the_three_blocked_workers
     assert main_block.splitlines()[1:3] == ["errors_channel.pool.run(...)", f"\t{wait_line}"]
 
 
-def test_unbuffered_put_waits_for_a_receiver() -> None:
-    channel: UnbufferedQueue[int] = UnbufferedQueue()
-    put_returned = threading.Event()
-
-    def send() -> None:
-        channel.put(42)
-        put_returned.set()
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    # Once the item sits in the slot, put() has done all it can on its own: only get() lets it out.
-    # (A plain queue.Queue would return from put() right here.)
-    while channel.qsize() == 0:
-        sender.join(0.001)
-    assert not put_returned.wait(0.2)
-
-    assert channel.get(timeout=5) == 42
-    assert put_returned.wait(5)
-    sender.join(5)
-    assert not sender.is_alive()
+# --- The boundary: deadlock exactly when failures > error_capacity or successes > results_capacity
 
 
-@settings(max_examples=30)
-@given(
-    job_count=st.integers(0, 8),
-    worker_count=st.integers(1, 4),
-    results_capacity=st.integers(0, 5),
-    error_capacity=st.integers(0, 5),
-)
-def test_deadlocks_exactly_when_failures_exceed_error_capacity_or_successes_results_capacity(
-    job_count: int, worker_count: int, results_capacity: int, error_capacity: int
+@dataclass(frozen=True)
+class Configuration:
+    job_count: int
+    worker_count: int
+    failing: frozenset[int]
+    results_capacity: int
+    error_capacity: int
+
+    @property
+    def deadlocks_in_theory(self) -> bool:
+        successes = self.job_count - len(self.failing)
+        return len(self.failing) > self.error_capacity or successes > self.results_capacity
+
+
+@st.composite
+def configurations(draw: st.DrawFn) -> Configuration:
+    job_count = draw(st.integers(0, 10))
+    jobs = st.integers(1, job_count) if job_count else st.nothing()
+    failing = frozenset(draw(st.sets(jobs, max_size=job_count)))
+    successes = job_count - len(failing)
+
+    # Most capacities within a few items of what the run puts, where the boundary lies; some far.
+    def near(count: int) -> int:
+        return max(0, count + draw(st.integers(-2, 2) | st.just(100)))
+
+    return Configuration(
+        job_count=job_count,
+        worker_count=draw(st.integers(1, 5)),
+        failing=failing,
+        results_capacity=near(successes),
+        error_capacity=near(len(failing)),
+    )
+
+
+def run_until_finished_or_deadlocked(config: Configuration) -> Outcome | None:
+    """Run errors_channel.pool.run in daemon threads: its Outcome, or None once proven deadlocked.
+
+    Proven, not guessed from a timeout: every thread of the run is parked (tests/thread_probes.py)
+    in two passes, each in the very same wait both times, and no thread came or went in between.
+    The second pass starts after the first has ended, so there was a moment when all of them were
+    parked at once, none notified; only they could wake each other, so none ever will. A deadlocked
+    run is then torn down by draining its queues until its main returns and joins its workers.
+    """
+    trace: list[str] = []
+    outcome: list[Outcome] = []
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            outcome.append(
+                run(
+                    config.job_count,
+                    config.worker_count,
+                    failing(config.failing),
+                    trace.append,
+                    config.results_capacity,
+                    config.error_capacity,
+                )
+            )
+        except BaseException as error:  # handed to the test's thread below
+            failure.append(error)
+
+    before = set(threading.enumerate())
+    # Daemon, and so are the workers it starts (threads inherit it): a stuck run cannot keep the
+    # test process alive, even if the teardown below failed.
+    runner = threading.Thread(target=main, name="pool-main", daemon=True)
+    runner.start()
+    give_up_at = time.monotonic() + 20
+    while runner.is_alive():
+        run_threads = set(threading.enumerate()) - before
+        first_pass = {thread: parked_frame(thread) for thread in run_threads}
+        if all(first_pass.values()):
+            second_pass = {thread: parked_frame(thread) for thread in run_threads}
+            if second_pass == first_pass and set(threading.enumerate()) - before == run_threads:
+                tear_down(runner, first_pass[runner], run_threads)
+                return None
+        runner.join(0.001)
+        assert time.monotonic() < give_up_at, f"{config}: neither finished nor deadlocked"
+    if failure:
+        raise failure[0]
+    jobs_processed = sorted(int(m[2]) for line in trace if (m := TRACE_LINE.fullmatch(line)))
+    assert jobs_processed == list(range(1, config.job_count + 1))
+    return outcome[0]
+
+
+def tear_down(
+    runner: threading.Thread, parked: FrameType | None, run_threads: set[threading.Thread]
 ) -> None:
-    failures = (job_count + 1) // 2  # the odd jobs
-    successes = job_count // 2
-    expect_deadlock = failures > error_capacity or successes > results_capacity
+    """Unblock a deadlocked run by reading its queues as a main that read early would."""
+    frame = parked
+    while frame is not None and frame.f_code is not run.__code__:
+        frame = frame.f_back
+    assert frame is not None, "the run's main is not parked inside run()"
+    queues = [frame.f_locals["results"], frame.f_locals["errors"]]
+    del frame, parked
+    give_up_at = time.monotonic() + 20
+    while runner.is_alive():
+        for items in queues:
+            drain(items)
+        runner.join(0.001)
+        assert time.monotonic() < give_up_at, "could not tear the deadlocked run down"
+    # run() joins its workers before it returns: nothing of the run is left.
+    assert not any(thread.is_alive() for thread in run_threads)
 
+
+POSTS_RUN = Configuration(9, 3, frozenset({1, 3, 5, 7, 9}), 100, 100)
+
+
+@settings(max_examples=150)
+@given(config=configurations())
+@example(config=POSTS_RUN)
+@example(config=Configuration(9, 3, frozenset({1, 3, 5, 7, 9}), 100, 1))  # the post's deadlock
+@example(config=Configuration(9, 3, frozenset({1, 3, 5, 7, 9}), 100, 5))  # exactly enough room
+@example(config=Configuration(9, 3, frozenset({1, 3, 5, 7, 9}), 100, 4))  # one too few
+@example(config=Configuration(4, 2, frozenset({1, 2, 3, 4}), 0, 4))  # unbuffered, never used
+@example(config=Configuration(4, 2, frozenset({1, 2, 3}), 0, 4))  # unbuffered, one success
+@example(config=Configuration(3, 1, frozenset({2}), 2, 0))  # unbuffered errors, one failure
+def test_deadlocks_exactly_when_failures_exceed_error_capacity_or_successes_results_capacity(
+    config: Configuration,
+) -> None:
+    outcome = run_until_finished_or_deadlocked(config)
+
+    assert (outcome is None) == config.deadlocks_in_theory, config
+    if outcome is not None:
+        successes = set(range(1, config.job_count + 1)) - config.failing
+        assert sorted(outcome.results) == sorted(2 * job for job in successes)
+        # The post's main reads at most one error, one that really happened.
+        assert len(outcome.errors) == min(1, len(config.failing))
+        assert {str(error) for error in outcome.errors} <= {
+            f"error on job {job}" for job in config.failing
+        }
+
+
+@pytest.mark.parametrize(
+    ("jobs", "workers", "results_capacity", "error_capacity", "deadlocks"),
+    [
+        (9, 3, 100, 5, False),  # five odd jobs fail: exactly enough room
+        (9, 3, 100, 4, True),
+        (8, 2, 3, 100, True),  # four even jobs succeed: one too many
+        (0, 1, 0, 0, False),  # unbuffered both ways, and nothing ever put
+        (2, 2, 0, 1, True),  # one success on an unbuffered results queue
+    ],
+)
+def test_the_demo_deadlocks_at_the_same_boundary(
+    jobs: int, workers: int, results_capacity: int, error_capacity: int, deadlocks: bool
+) -> None:
     completed = run_module(
         "errors_channel",
-        *("--jobs", str(job_count), "--workers", str(worker_count)),
+        *("--jobs", str(jobs), "--workers", str(workers)),
         *("--results-capacity", str(results_capacity)),
         *("--error-capacity", str(error_capacity), "--work-seconds", "0"),
         timeout=15,
     )
 
-    assert completed.returncode == (2 if expect_deadlock else 0), completed.stderr
-    if expect_deadlock:
+    assert completed.returncode == (2 if deadlocks else 0), completed.stderr
+    if deadlocks:
         assert "all threads are asleep - deadlock!" in completed.stderr
     else:
-        assert processed_jobs(completed.stdout) == list(range(1, job_count + 1))
+        assert processed_jobs(completed.stdout) == list(range(1, jobs + 1))
 
 
-def odd_job_errors(job_count: int) -> list[str]:
-    return [f"error on job {job}" for job in range(1, job_count + 1, 2)]
+# --- The fixes: they finish, and report every error
 
 
-def assert_every_error_and_every_result(outcome: Outcome, job_count: int) -> None:
-    """Odd jobs failed and even ones doubled: each must be there exactly once."""
-    assert sorted(str(error) for error in outcome.errors) == sorted(odd_job_errors(job_count))
-    assert all(isinstance(error, JobFailed) for error in outcome.errors)
-    assert sorted(outcome.results) == [2 * job for job in range(2, job_count + 1, 2)]
-
-
-@given(job_count=st.integers(0, 40), worker_count=st.integers(1, 6))
-def test_room_for_every_error_finishes_and_reports_every_error(
-    job_count: int, worker_count: int
+def assert_every_error_and_every_result(
+    outcome: Outcome, job_count: int, failing_jobs: frozenset[int]
 ) -> None:
+    """Each failed job's error and each other job's result: there exactly once."""
+    assert sorted(str(error) for error in outcome.errors) == sorted(
+        f"error on job {job}" for job in failing_jobs
+    )
+    assert all(isinstance(error, JobFailed) for error in outcome.errors)
+    successes = set(range(1, job_count + 1)) - failing_jobs
+    assert sorted(outcome.results) == sorted(2 * job for job in successes)
+
+
+job_counts_and_failures = st.integers(0, 40).flatmap(
+    lambda n: st.tuples(
+        st.just(n), st.frozensets(st.integers(1, n), max_size=n) if n else st.just(frozenset())
+    )
+)
+
+
+@given(case=job_counts_and_failures, worker_count=st.integers(1, 6))
+@example(case=(12, frozenset(range(1, 13))), worker_count=3)  # every job fails
+@example(case=(12, frozenset()), worker_count=3)  # none does
+def test_room_for_every_error_finishes_and_reports_every_error(
+    case: tuple[int, frozenset[int]], worker_count: int
+) -> None:
+    job_count, failing_jobs = case
     outcome = finish_within(
         10,
         lambda: run_with_room_for_every_error(
-            job_count, worker_count, double_evens_fail_odds(0), lambda line: None
+            job_count, worker_count, failing(failing_jobs), ignore
         ),
     )
 
-    assert_every_error_and_every_result(outcome, job_count)
+    assert_every_error_and_every_result(outcome, job_count, failing_jobs)
 
 
 @given(
-    job_count=st.integers(0, 40),
+    case=job_counts_and_failures,
     worker_count=st.integers(1, 6),
     results_capacity=st.integers(0, 3),
     error_capacity=st.integers(0, 3),
 )
 def test_draining_while_waiting_finishes_and_reports_every_error_at_any_capacity(
-    job_count: int, worker_count: int, results_capacity: int, error_capacity: int
+    case: tuple[int, frozenset[int]],
+    worker_count: int,
+    results_capacity: int,
+    error_capacity: int,
 ) -> None:
+    job_count, failing_jobs = case
     outcome = finish_within(
         10,
         lambda: run_draining_while_waiting(
             job_count,
             worker_count,
-            double_evens_fail_odds(0),
-            lambda line: None,
+            failing(failing_jobs),
+            ignore,
             results_capacity,
             error_capacity,
         ),
     )
 
-    assert_every_error_and_every_result(outcome, job_count)
+    assert_every_error_and_every_result(outcome, job_count, failing_jobs)
 
 
 @pytest.mark.parametrize("fix", ["room-for-every-error", "drain-while-waiting"])
@@ -199,32 +342,32 @@ def test_demo_fixes_finish_the_posts_failing_run_with_every_error(fix: str) -> N
 
     assert completed.returncode == 0, completed.stderr
     errors = sorted(line for line in completed.stdout.splitlines() if line.startswith("error:"))
-    assert errors == sorted(f"error: {message}" for message in odd_job_errors(9))
+    assert errors == sorted(f"error: error on job {job}" for job in range(1, 10, 2))
     assert completed.stdout.splitlines()[-1] == "finished: 4 results, 5 errors"
 
 
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: run(9, 3, double_evens_fail_odds(0), lambda line: None),
-        lambda: run_with_room_for_every_error(9, 3, double_evens_fail_odds(0), lambda line: None),
-        lambda: run_draining_while_waiting(
-            9, 3, double_evens_fail_odds(0), lambda line: None, 0, 0
-        ),
+        lambda: run(9, 3, double_evens_fail_odds(0), ignore),
+        lambda: run_with_room_for_every_error(9, 3, double_evens_fail_odds(0), ignore),
+        lambda: run_draining_while_waiting(9, 3, double_evens_fail_odds(0), ignore, 0, 0),
     ],
     ids=["run", "room-for-every-error", "drain-while-waiting"],
 )
 def test_no_thread_is_left_behind_after_a_finished_run(call: Callable[[], object]) -> None:
     threads_before = set(threading.enumerate())
-    call()
-    assert set(threading.enumerate()) == threads_before
+    # Workers and collectors linger on their way out: only a run that joins them waits for that.
+    with exits_held_back("worker", "collect"):
+        call()
+        assert set(threading.enumerate()) == threads_before
 
 
 def test_the_post_reads_only_one_error_and_drops_the_rest() -> None:
-    outcome = finish_within(10, lambda: run(9, 3, double_evens_fail_odds(0), lambda line: None))
+    outcome = finish_within(10, lambda: run(9, 3, double_evens_fail_odds(0), ignore))
 
     assert len(outcome.errors) == 1
-    assert str(outcome.errors[0]) in odd_job_errors(9)
+    assert str(outcome.errors[0]) in {f"error on job {job}" for job in range(1, 10, 2)}
     assert sorted(outcome.results) == [4, 8, 12, 16]
 
 
@@ -253,18 +396,6 @@ def test_readme_sample_report_points_at_the_lines_that_block() -> None:
     assert lines == {line_of("errors.put(error)"), line_of("wait_group.wait()")}
 
 
-def test_wait_group_refuses_more_done_calls_than_it_counted() -> None:
-    wait_group = WaitGroup()
-    wait_group.add(1)
-    wait_group.done()
-    wait_group.wait()  # returns at once: the count is zero
-    with pytest.raises(ValueError, match="more often"):
-        wait_group.done()
-
-
-@pytest.mark.parametrize("run_stage", [run, naive_run])
-def test_run_refuses_zero_workers_instead_of_waiting_forever(
-    run_stage: Callable[..., object],
-) -> None:
+def test_run_refuses_zero_workers_instead_of_waiting_forever() -> None:
     with pytest.raises(ValueError, match="worker_count"):
-        run_stage(3, 0, double_evens_fail_odds(0), lambda line: None)
+        run(3, 0, double_evens_fail_odds(0), ignore)

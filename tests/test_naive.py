@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from naive.pool import run
 from tests.conftest import run_module
+from tests.thread_probes import exits_held_back
 
 TRACE_LINE = re.compile(r"worker (\d+) processing job (\d+)")
 
@@ -43,6 +44,14 @@ def test_no_thread_the_stage_started_outlives_run(job_count: int, worker_count: 
 
     assert not any(thread.is_alive() for thread in workers_seen)
     assert set(threading.enumerate()) == threads_before
+
+
+def test_run_returns_only_once_every_worker_has_ended() -> None:
+    threads_before = set(threading.enumerate())
+    # Each worker lingers on its way out: only a run() that joins its workers waits for that.
+    with exits_held_back("worker"):
+        assert sorted(run(9, 3, double, lambda line: None)) == list(range(2, 19, 2))
+        assert set(threading.enumerate()) == threads_before
 
 
 def test_workers_really_run_at_the_same_time() -> None:
