@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import NoReturn
 
 # The most worker threads a demo will start. Measured on the development machine (2 CPUs, Linux
-# 6.18, CPython 3.11.7): one process can start 22,305 threads, then `Thread.start()` fails with
-# "can't start new thread" because each thread costs about three memory mappings (stack, guard
-# page, interpreter data stack) and vm.max_map_count is 65,530. Starting gets slower as threads
-# accumulate, for two reasons: every futex wake-up walks a bucket of the kernel's per-process futex
-# hash, which has only 16 buckets on a 2-CPU machine, so its cost grows with the number of parked
-# threads; and on 3.11 every non-daemon start scans all earlier threads' shutdown locks
+# 6.18, CPython 3.11.7): one process could start 22,305 threads, then `Thread.start()` failed with
+# "can't start new thread": its memory mappings had reached vm.max_map_count (65,530), at about
+# three per thread (the stack and its guard page are two). Starting gets slower as threads pile up,
+# for two reasons: every futex wake-up walks a bucket of the kernel's per-process futex hash, which
+# has 16 buckets here (4 per CPU, at least 16), so its cost grows with the number of parked threads;
+# and on 3.11 every non-daemon start scans all earlier threads' shutdown locks
 # (threading._maintain_shutdown_locks). Starting and stopping 2,000 workers took 1.9 s, 5,000 took
 # 13 s and 10,000 took 29 s (18 s on 3.13). 10,000 is under half the hard limit and about the
 # most a demo user would wait for; README "Limits" has the details.
@@ -26,6 +26,9 @@ MAX_WORKERS = 10_000
 # The most jobs a demo will queue. All jobs are queued up front: a million no-op jobs take about a
 # minute and 130-330 MB here; much more is a typing mistake, not a demo.
 MAX_JOBS = 1_000_000
+# The longest a demo job may take. time.sleep() raises OverflowError past about 9.2e9 s, which
+# would end the worker thread and leave main waiting for it; a job longer than an hour is a typo.
+MAX_WORK_SECONDS = 3_600
 
 
 class DemoArgumentParser(argparse.ArgumentParser):
@@ -66,6 +69,8 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    if value > MAX_WORK_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WORK_SECONDS:,}, got {text}")
     return value
 
 
@@ -89,7 +94,7 @@ def add_pool_arguments(parser: argparse.ArgumentParser, *, workers: str, jobs: s
         type=seconds,
         default=0.3,
         help="simulated work per job, in seconds (default: 0.3, so that each of 3 workers does "
-        "about 3 of the 9 jobs and a run takes about a second)",
+        f"about 3 of the 9 jobs and a run takes about a second; at most {MAX_WORK_SECONDS:,})",
     )
 
 

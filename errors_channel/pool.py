@@ -5,10 +5,10 @@ results to know that the work is done: it waits for a WaitGroup that every worke
 
 What it builds on: stage 1; both queues get Go's capacities (go_primitives.py).
 
-What breaks: when more jobs fail than the errors queue holds (or succeed than the results queue
-holds), workers block on puts that only main would read while main waits for them: a deadlock,
-which Go reports and Python does not (see `errors_channel.watchdog`). And main reads only one
-error. `errors_channel.fixes` fixes both.
+What breaks: when more jobs fail than the errors queue holds, or more succeed than the results
+queue holds, workers block on puts that only main would read while main waits for them: a deadlock
+that Go reports and Python does not (see `errors_channel.watchdog`). And main reads only one error.
+`errors_channel.fixes` fixes both.
 
 Sample run (`python -m errors_channel --error-capacity 1`, the post's failing run):
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from demo_args import MAX_JOBS, MAX_WORKERS
+from demo_args import MAX_JOBS, MAX_WORK_SECONDS, MAX_WORKERS
 from tests.conftest import REPO_ROOT, run_module
 
 COMMANDS = ["naive", "errors_channel", "robust", "plots", "plots.child"]
@@ -39,14 +39,24 @@ POOL_COMMANDS = ["naive", "errors_channel", "robust"]
         ["--workers", "99999999999999999999"],
         ["--jobs", str(MAX_JOBS + 1)],
         ["--jobs", "99999999999999999999999999999"],
+        ["--work-seconds", str(MAX_WORK_SECONDS + 1)],
+        # time.sleep() raises OverflowError past about 9.2e9 s: that would end a worker thread.
+        ["--work-seconds", "1e300"],
     ],
-    ids=["workers-over-limit", "workers-absurd", "jobs-over-limit", "jobs-absurd"],
+    ids=[
+        "workers-over-limit",
+        "workers-absurd",
+        "jobs-over-limit",
+        "jobs-absurd",
+        "work-seconds-over-limit",
+        "work-seconds-absurd",
+    ],
 )
 def test_demo_refuses_sizes_over_its_limits_at_once_with_one_line(
     module: str, bad_args: list[str]
 ) -> None:
     # Before any thread starts or any job is queued: a short timeout, and nothing on stdout.
-    completed = run_module(module, *bad_args, "--work-seconds", "0", timeout=10)
+    completed = run_module(module, "--work-seconds", "0", *bad_args, timeout=10)
 
     assert completed.returncode == 2
     assert completed.stdout == ""
@@ -62,6 +72,7 @@ def test_demo_help_states_the_limits(module: str) -> None:
     help_text = " ".join(completed.stdout.split())
     assert f"at most {MAX_WORKERS:,}" in help_text
     assert f"at most {MAX_JOBS:,}" in help_text
+    assert f"at most {MAX_WORK_SECONDS:,}" in help_text
 
 
 @pytest.mark.parametrize(

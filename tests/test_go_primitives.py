@@ -51,6 +51,8 @@ def test_unbuffered_senders_are_released_one_by_one_in_order() -> None:
         wait_until_parked_or_gone(sender)
     first, second = senders
     assert first.is_alive() and second.is_alive()
+    # One item at a time: the second sender waits for room, not in the slot beside the first.
+    assert channel_.qsize() == 1
 
     # Taking the first item releases its sender only; the second still waits for its own.
     assert channel_.get(timeout=10) == "first"
@@ -115,6 +117,42 @@ def test_wait_group_wait_sleeps_until_the_last_done() -> None:
 
     wait_group.done()
     # One done() of two: wait() may wake to look, but must go back to sleep.
+    wait_until_parked_or_gone(waiter)
+    assert waiter.is_alive()
+
+    wait_group.done()
+    waiter.join(10)
+    assert not waiter.is_alive()
+
+
+def test_wait_group_wakes_every_waiter() -> None:
+    wait_group = WaitGroup()
+    wait_group.add(1)
+    waiters = [threading.Thread(target=wait_group.wait, daemon=True) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        wait_until_parked_or_gone(waiter)
+        assert waiter.is_alive()
+
+    wait_group.done()
+    for waiter in waiters:
+        waiter.join(10)
+    assert not any(waiter.is_alive() for waiter in waiters)
+
+
+def test_wait_group_wait_returns_only_at_zero_whatever_woke_it() -> None:
+    wait_group = WaitGroup()
+    wait_group.add(1)
+    waiter = threading.Thread(target=wait_group.wait, daemon=True)
+    waiter.start()
+    wait_until_parked_or_gone(waiter)
+
+    # Holding the group's lock, bring the count to zero (which wakes the waiter) and back to one
+    # before the waiter can look: when it does, it must find work outstanding and sleep again.
+    with wait_group._all_done:
+        wait_group.done()
+        wait_group.add(1)
     wait_until_parked_or_gone(waiter)
     assert waiter.is_alive()
 
