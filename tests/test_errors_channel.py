@@ -179,7 +179,8 @@ def run_until_finished_or_deadlocked(config: Configuration) -> Outcome | None:
     while runner.is_alive():
         run_threads = set(threading.enumerate()) - before
         first_pass = {thread: parked_frame(thread) for thread in run_threads}
-        if all(first_pass.values()):
+        # The runner itself must be among them: if it ended just now, there is nothing to judge.
+        if runner in first_pass and all(first_pass.values()):
             second_pass = {thread: parked_frame(thread) for thread in run_threads}
             if second_pass == first_pass and set(threading.enumerate()) - before == run_threads:
                 tear_down(runner, first_pass[runner], run_threads)
