@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,7 +37,20 @@ COLOURS = {
     "multiprocessing map, chunksize 1": "#756bb1",
     "multiprocessing map, 4 chunks/worker": "#bcbddc",
 }
+# The Go pool's name carries its Go version ("Go 1.19 pool (goroutines)"); Go's own blue.
+GO_COLOUR = "#00add8"
 SUCCESS, ERROR, BLOCKED = "#31a354", "#de2d26", "#bdbdbd"
+
+
+def colour(name: str) -> str | None:
+    """The implementation's colour in every figure (None: matplotlib picks one)."""
+    return GO_COLOUR if name.startswith("Go ") else COLOURS.get(name)
+
+
+def why_no_go(meta: dict[str, object]) -> str | None:
+    """Why the run measured no Go pool (its metadata say so), or None if it did or never tried."""
+    reason = meta.get("go_missing")
+    return str(reason) if reason else None
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -89,7 +103,7 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         names,
         medians,
         xerr=[[points[n][1] for n in names], [points[n][2] for n in names]],
-        color=[COLOURS.get(name, "#999999") for name in names],
+        color=[colour(name) or "#999999" for name in names],
         capsize=3,
     )
     for y, name in enumerate(names):
@@ -102,9 +116,27 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         linewidth=1,
         label=f"floor: a plain loop calling the task, {floor[0]:.2f} µs",
     )
+    reason = why_no_go(meta)
+    if reason:
+        # A row of its own, on top where the fastest bar would be: a reader looking for the Go
+        # pool finds why it is not there.
+        missing_row = len(names)
+        axes.set_yticks([*range(len(names)), missing_row], [*names, "Go pool (goroutines)"])
+        axes.text(
+            0.02,
+            missing_row,
+            textwrap.fill(f"not measured: {reason}", 40),
+            transform=axes.get_yaxis_transform(),
+            va="center",
+            fontsize=8,
+            color="#666666",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )
+        axes.set_ylim(-0.6, missing_row + 0.6)
     axes.legend(fontsize=8, loc="upper right")
     axes.set_xscale("log")
-    axes.set_xlim(floor[0] / 2, max(medians) * 6)
+    # The Go pool can come in under Python's floor; keep its bar in view too.
+    axes.set_xlim(min(floor[0], *medians) / 2, max(medians) * 6)
     first = rows[0]
     axes.set_xlabel("time per no-op task, µs (log scale; median, bars: min-max)")
     axes.set_title(
@@ -131,7 +163,7 @@ def line_chart(
             [s[0] for s in stats],
             yerr=[[s[1] for s in stats], [s[2] for s in stats]],
             label=name,
-            color=COLOURS.get(name),
+            color=colour(name),
             marker="o",
             markersize=4,
             capsize=3,
@@ -151,6 +183,11 @@ def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     axes.set_xlabel("workers (log scale); each runs 20 tasks that sleep 1 ms")
     axes.set_ylabel("efficiency = ideal / measured time")
     axes.set_title("I/O-bound scaling: how close to ceil(n / workers) x 1 ms")
+    reason = why_no_go(meta)
+    if reason:
+        # A legend entry with no line and no marker, among the pools the reader looks through.
+        label = textwrap.fill(f"Go pool not measured: {reason}", 40)
+        axes.plot([], [], linestyle="none", label=label)
     figure.legend(fontsize=8, loc="outside right upper")
     finish(figure, meta, path)
 

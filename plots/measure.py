@@ -21,9 +21,11 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from plots.golang import go_pool
 from plots.implementations import (
     LOOP,
     NO_OP,
@@ -159,9 +161,12 @@ class Progress:
 
 def timed_run(contender: Contender, work: Workload, job_count: int, workers: int) -> float:
     """Seconds for one checked run; raises WrongResults instead of returning a bad run's time."""
-    start = time.perf_counter()
-    results = contender.run(work, job_count, workers)
-    seconds = time.perf_counter() - start
+    if contender.run_timed is not None:
+        results, seconds = contender.run_timed(work, job_count, workers)
+    else:
+        start = time.perf_counter()
+        results = contender.run(work, job_count, workers)
+        seconds = time.perf_counter() - start
     check(results, job_count, contender.name)
     return seconds
 
@@ -428,25 +433,39 @@ def metadata(sizes: Sizes) -> dict[str, object]:
     }
 
 
+# The benchmarks the Go pool takes part in (its CPU-bound work would measure Go, not the pool).
+GO_BENCHMARKS = ("dispatch", "io")
+
+
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
     contenders: Sequence[Contender] = (*STAGES, *PEERS),
+    with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.
 
     Each benchmark has its own metadata file, so that a figure redrawn later always names the
     machine, versions and date of the data it shows, even after `--only` re-measured another one.
+    With `with_go`, the Go pool joins the dispatch and I/O benchmarks when Go is on PATH (built
+    once for the whole run); their metadata record its version, or why it is missing.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    benchmarks = {
-        "dispatch": lambda: measure_dispatch(sizes, contenders),
-        "io": lambda: measure_io(sizes, contenders),
-        "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
-        "deadlock_map": lambda: measure_deadlock_map(sizes),
-        "timeline": lambda: measure_timelines(sizes),
-    }
-    for name in sizes.benchmarks:
-        about = metadata(sizes)
-        write_csv(out_dir / f"{name}.csv", benchmarks[name]())
-        (out_dir / f"{name}.json").write_text(json.dumps(about, indent=2) + "\n")
+    with ExitStack() as stack:
+        go = None
+        if with_go and set(GO_BENCHMARKS) & set(sizes.benchmarks):
+            go = stack.enter_context(go_pool())
+        contenders_and_go = [*contenders, *([go.contender] if go and go.contender else [])]
+        benchmarks = {
+            "dispatch": lambda: measure_dispatch(sizes, contenders_and_go),
+            "io": lambda: measure_io(sizes, contenders_and_go),
+            "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
+            "deadlock_map": lambda: measure_deadlock_map(sizes),
+            "timeline": lambda: measure_timelines(sizes),
+        }
+        for name in sizes.benchmarks:
+            about = metadata(sizes)
+            if go is not None and name in GO_BENCHMARKS:
+                about |= go.metadata
+            write_csv(out_dir / f"{name}.csv", benchmarks[name]())
+            (out_dir / f"{name}.json").write_text(json.dumps(about, indent=2) + "\n")
