@@ -139,16 +139,61 @@ def line_chart(
         )
 
 
+def sizes_of(meta: dict[str, object]) -> dict[str, object]:
+    """The benchmark sizes the data were measured with (`Sizes`, as measure.py wrote them)."""
+    sizes = meta["sizes"]
+    assert isinstance(sizes, dict)
+    return sizes
+
+
+def io_target(meta: dict[str, object], rows: list[Row]) -> tuple[int, float] | None:
+    """robust's (workers, efficiency) goal, if the data say what it is and reach that many workers.
+
+    Older metadata does not record it: then no target is drawn rather than one assumed.
+    """
+    sizes = sizes_of(meta)
+    if "io_target_workers" not in sizes:
+        return None
+    workers = int(str(sizes["io_target_workers"]))
+    if workers > max(int(row["workers"]) for row in rows):
+        return None
+    return workers, float(str(sizes["io_target_efficiency"]))
+
+
+def io_axis_label(meta: dict[str, object]) -> str:
+    tasks = sizes_of(meta)["io_tasks_per_worker"]
+    return f"workers (log scale); each runs {tasks} tasks that sleep 1 ms"
+
+
+def cpu_title(meta: dict[str, object], tasks: str) -> str:
+    milliseconds = float(str(sizes_of(meta)["cpu_task_seconds"])) * 1000
+    return f"CPU-bound: {tasks} tasks of pure Python, about {milliseconds:g} ms each"
+
+
+def deadlock_map_title(meta: dict[str, object]) -> str:
+    # Metadata from before the worker count was recorded: say nothing rather than guess.
+    workers = sizes_of(meta).get("map_workers")
+    stage = f"Stage 2 ({workers} workers)" if workers is not None else "Stage 2"
+    return f"{stage}, observed: finished or deadlocked"
+
+
 def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
     line_chart(axes, rows, lambda row: float(row["efficiency"]))
     axes.axhline(1.0, color="#999999", linewidth=1, linestyle=":")
-    axes.axhline(
-        0.8, color=COLOURS["robust"], linewidth=1, linestyle="--", label="robust's target at 64"
-    )
+    target = io_target(meta, rows)
+    if target is not None:
+        workers, efficiency = target
+        axes.axhline(
+            efficiency,
+            color=COLOURS["robust"],
+            linewidth=1,
+            linestyle="--",
+            label=f"robust's target: {efficiency:g} at {workers} workers",
+        )
     axes.set_xscale("log", base=2)
     axes.set_ylim(0, 1.05)
-    axes.set_xlabel("workers (log scale); each runs 20 tasks that sleep 1 ms")
+    axes.set_xlabel(io_axis_label(meta))
     axes.set_ylabel("efficiency = ideal / measured time")
     axes.set_title("I/O-bound scaling: how close to ceil(n / workers) x 1 ms")
     figure.legend(fontsize=8, loc="outside right upper")
@@ -169,7 +214,7 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     axes.set_xlabel("workers")
     axes.set_ylabel("speedup over a plain loop (times)")
     first = pools[0]
-    axes.set_title(f"CPU-bound: {first['tasks']} tasks of pure Python, about 1 ms each")
+    axes.set_title(cpu_title(meta, first["tasks"]))
     figure.legend(fontsize=8, loc="outside right upper")
     finish(figure, meta, path)
 
@@ -198,7 +243,7 @@ def draw_deadlock_map(rows: list[Row], meta: dict[str, object], path: Path) -> N
     axes.set_ylim(-0.5, len(capacities) - 0.5)
     axes.set_xlabel(f"failing jobs (of {rows[0]['jobs']}; results queue holds them all)")
     axes.set_ylabel("errors queue capacity (0 = unbuffered)")
-    axes.set_title("Stage 2 (3 workers), observed: finished or deadlocked")
+    axes.set_title(deadlock_map_title(meta))
     handles = [Patch(color=colour, label=label) for label, colour in colours.items()]
     figure.legend(
         handles=[*handles, *axes.get_legend_handles_labels()[0]],

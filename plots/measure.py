@@ -57,6 +57,9 @@ class Sizes:
     dispatch_workers: int
     io_workers: tuple[int, ...]
     io_tasks_per_worker: int
+    # robust's goal on this benchmark: at least this efficiency at this many workers.
+    io_target_workers: int
+    io_target_efficiency: float
     # multiprocessing starts one process per worker; beyond this many it is left out.
     io_max_processes: int
     cpu_workers: tuple[int, ...]
@@ -65,6 +68,7 @@ class Sizes:
     map_error_capacities: tuple[int, ...]
     map_failing_jobs: tuple[int, ...]
     map_parallel_cells: int
+    map_workers: int
     timeline_work_seconds: float
     benchmarks: tuple[str, ...] = field(
         default=("dispatch", "io", "cpu", "deadlock_map", "timeline")
@@ -79,6 +83,8 @@ class Sizes:
             dispatch_workers=4,
             io_workers=(1, 4, 16, 64, 256, 1024),
             io_tasks_per_worker=20,
+            io_target_workers=64,
+            io_target_efficiency=0.8,
             io_max_processes=16,
             cpu_workers=(1, 2, 4, 8),
             cpu_tasks=128,
@@ -86,6 +92,7 @@ class Sizes:
             map_error_capacities=tuple(range(11)),
             map_failing_jobs=tuple(range(11)),
             map_parallel_cells=8,
+            map_workers=3,
             timeline_work_seconds=0.3,
         )
 
@@ -305,6 +312,7 @@ def measure_deadlock_map(sizes: Sizes) -> list[dict[str, object]]:
                 "deadlock-cell",
                 *("--jobs", str(jobs), "--failing", str(failing)),
                 *("--error-capacity", str(capacity), "--results-capacity", str(jobs)),
+                *("--workers", str(sizes.map_workers)),
             ],
             MAP_CELL_TIMEOUT,
         )
