@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -300,12 +301,107 @@ def draw_timelines(rows: list[Row], meta: dict[str, object], path: Path) -> None
     finish(figure, meta, path)
 
 
+# The failure matrix's cells: good and bad are verdicts; a fact is coloured as neither.
+VERDICT_COLOURS = {"good": "#c7e9c0", "bad": "#fc9272", "fact": "#deebf7", "n/a": "#f0f0f0"}
+VERDICT_LEGEND = {
+    "good": "good",
+    "bad": "bad",
+    "fact": "a fact, not a verdict",
+    "n/a": "no answer (the run hung, or got no error)",
+}
+
+
+def draw_failures(rows: list[Row], meta: dict[str, object], path: Path) -> None:
+    """The failure matrix: a row per contender, a column per property, grouped by workload."""
+    contenders = list(dict.fromkeys(row["contender"] for row in rows))
+    properties = list(dict.fromkeys(row["property"] for row in rows))
+    cells = {(row["contender"], row["property"]): row for row in rows}
+    workload_of = {row["property"]: row for row in rows}
+    figure, axes = plt.subplots(
+        figsize=(2.6 + 1.02 * len(properties), 1.9 + 0.34 * len(contenders)),
+        layout="constrained",
+    )
+    for y, contender in enumerate(contenders):
+        for x, prop in enumerate(properties):
+            row = cells.get((contender, prop))
+            if row is None:
+                continue
+            axes.add_patch(
+                Rectangle(
+                    (x, y), 1, 1, facecolor=VERDICT_COLOURS[row["verdict"]], edgecolor="white"
+                )
+            )
+            axes.text(
+                x + 0.5,
+                y + 0.5,
+                "\n".join(textwrap.wrap(row["label"], 13)),
+                ha="center",
+                va="center",
+                fontsize=6.8,
+            )
+    # A line between kinds (our stages, the standard library, ...).
+    kinds = [cells[(c, properties[0])]["kind"] for c in contenders]
+    for y in range(1, len(contenders)):
+        if kinds[y] != kinds[y - 1]:
+            axes.axhline(y, color="black", linewidth=1.2)
+    # Column headers, and above them one header per workload over its columns.
+    for x, prop in enumerate(properties):
+        axes.text(
+            x + 0.5,
+            -0.15,
+            "\n".join(textwrap.wrap(prop, 12)),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            fontweight="bold",
+        )
+    groups = list(dict.fromkeys(workload_of[p]["workload"] for p in properties))
+    for workload in groups:
+        columns = [x for x, p in enumerate(properties) if workload_of[p]["workload"] == workload]
+        first = workload_of[properties[columns[0]]]
+        text = f"{workload}, jobs of {float(first['job_seconds']):g} s"
+        axes.plot([columns[0] + 0.08, columns[-1] + 0.92], [-1.3, -1.3], color="#444444")
+        axes.text(
+            (columns[0] + columns[-1] + 1) / 2,
+            -1.4,
+            "\n".join(textwrap.wrap(text, 20 * len(columns))),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+        )
+    axes.set_xlim(0, len(properties))
+    axes.set_ylim(len(contenders), -2.6)
+    axes.set_yticks([y + 0.5 for y in range(len(contenders))], contenders, fontsize=8)
+    axes.set_xticks([])
+    axes.tick_params(left=False)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    timeouts = sorted({float(row["timeout_seconds"]) for row in rows})
+    axes.set_title(
+        "Where do the errors go? Every cell measured by a real run "
+        f"({rows[0]['workers']} workers; a run that has not exited after {timeouts[0]:.0f} to "
+        f"{timeouts[-1]:.0f} s hangs, and is killed)",
+        fontsize=10,
+    )
+    figure.legend(
+        handles=[
+            Patch(color=colour, label=VERDICT_LEGEND[verdict])
+            for verdict, colour in VERDICT_COLOURS.items()
+        ],
+        fontsize=8,
+        loc="outside lower right",
+        ncols=4,
+    )
+    finish(figure, meta, path)
+
+
 DRAWERS: dict[str, Callable[[list[Row], dict[str, object], Path], None]] = {
     "dispatch": draw_dispatch,
     "io": draw_io,
     "cpu": draw_cpu,
     "deadlock_map": draw_deadlock_map,
     "timeline": draw_timelines,
+    "failures": draw_failures,
 }
 
 

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from plots.failures_measure import measure_failures
 from plots.implementations import (
     LOOP,
     NO_OP,
@@ -70,8 +71,12 @@ class Sizes:
     map_parallel_cells: int
     map_workers: int
     timeline_work_seconds: float
+    # The failure matrix: how long its jobs take, and how many of its child runs go at once.
+    failures_job_seconds: float
+    failures_sigint_job_seconds: float
+    failures_parallel_runs: int
     benchmarks: tuple[str, ...] = field(
-        default=("dispatch", "io", "cpu", "deadlock_map", "timeline")
+        default=("dispatch", "io", "cpu", "deadlock_map", "timeline", "failures")
     )
 
     @staticmethod
@@ -94,6 +99,9 @@ class Sizes:
             map_parallel_cells=8,
             map_workers=3,
             timeline_work_seconds=0.3,
+            failures_job_seconds=0.1,
+            failures_sigint_job_seconds=0.2,
+            failures_parallel_runs=12,
         )
 
     @staticmethod
@@ -129,6 +137,11 @@ class Sizes:
             map_failing_jobs=(0, 2),
             map_parallel_cells=4,
             timeline_work_seconds=0.02,
+            failures_job_seconds=0.02,
+            failures_sigint_job_seconds=0.05,
+            # The failure matrix waits out its hangs, which takes seconds whatever the sizes:
+            # tests/test_failures.py measures it on its own, so the smoke test leaves it out.
+            benchmarks=("dispatch", "io", "cpu", "deadlock_map", "timeline"),
         )
 
 
@@ -453,6 +466,12 @@ def measure_all(
         "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
         "deadlock_map": lambda: measure_deadlock_map(sizes),
         "timeline": lambda: measure_timelines(sizes),
+        "failures": lambda: measure_failures(
+            sizes.failures_job_seconds,
+            sizes.failures_sigint_job_seconds,
+            sizes.failures_parallel_runs,
+            lambda steps: Progress("failures", steps),
+        ),
     }
     for name in sizes.benchmarks:
         about = metadata(sizes)
