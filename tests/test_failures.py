@@ -10,6 +10,7 @@ own tests pin their behaviour.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import re
@@ -35,7 +36,7 @@ from plots.failures_measure import (
     tied_to_input,
 )
 from plots.measure import Sizes, measure_all, metadata, write_csv
-from tests.conftest import run_module
+from tests.conftest import REPO_ROOT, run_module
 
 Row = dict[str, str]
 
@@ -405,3 +406,21 @@ def test_the_child_runner_has_help() -> None:
     completed = run_module("plots.failures_child", "--help")
     assert completed.returncode == 0
     assert completed.stdout.startswith("usage: python -m plots.failures_child")
+
+
+REFERENCE = REPO_ROOT / "plots" / "reference" / "failures.csv"
+
+
+def test_the_readme_table_is_the_reference_data() -> None:
+    table = markdown_table(read_rows(REFERENCE))
+    assert table in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_reference_run_was_quick_mode_and_says_so_in_the_readme() -> None:
+    about = json.loads(REFERENCE.with_suffix(".json").read_text())
+    assert about["mode"] == "quick"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"commit {about['commit']}" in readme
+    assert "quick mode" in readme
+    with REFERENCE.open(newline="") as file:
+        assert len(list(csv.DictReader(file))) == len(CONTENDERS) * len(PROPERTIES)
