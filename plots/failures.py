@@ -146,38 +146,41 @@ def call_naive(run: Run) -> None:
         run.result(value)
 
 
-def call_errors_channel(error_capacity: int, run: Run) -> None:
-    outcome = errors_channel.pool.run(
-        len(run.inputs), run.workers, run.job, quiet, error_capacity=error_capacity
-    )
+def read_outcome(run: Run, outcome: errors_channel.pool.Outcome) -> None:
+    """What stage 2's callers do with what run() returns: every result, then its errors."""
     for value in outcome.results:
         run.result(value)
     for error in outcome.errors:
         if run.error(error):
             break
+
+
+def call_errors_channel(error_capacity: int, run: Run) -> None:
+    read_outcome(
+        run,
+        errors_channel.pool.run(
+            len(run.inputs), run.workers, run.job, quiet, error_capacity=error_capacity
+        ),
+    )
 
 
 def call_room_for_every_error(run: Run) -> None:
-    outcome = errors_channel.fixes.run_with_room_for_every_error(
-        len(run.inputs), run.workers, run.job, quiet
+    read_outcome(
+        run,
+        errors_channel.fixes.run_with_room_for_every_error(
+            len(run.inputs), run.workers, run.job, quiet
+        ),
     )
-    for value in outcome.results:
-        run.result(value)
-    for error in outcome.errors:
-        if run.error(error):
-            break
 
 
 def call_draining_while_waiting(run: Run) -> None:
     # The fix's point: it holds at the capacity that deadlocks the stage.
-    outcome = errors_channel.fixes.run_draining_while_waiting(
-        len(run.inputs), run.workers, run.job, quiet, error_capacity=1
+    read_outcome(
+        run,
+        errors_channel.fixes.run_draining_while_waiting(
+            len(run.inputs), run.workers, run.job, quiet, error_capacity=1
+        ),
     )
-    for value in outcome.results:
-        run.result(value)
-    for error in outcome.errors:
-        if run.error(error):
-            break
 
 
 def call_robust(run: Run) -> None:
