@@ -171,16 +171,61 @@ def line_chart(
         )
 
 
+def sizes_of(meta: dict[str, object]) -> dict[str, object]:
+    """The benchmark sizes the data were measured with (`Sizes`, as measure.py wrote them)."""
+    sizes = meta["sizes"]
+    assert isinstance(sizes, dict)
+    return sizes
+
+
+def io_target(meta: dict[str, object], rows: list[Row]) -> tuple[int, float] | None:
+    """robust's (workers, efficiency) goal, if the data say what it is and reach that many workers.
+
+    Older metadata does not record it: then no target is drawn rather than one assumed.
+    """
+    sizes = sizes_of(meta)
+    if "io_target_workers" not in sizes:
+        return None
+    workers = int(str(sizes["io_target_workers"]))
+    if workers > max(int(row["workers"]) for row in rows):
+        return None
+    return workers, float(str(sizes["io_target_efficiency"]))
+
+
+def io_axis_label(meta: dict[str, object]) -> str:
+    tasks = sizes_of(meta)["io_tasks_per_worker"]
+    return f"workers (log scale); each runs {tasks} tasks that sleep 1 ms"
+
+
+def cpu_title(meta: dict[str, object], tasks: str) -> str:
+    milliseconds = float(str(sizes_of(meta)["cpu_task_seconds"])) * 1000
+    return f"CPU-bound: {tasks} tasks of pure Python, about {milliseconds:g} ms each"
+
+
+def deadlock_map_title(meta: dict[str, object]) -> str:
+    # Metadata from before the worker count was recorded: say nothing rather than guess.
+    workers = sizes_of(meta).get("map_workers")
+    stage = f"Stage 2 ({workers} workers)" if workers is not None else "Stage 2"
+    return f"{stage}, observed: finished or deadlocked"
+
+
 def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
     line_chart(axes, rows, lambda row: float(row["efficiency"]))
     axes.axhline(1.0, color="#999999", linewidth=1, linestyle=":")
-    axes.axhline(
-        0.8, color=COLOURS["robust"], linewidth=1, linestyle="--", label="robust's target at 64"
-    )
+    target = io_target(meta, rows)
+    if target is not None:
+        workers, efficiency = target
+        axes.axhline(
+            efficiency,
+            color=COLOURS["robust"],
+            linewidth=1,
+            linestyle="--",
+            label=f"robust's target: {efficiency:g} at {workers} workers",
+        )
     axes.set_xscale("log", base=2)
     axes.set_ylim(0, 1.05)
-    axes.set_xlabel("workers (log scale); each runs 20 tasks that sleep 1 ms")
+    axes.set_xlabel(io_axis_label(meta))
     axes.set_ylabel("efficiency = ideal / measured time")
     axes.set_title("I/O-bound scaling: how close to ceil(n / workers) x 1 ms")
     reason = why_no_go(meta)
@@ -206,7 +251,7 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     axes.set_xlabel("workers")
     axes.set_ylabel("speedup over a plain loop (times)")
     first = pools[0]
-    axes.set_title(f"CPU-bound: {first['tasks']} tasks of pure Python, about 1 ms each")
+    axes.set_title(cpu_title(meta, first["tasks"]))
     figure.legend(fontsize=8, loc="outside right upper")
     finish(figure, meta, path)
 
@@ -235,7 +280,7 @@ def draw_deadlock_map(rows: list[Row], meta: dict[str, object], path: Path) -> N
     axes.set_ylim(-0.5, len(capacities) - 0.5)
     axes.set_xlabel(f"failing jobs (of {rows[0]['jobs']}; results queue holds them all)")
     axes.set_ylabel("errors queue capacity (0 = unbuffered)")
-    axes.set_title("Stage 2 (3 workers), observed: finished or deadlocked")
+    axes.set_title(deadlock_map_title(meta))
     handles = [Patch(color=colour, label=label) for label, colour in colours.items()]
     figure.legend(
         handles=[*handles, *axes.get_legend_handles_labels()[0]],
@@ -292,12 +337,107 @@ def draw_timelines(rows: list[Row], meta: dict[str, object], path: Path) -> None
     finish(figure, meta, path)
 
 
+# The failure matrix's cells: good and bad are verdicts; a fact is coloured as neither.
+VERDICT_COLOURS = {"good": "#c7e9c0", "bad": "#fc9272", "fact": "#deebf7", "n/a": "#f0f0f0"}
+VERDICT_LEGEND = {
+    "good": "good",
+    "bad": "bad",
+    "fact": "a fact, not a verdict",
+    "n/a": "no answer (the run hung, or got no error)",
+}
+
+
+def draw_failures(rows: list[Row], meta: dict[str, object], path: Path) -> None:
+    """The failure matrix: a row per contender, a column per property, grouped by workload."""
+    contenders = list(dict.fromkeys(row["contender"] for row in rows))
+    properties = list(dict.fromkeys(row["property"] for row in rows))
+    cells = {(row["contender"], row["property"]): row for row in rows}
+    workload_of = {row["property"]: row for row in rows}
+    figure, axes = plt.subplots(
+        figsize=(2.6 + 1.02 * len(properties), 1.9 + 0.34 * len(contenders)),
+        layout="constrained",
+    )
+    for y, contender in enumerate(contenders):
+        for x, prop in enumerate(properties):
+            row = cells.get((contender, prop))
+            if row is None:
+                continue
+            axes.add_patch(
+                Rectangle(
+                    (x, y), 1, 1, facecolor=VERDICT_COLOURS[row["verdict"]], edgecolor="white"
+                )
+            )
+            axes.text(
+                x + 0.5,
+                y + 0.5,
+                "\n".join(textwrap.wrap(row["label"], 13)),
+                ha="center",
+                va="center",
+                fontsize=6.8,
+            )
+    # A line between kinds (our stages, the standard library, ...).
+    kinds = [cells[(c, properties[0])]["kind"] for c in contenders]
+    for y in range(1, len(contenders)):
+        if kinds[y] != kinds[y - 1]:
+            axes.axhline(y, color="black", linewidth=1.2)
+    # Column headers, and above them one header per workload over its columns.
+    for x, prop in enumerate(properties):
+        axes.text(
+            x + 0.5,
+            -0.15,
+            "\n".join(textwrap.wrap(prop, 12)),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            fontweight="bold",
+        )
+    groups = list(dict.fromkeys(workload_of[p]["workload"] for p in properties))
+    for workload in groups:
+        columns = [x for x, p in enumerate(properties) if workload_of[p]["workload"] == workload]
+        first = workload_of[properties[columns[0]]]
+        text = f"{workload}, jobs of {float(first['job_seconds']):g} s"
+        axes.plot([columns[0] + 0.08, columns[-1] + 0.92], [-1.3, -1.3], color="#444444")
+        axes.text(
+            (columns[0] + columns[-1] + 1) / 2,
+            -1.4,
+            "\n".join(textwrap.wrap(text, 20 * len(columns))),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+        )
+    axes.set_xlim(0, len(properties))
+    axes.set_ylim(len(contenders), -2.6)
+    axes.set_yticks([y + 0.5 for y in range(len(contenders))], contenders, fontsize=8)
+    axes.set_xticks([])
+    axes.tick_params(left=False)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    timeouts = sorted({float(row["timeout_seconds"]) for row in rows})
+    axes.set_title(
+        "Where do the errors go? Every cell measured by a real run "
+        f"({rows[0]['workers']} workers; a run that has not exited after {timeouts[0]:.0f} to "
+        f"{timeouts[-1]:.0f} s hangs, and is killed)",
+        fontsize=10,
+    )
+    figure.legend(
+        handles=[
+            Patch(color=colour, label=VERDICT_LEGEND[verdict])
+            for verdict, colour in VERDICT_COLOURS.items()
+        ],
+        fontsize=8,
+        loc="outside lower right",
+        ncols=4,
+    )
+    finish(figure, meta, path)
+
+
 DRAWERS: dict[str, Callable[[list[Row], dict[str, object], Path], None]] = {
     "dispatch": draw_dispatch,
     "io": draw_io,
     "cpu": draw_cpu,
     "deadlock_map": draw_deadlock_map,
     "timeline": draw_timelines,
+    "failures": draw_failures,
 }
 
 

@@ -25,6 +25,7 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from plots.failures_measure import measure_failures
 from plots.golang import go_pool
 from plots.implementations import (
     LOOP,
@@ -59,6 +60,9 @@ class Sizes:
     dispatch_workers: int
     io_workers: tuple[int, ...]
     io_tasks_per_worker: int
+    # robust's goal on this benchmark: at least this efficiency at this many workers.
+    io_target_workers: int
+    io_target_efficiency: float
     # multiprocessing starts one process per worker; beyond this many it is left out.
     io_max_processes: int
     cpu_workers: tuple[int, ...]
@@ -67,9 +71,14 @@ class Sizes:
     map_error_capacities: tuple[int, ...]
     map_failing_jobs: tuple[int, ...]
     map_parallel_cells: int
+    map_workers: int
     timeline_work_seconds: float
+    # The failure matrix: how long its jobs take, and how many of its child runs go at once.
+    failures_job_seconds: float
+    failures_sigint_job_seconds: float
+    failures_parallel_runs: int
     benchmarks: tuple[str, ...] = field(
-        default=("dispatch", "io", "cpu", "deadlock_map", "timeline")
+        default=("dispatch", "io", "cpu", "deadlock_map", "timeline", "failures")
     )
 
     @staticmethod
@@ -81,6 +90,8 @@ class Sizes:
             dispatch_workers=4,
             io_workers=(1, 4, 16, 64, 256, 1024),
             io_tasks_per_worker=20,
+            io_target_workers=64,
+            io_target_efficiency=0.8,
             io_max_processes=16,
             cpu_workers=(1, 2, 4, 8),
             cpu_tasks=128,
@@ -88,7 +99,11 @@ class Sizes:
             map_error_capacities=tuple(range(11)),
             map_failing_jobs=tuple(range(11)),
             map_parallel_cells=8,
+            map_workers=3,
             timeline_work_seconds=0.3,
+            failures_job_seconds=0.1,
+            failures_sigint_job_seconds=0.2,
+            failures_parallel_runs=12,
         )
 
     @staticmethod
@@ -124,6 +139,11 @@ class Sizes:
             map_failing_jobs=(0, 2),
             map_parallel_cells=4,
             timeline_work_seconds=0.02,
+            failures_job_seconds=0.02,
+            failures_sigint_job_seconds=0.05,
+            # The failure matrix waits out its hangs, which takes seconds whatever the sizes:
+            # tests/test_failures.py measures it on its own, so the smoke test leaves it out.
+            benchmarks=("dispatch", "io", "cpu", "deadlock_map", "timeline"),
         )
 
 
@@ -310,6 +330,7 @@ def measure_deadlock_map(sizes: Sizes) -> list[dict[str, object]]:
                 "deadlock-cell",
                 *("--jobs", str(jobs), "--failing", str(failing)),
                 *("--error-capacity", str(capacity), "--results-capacity", str(jobs)),
+                *("--workers", str(sizes.map_workers)),
             ],
             MAP_CELL_TIMEOUT,
         )
@@ -462,6 +483,12 @@ def measure_all(
             "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
             "deadlock_map": lambda: measure_deadlock_map(sizes),
             "timeline": lambda: measure_timelines(sizes),
+            "failures": lambda: measure_failures(
+                sizes.failures_job_seconds,
+                sizes.failures_sigint_job_seconds,
+                sizes.failures_parallel_runs,
+                lambda steps: Progress("failures", steps),
+            ),
         }
         for name in sizes.benchmarks:
             about = metadata(sizes)
