@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections import Counter
 
@@ -10,9 +9,17 @@ from demo_args import DemoArgumentParser, add_pool_arguments, say, whole_number
 from errors_channel.watchdog import Watchdog
 from families import futures_nested, multiprocessing_join
 
+# Bounds for the multiprocessing demo, so that a typo cannot exhaust the machine.
+MEMORY_LIMIT = 256 * 1024 * 1024
+PROCESS_LIMIT = 64
+
 
 def pipe_capacity() -> int | None:
     """How many bytes a new pipe holds here (Linux: F_GETPIPE_SZ), or None where we cannot ask."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
     get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
     if get_size is None:
         return None
@@ -91,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         "main waits forever (Ctrl-C ends it). The defaults hang on Linux.",
     )
     joining.add_argument(
-        "--workers", type=whole_number(1), default=2, help="worker processes (default: 2)"
+        "--workers",
+        type=whole_number(1),
+        default=2,
+        help=f"worker processes (default: 2, at most {PROCESS_LIMIT})",
     )
     joining.add_argument(
         "--items", type=whole_number(0), default=50, help="items each worker puts (default: 50)"
@@ -125,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.family == "multiprocessing-join":
+        # Stuck workers hold every unwritten item, and the fix holds them all in main at the end.
+        if args.workers * args.items * args.item_bytes > MEMORY_LIMIT:
+            joining.error(
+                f"workers x items x item-bytes must be at most {MEMORY_LIMIT:,} bytes: "
+                "every item is held in memory"
+            )
+        if args.workers > PROCESS_LIMIT:
+            joining.error(f"at most {PROCESS_LIMIT} worker processes, got {args.workers}")
         return multiprocessing_join_demo(args.workers, args.items, args.item_bytes, args.fix)
     return futures_nested_demo(
         args.jobs, args.workers, args.work_seconds, args.fix, not args.no_watchdog

@@ -2,9 +2,14 @@
 
 The hang: each job has two steps. Its first step runs on a `ThreadPoolExecutor`, submits the
 second step to that same executor, and waits for its result. With fewer jobs than workers that
-works: an idle worker runs the second step. Once the jobs fill every worker, every worker sits in
-a first step, waiting for a second step queued behind the first steps still to come, and no
-worker is left to run one.
+works: an idle worker runs the second step. Main submits the nine jobs long before any first step
+(0.3 s of work by default) submits its second step: in 0.7 ms here (median of 20 tries; the
+slowest took 0.1 s, on a heavily loaded machine). So every first step is queued ahead of every
+second step, and once the jobs fill every worker, every worker sits in a first step, waiting for
+a second step queued behind the first steps still to come, and no worker is left to run one.
+(Were main slower than a first step, an early second step could slip in ahead and a small run
+could finish: the hang needs a busy pool, like most real ones. With `--work-seconds 0` the
+default run still hung in each of 20 tries here.)
 
 Who waits on whom:
 - main waits in `Future.result()` for the first jobs;
@@ -35,11 +40,11 @@ Sample run (`python -m families futures-nested`; exit status 2):
 
     thread MainThread [condition wait: self._condition]:
     families.futures_nested.run_nested.<locals>.<listcomp>(...)
-            families/futures_nested.py:86
+            families/futures_nested.py:91
     ...
     thread worker_0 [condition wait: self._condition]:
     families.futures_nested.first_step(...)
-            families/futures_nested.py:73
+            families/futures_nested.py:78
     ...
 
 With `--fix`, every job's second step runs on a `second_N` thread, and the run ends with
@@ -74,7 +79,7 @@ def first_step(job: int, seconds: float, second_steps: Executor, log: Log) -> in
 
 
 def run_nested(job_count: int, worker_count: int, seconds: float, log: Log) -> list[int]:
-    """Both steps on one executor. Hangs as soon as job_count >= worker_count."""
+    """Both steps on one executor. Hangs once job_count >= worker_count (see the docstring)."""
     with ThreadPoolExecutor(worker_count, thread_name_prefix="worker") as executor:
         # Main submits every first step at once, long before the first of them submits its second
         # step, so all first steps are queued ahead of all second steps.

@@ -98,9 +98,13 @@ def wait_until_session_is_empty(session: int, timeout: float = 5.0) -> list[int]
 
 
 def run_until_stuck(
-    *args: str, got_there: Callable[[str], bool], timeout: float = 20.0
+    *args: str, got_there: Callable[[str], bool], settle: float = 0.2, timeout: float = 20.0
 ) -> StuckRun:
-    """Run `python -m args...`; once got_there(stdout), prove it stuck for 1 s, then kill it all."""
+    """Run `python -m args...`; once got_there(stdout), prove it stuck for 1 s, then kill it all.
+
+    `settle` is how long the program may still need, once it printed its last line, to reach its
+    final wait; the watched second starts after it.
+    """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(
             [sys.executable, "-m", *args],
@@ -121,8 +125,7 @@ def run_until_stuck(
                 assert child.poll() is None, f"ended with {child.returncode}: {printed()}"
                 assert time.monotonic() < deadline, f"never got there: {printed()}"
                 time.sleep(0.02)
-            # Let the last item in flight settle, then watch a whole second.
-            time.sleep(0.2)
+            time.sleep(settle)
             pids = processes_in_session(child.pid)
             before, ticks_before = printed(), _cpu_ticks(pids)
             time.sleep(1.0)

@@ -93,10 +93,13 @@ def test_reading_before_joining_finishes_with_every_item_and_no_process_left(
 
 
 def test_waiting_on_the_same_executor_hangs_once_jobs_fill_every_worker() -> None:
+    # The demo's defaults: a first step works 0.3 s before it submits its second step, ample time
+    # for main to queue every first step ahead of them, even on a loaded machine.
     stuck = run_until_stuck(
         "families",
-        *("futures-nested", "--no-watchdog", "--work-seconds", "0.05"),
+        *("futures-nested", "--no-watchdog"),
         got_there=lambda out: len(jobs_in(FIRST_STEP, out)) == 3,
+        settle=0.5,
     )
 
     # Three workers took the first steps of jobs 1 to 3; nobody ever ran a second step, and the
@@ -110,9 +113,7 @@ def test_waiting_on_the_same_executor_hangs_once_jobs_fill_every_worker() -> Non
 
 def test_watchdog_reports_main_and_every_worker_waiting_on_a_future() -> None:
     # Exactly as many jobs as workers is already enough.
-    completed = run_to_the_end(
-        "families", "futures-nested", "--jobs", "3", "--work-seconds", "0.05", timeout=15
-    )
+    completed = run_to_the_end("families", "futures-nested", "--jobs", "3", timeout=15)
 
     assert completed.returncode == 2, completed.stderr
     report = completed.stderr
@@ -187,6 +188,8 @@ def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[s
         ["threads-everywhere"],
         ["multiprocessing-join", "--items", "-1"],
         ["multiprocessing-join", "--item-bytes", "lots"],
+        ["multiprocessing-join", "--items", "1000", "--item-bytes", "1000000"],
+        ["multiprocessing-join", "--workers", "1000"],
         ["futures-nested", "--workers", "0"],
         ["futures-nested", "--fix=yes"],
     ],
