@@ -105,32 +105,30 @@ def run_until_stuck(
     `settle` is how long the program may still need, once it printed its last line, to reach its
     final wait; the watched second starts after it.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=err,
-            text=True,
-            start_new_session=True,
-        )
-
-        def printed() -> str:
-            out.seek(0)
-            return out.read()
-
+    with tempfile.TemporaryDirectory() as folder:
+        out_path, err_path = Path(folder, "stdout"), Path(folder, "stderr")
+        # The child writes through descriptors of its own, in append mode; we read the files
+        # through others, so our reading never moves the place where it writes.
+        with out_path.open("a") as out, err_path.open("a") as err:
+            child = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=REPO_ROOT,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
         try:
             deadline = time.monotonic() + timeout
-            while not got_there(printed()):
-                assert child.poll() is None, f"ended with {child.returncode}: {printed()}"
-                assert time.monotonic() < deadline, f"never got there: {printed()}"
+            while not got_there(out_path.read_text()):
+                assert child.poll() is None, f"ended: {child.returncode}: {out_path.read_text()}"
+                assert time.monotonic() < deadline, f"never got there: {out_path.read_text()}"
                 time.sleep(0.02)
             time.sleep(settle)
             pids = processes_in_session(child.pid)
-            before, ticks_before = printed(), _cpu_ticks(pids)
+            before, ticks_before = out_path.read_text(), _cpu_ticks(pids)
             time.sleep(1.0)
-            assert child.poll() is None, f"it finished after all: {printed()}"
-            assert printed() == before, "it was still making progress"
+            assert child.poll() is None, f"it finished after all: {out_path.read_text()}"
+            assert out_path.read_text() == before, "it was still making progress"
             assert _cpu_ticks(pids) == ticks_before, "it was still working"
             waits = _waits(pids)
         finally:
@@ -138,8 +136,9 @@ def run_until_stuck(
             child.wait()
         left = wait_until_session_is_empty(child.pid)
         assert left == [], f"processes left behind after the kill: {left}"
-        err.seek(0)
-        return StuckRun(stdout=printed(), stderr=err.read(), pid=child.pid, waits=waits)
+        return StuckRun(
+            stdout=out_path.read_text(), stderr=err_path.read_text(), pid=child.pid, waits=waits
+        )
 
 
 def run_to_the_end(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
