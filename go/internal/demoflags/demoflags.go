@@ -108,6 +108,23 @@ func (c *Command) String(name string, choices []string, usage string) *string {
 	return text
 }
 
+// Bool defines a flag that is off unless given (--name or --name=true).
+func (c *Command) Bool(name string, usage string) *bool {
+	return c.flags.Bool(name, false, usage)
+}
+
+// Path defines a flag that names a file; it must be given.
+func (c *Command) Path(name string, usage string) *string {
+	path := c.flags.String(name, "", usage+" (required)")
+	c.checks = append(c.checks, func() error {
+		if *path == "" {
+			return fmt.Errorf("-%s is required", name)
+		}
+		return nil
+	})
+	return path
+}
+
 // Parse reads os.Args. --help prints the usage and exits 0; a bad flag or value prints one line
 // to stderr and exits 2, as the Python demos do.
 func (c *Command) Parse() {
