@@ -73,8 +73,10 @@ def grouped(rows: list[Row], *keys: str) -> dict[tuple[str, ...], list[Row]]:
 
 
 def caption(meta: dict[str, object]) -> str:
+    # Go's version where Go programs took part in the run.
+    go = f", {meta['go']}" if meta.get("go") and not why_no_go(meta) else ""
     return (
-        f"Python {meta['python']} on {meta['platform']}, {meta['cpu_count']} CPUs; "
+        f"Python {meta['python']}{go} on {meta['platform']}, {meta['cpu_count']} CPUs; "
         f"{meta['mode']} mode, commit {meta['commit']}, {meta['date']}"
     )
 
@@ -338,12 +340,19 @@ def draw_timelines(rows: list[Row], meta: dict[str, object], path: Path) -> None
 
 
 # The failure matrix's cells: good and bad are verdicts; a fact is coloured as neither.
-VERDICT_COLOURS = {"good": "#c7e9c0", "bad": "#fc9272", "fact": "#deebf7", "n/a": "#f0f0f0"}
+VERDICT_COLOURS = {
+    "good": "#c7e9c0",
+    "bad": "#fc9272",
+    "fact": "#deebf7",
+    "n/a": "#f0f0f0",
+    "not measured": "#ffffff",
+}
 VERDICT_LEGEND = {
     "good": "good",
     "bad": "bad",
     "fact": "a fact, not a verdict",
     "n/a": "no answer (the run hung, or got no error)",
+    "not measured": "not measured here (the cell says why)",
 }
 
 
@@ -419,14 +428,20 @@ def draw_failures(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         f"{timeouts[-1]:.0f} s hangs, and is killed)",
         fontsize=10,
     )
+    # The verdicts the cells use, in the legend's order ("not measured" only when a row was not).
+    shown = [verdict for verdict in VERDICT_COLOURS if any(r["verdict"] == verdict for r in rows)]
     figure.legend(
         handles=[
-            Patch(color=colour, label=VERDICT_LEGEND[verdict])
-            for verdict, colour in VERDICT_COLOURS.items()
+            Patch(
+                facecolor=VERDICT_COLOURS[verdict],
+                edgecolor="#bbbbbb",
+                label=VERDICT_LEGEND[verdict],
+            )
+            for verdict in shown
         ],
         fontsize=8,
         loc="outside lower right",
-        ncols=4,
+        ncols=len(shown),
     )
     finish(figure, meta, path)
 

@@ -18,6 +18,8 @@ process runs it, so the jobs that ran are counted after the run is over, not whe
 surfaces.
 
 Adding a contender (the stage-4 pool and its backends, the Go programs) is one entry in CONTENDERS.
+A contender that is not a Python caller is a program of its own (`GoProgram`): the harness builds it
+once per matrix run and starts it instead of `plots.failures_child`, and it writes the same events.
 """
 
 from __future__ import annotations
@@ -306,14 +308,29 @@ def call_task_group(run: Run) -> None:
 
 
 @dataclass(frozen=True)
+class GoProgram:
+    """A contender that is a Go program: go/<package>, built once per matrix run.
+
+    The harness runs it with `args`, then the workload's own flags (--jobs, --workers,
+    --odd-jobs-fail, --exit-job, --give-up-after, --events, --work-seconds), and reads the events
+    it appends, which are the ones `plots.failures_child` writes for a Python caller. go/failures
+    is the one such program; its comment says how each Go caller maps onto the Python workloads.
+    """
+
+    package: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Contender:
     name: str
-    # "stage" for ours, "standard library" for Python's own.
+    # "stage" for ours, "standard library" for Python's own, "Go" for the Go programs.
     kind: str
-    call: Caller
+    # A Python caller, run by plots.failures_child; or a Go program that does its own calling.
+    call: Caller | GoProgram
 
 
-STAGE, STDLIB = "stage", "standard library"
+STAGE, STDLIB, GO = "stage", "standard library", "Go"
 
 CONTENDERS = (
     Contender("naive (work that fails)", STAGE, call_naive),
@@ -330,8 +347,22 @@ CONTENDERS = (
     Contender("asyncio gather + Semaphore", STDLIB, call_gather),
     Contender("asyncio gather(return_exceptions=True)", STDLIB, call_gather_return_exceptions),
     Contender("asyncio TaskGroup + Semaphore", STDLIB, call_task_group),
+    # The post's Go pool (go/robust/pool) and the post's caller, walking the tasks after Run.
+    Contender(
+        "Go robust pool, the post's caller", GO, GoProgram("failures", ("--caller", "robust"))
+    ),
+    # What a Go programmer reaches for instead: an errgroup (go/errgroup, x/sync's shape written
+    # with the standard library) with SetLimit, whose first error cancels the jobs' context.
+    Contender(
+        "Go errgroup-style group + SetLimit", GO, GoProgram("failures", ("--caller", "group"))
+    ),
 )
-CONTENDERS_BY_NAME = {contender.name: contender for contender in CONTENDERS}
+# The Python callers, by name, for plots.failures_child.
+PYTHON_CALLERS = {
+    contender.name: contender.call
+    for contender in CONTENDERS
+    if not isinstance(contender.call, GoProgram)
+}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import traceback
 from functools import partial
 
 from plots.failures import (
-    CONTENDERS_BY_NAME,
+    PYTHON_CALLERS,
     WORKERS,
     WORKLOADS_BY_NAME,
     JobFailed,
@@ -69,12 +69,12 @@ def main() -> None:
         prog="python -m plots.failures_child",
         description="Run one contender of the failure matrix on one workload; report to a file.",
     )
-    parser.add_argument("--contender", choices=list(CONTENDERS_BY_NAME), required=True)
+    parser.add_argument("--contender", choices=list(PYTHON_CALLERS), required=True)
     parser.add_argument("--workload", choices=list(WORKLOADS_BY_NAME), required=True)
     parser.add_argument("--events", required=True, help="the file to append JSON lines to")
     parser.add_argument("--job-seconds", type=float, required=True)
     args = parser.parse_args()
-    contender = CONTENDERS_BY_NAME[args.contender]
+    call = PYTHON_CALLERS[args.contender]
     workload = WORKLOADS_BY_NAME[args.workload]
     spec = JobSpec(args.events, args.job_seconds, workload.odd_jobs_fail, workload.system_exit_job)
     run = Run(
@@ -87,7 +87,7 @@ def main() -> None:
     )
     record(args.events, {"caller": "started"})
     try:
-        contender.call(run)
+        call(run)
     except BaseException as unwound:
         report(run, unwound)
         raise

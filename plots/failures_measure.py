@@ -8,6 +8,9 @@ a job more, notes the moment in the events file and sends SIGINT to the child al
 `kill -INT` does. After a child exits, any process still alive in its group half a second later is
 an orphan it left behind; the parent counts and then kills those too.
 
+A Go contender's run is its program instead (`GoProgram`), built once per matrix run, in the same
+kind of session and with the same events file. Without Go, its cells say "not measured" and why.
+
 Runs mostly sleep, so several go at once, even on 2 cores. Every cell is computed from what the
 runs recorded; nothing here knows what any tool is supposed to do.
 """
@@ -40,9 +43,11 @@ from plots.failures import (
     WORKERS,
     WORKLOADS,
     Contender,
+    GoProgram,
     Workload,
     record,
 )
+from plots.golang import GoPrograms, go_programs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The SIGINT lands once this many jobs have started, half a job later: mid-run, not at the start.
@@ -195,6 +200,34 @@ def wait_until(
     return enough(text())
 
 
+def go_packages(contenders: Iterable[Contender]) -> list[str]:
+    """The Go programs these contenders need built, each once."""
+    return list(dict.fromkeys(c.call.package for c in contenders if isinstance(c.call, GoProgram)))
+
+
+def child_command(
+    contender: Contender, workload: Workload, events: Path, job_seconds: float, go: GoPrograms
+) -> list[str]:
+    """The command that runs one contender on one workload; its events go to `events`."""
+    if not isinstance(contender.call, GoProgram):
+        return [
+            sys.executable,
+            *("-m", "plots.failures_child"),
+            *("--contender", contender.name, "--workload", workload.name),
+            *("--events", str(events), "--job-seconds", str(job_seconds)),
+        ]
+    # A program knows nothing of the Python tables: it gets the workload spelled out.
+    return [
+        str(go.executables[contender.call.package]),
+        *contender.call.args,
+        *("--jobs", str(workload.jobs), "--workers", str(WORKERS)),
+        f"--odd-jobs-fail={str(workload.odd_jobs_fail).lower()}",
+        *("--exit-job", str(workload.system_exit_job)),
+        *("--give-up-after", str(workload.give_up_after or 0)),
+        *("--events", str(events), "--work-seconds", str(job_seconds)),
+    ]
+
+
 def run_child(
     contender: Contender,
     workload: Workload,
@@ -202,17 +235,13 @@ def run_child(
     folder: Path,
     number: int,
     live: LiveChildren,
+    go: GoPrograms,
 ) -> ChildRun:
     events = folder / f"{number}.jsonl"
     stderr_path = folder / f"{number}.stderr"
     job_seconds = timing.job_seconds_for(workload)
     timeout = timing.timeout(workload)
-    command = [
-        sys.executable,
-        *("-m", "plots.failures_child"),
-        *("--contender", contender.name, "--workload", workload.name),
-        *("--events", str(events), "--job-seconds", str(job_seconds)),
-    ]
+    command = child_command(contender, workload, events, job_seconds, go)
     seconds_to_exit: float | None = None
     status: int | None = None
     failure: CallerBroken | None = None
@@ -303,6 +332,8 @@ def check_run(run: ChildRun) -> None:
 # --- The cells. Each property reads one workload's run and says what it saw, and how it rates. ---
 
 GOOD, BAD, FACT, NOT_APPLICABLE = "good", "bad", "fact", "n/a"
+# A contender that could not run here (a Go row without Go): no verdict either way.
+NOT_MEASURED = "not measured"
 
 
 @dataclass(frozen=True)
@@ -364,6 +395,9 @@ def traceback_kept(run: ChildRun) -> Cell:
         return DASH
     kept = sum(1 for e in errors if e["traceback"])
     label = "yes" if kept == len(errors) else "no" if kept == 0 else f"{kept} of {len(errors)}"
+    # null: the error carries no stack at all, so there was none to keep (a Go error value).
+    if all(e["traceback"] is None for e in errors):
+        label = "no (no stack)"
     return Cell(str(kept), label, rate(kept == len(errors)))
 
 
@@ -402,9 +436,16 @@ def started_after_give_up(run: ChildRun) -> Cell:
 
 def system_exit(run: ChildRun) -> Cell:
     ran = len(set(run.started()))
+    # How the job exited, when it is not by SystemExit: a Go job panics (go/failures says why).
+    how = "".join(
+        f"{event['outcome']}: "
+        for event in run.events
+        if event.get("end") == run.workload.system_exit_job and event["outcome"] != "SystemExit"
+    )
     if run.hung:
-        return Cell("hangs", f"hangs; {ran} of {run.workload.jobs} ran", BAD)
-    return Cell(f"exit {run.status}", f"exits {run.status}; {ran} of {run.workload.jobs} ran", FACT)
+        return Cell("hangs", f"{how}hangs; {ran} of {run.workload.jobs} ran", BAD)
+    shown = f"{how}exits {run.status}; {ran} of {run.workload.jobs} ran"
+    return Cell(f"exit {run.status}", shown, FACT)
 
 
 def seconds_to_exit(run: ChildRun) -> Cell:
@@ -439,12 +480,19 @@ def cut_off(run: ChildRun) -> Cell:
 
 
 def left_running(run: ChildRun) -> Cell:
-    report = run.caller_report()
-    if run.hung or report is None:
+    if run.hung:
         return DASH
-    threads, processes = report["threads"], report["processes"]
-    assert isinstance(threads, list) and isinstance(processes, list)
-    counts = {"thread": len(threads), "process": len(processes), "orphan": run.orphans}
+    # No report: the process ended before its caller's code had unwound (a Go program killed by
+    # the SIGINT), and took its threads with it. Only orphans can be left.
+    report = run.caller_report() or {}
+    # A Python child lists threads and child processes; a Go program lists goroutines.
+    counts: dict[str, int] = {}
+    for noun, key in (("thread", "threads"), ("goroutine", "goroutines"), ("process", "processes")):
+        if key in report:
+            listed = report[key]
+            assert isinstance(listed, list)
+            counts[noun] = len(listed)
+    counts["orphan"] = run.orphans
     value = ", ".join(f"{count} {plural(noun, count)}" for noun, count in counts.items())
     label = ", ".join(f"{count} {plural(noun, count)}" for noun, count in counts.items() if count)
     return Cell(value, label or "none", rate(not label))
@@ -489,46 +537,35 @@ def measure_failures(
     contenders: Sequence[Contender] = CONTENDERS,
     workloads: Iterable[Workload] = WORKLOADS,
     scratch: Path | None = None,
+    go: GoPrograms | None = None,
 ) -> list[dict[str, object]]:
     """Run every contender on every workload; one CSV row per cell of the matrix.
 
     The runs' events files go to `scratch` if given (and stay there), else to a temporary folder.
+    The Go contenders' programs come from `go` if given, else they are built here, once; a Go
+    contender whose program is not there gets cells that say "not measured" and why.
     """
     timing = Timing(job_seconds, sigint_job_seconds)
-    # The SIGINT runs first: they are the longest, so the rest fill in around them.
-    ordered = sorted(workloads, key=lambda workload: workload is not SIGINT)
-    plan = [(contender, workload) for workload in ordered for contender in contenders]
-    progress = progress_for(len(plan))
+    workloads = list(workloads)
     with contextlib.ExitStack() as cleanup:
-        folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
-        live = LiveChildren()
-
-        def one(numbered: tuple[int, tuple[Contender, Workload]]) -> ChildRun:
-            number, (contender, workload) = numbered
-            run = run_child(contender, workload, timing, folder, number, live)
-            outcome = "hangs" if run.hung else f"exit {run.status}"
-            progress.step(f"{contender.name} / {workload.name}: {outcome}")
-            return run
-
-        executor = ThreadPoolExecutor(max_workers=parallel)
-        try:
-            runs = list(executor.map(one, enumerate(plan)))
-        except BaseException:
-            # Ctrl-C, or a broken run: start no more runs, end the ones going (each in its own
-            # session, out of reach of the terminal's Ctrl-C), then wait for their threads.
-            executor.shutdown(wait=False, cancel_futures=True)
-            live.kill_all()
-            raise
-        finally:
-            executor.shutdown(wait=True)
+        packages = go_packages(contenders)
+        if go is None:
+            go = (
+                cleanup.enter_context(go_programs(packages, "Go rows of the failure matrix"))
+                if packages
+                else GoPrograms(None, {}, {})
+            )
+        runs = run_children(timing, parallel, progress_for, contenders, workloads, scratch, go)
     by_key = {(run.contender.name, run.workload.name): run for run in runs}
     rows: list[dict[str, object]] = []
     for contender in contenders:
         for prop in PROPERTIES:
-            run = by_key.get((contender.name, prop.workload.name))
-            if run is None:
+            if prop.workload not in workloads:
                 continue  # a workload left out of this measurement
-            cell = prop.measure(run)
+            if runnable(contender, go):
+                cell = prop.measure(by_key[(contender.name, prop.workload.name)])
+            else:
+                cell = Cell(NOT_MEASURED, f"not measured: {go.unavailable}", NOT_MEASURED)
             rows.append(
                 {
                     "contender": contender.name,
@@ -544,6 +581,54 @@ def measure_failures(
                 }
             )
     return rows
+
+
+def runnable(contender: Contender, go: GoPrograms) -> bool:
+    """A Python caller always is; a Go program is once it has been built."""
+    return not isinstance(contender.call, GoProgram) or contender.call.package in go.executables
+
+
+def run_children(
+    timing: Timing,
+    parallel: int,
+    progress_for: Callable[[int], Steps],
+    contenders: Sequence[Contender],
+    workloads: Sequence[Workload],
+    scratch: Path | None,
+    go: GoPrograms,
+) -> list[ChildRun]:
+    """Run each runnable contender on each workload, `parallel` runs at a time."""
+    # The SIGINT runs first: they are the longest, so the rest fill in around them.
+    ordered = sorted(workloads, key=lambda workload: workload is not SIGINT)
+    plan = [
+        (contender, workload)
+        for workload in ordered
+        for contender in contenders
+        if runnable(contender, go)
+    ]
+    progress = progress_for(len(plan))
+    with contextlib.ExitStack() as cleanup:
+        folder = scratch or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        live = LiveChildren()
+
+        def one(numbered: tuple[int, tuple[Contender, Workload]]) -> ChildRun:
+            number, (contender, workload) = numbered
+            run = run_child(contender, workload, timing, folder, number, live, go)
+            outcome = "hangs" if run.hung else f"exit {run.status}"
+            progress.step(f"{contender.name} / {workload.name}: {outcome}")
+            return run
+
+        executor = ThreadPoolExecutor(max_workers=parallel)
+        try:
+            return list(executor.map(one, enumerate(plan)))
+        except BaseException:
+            # Ctrl-C, or a broken run: start no more runs, end the ones going (each in its own
+            # session, out of reach of the terminal's Ctrl-C), then wait for their threads.
+            executor.shutdown(wait=False, cancel_futures=True)
+            live.kill_all()
+            raise
+        finally:
+            executor.shutdown(wait=True)
 
 
 # --- The README's table, rendered from the CSV. ---

@@ -1,7 +1,8 @@
 """The Go pool beside the Python ones: find Go, build the programs in go/, run the benchmark one.
 
 Go is optional. Without it on PATH the benchmarks leave the Go pool out and say so on the figures
-(`go_pool()` below), and the Go tests skip with the reason.
+(`go_pool()` below), the failure matrix's Go rows say "not measured" (`go_programs()`), and the Go
+tests skip with the reason.
 
 The Go contender runs `go/bench` once per measured run, a new process each time. The program times
 its own run (making the tasks, running the pool, collecting the results: the same part that is
@@ -26,7 +27,7 @@ from pathlib import Path
 from plots.implementations import NO_OP, SLEEP_1MS, Contender, Workload
 
 GO_MODULE = Path(__file__).resolve().parent.parent / "go"
-PROGRAMS = ("naive", "errors_channel", "robust", "bench")
+PROGRAMS = ("naive", "errors_channel", "robust", "bench", "failures")
 # The Go workloads that match the Python ones, by the name go/bench knows them by.
 GO_WORKLOADS = {NO_OP: "no-op", SLEEP_1MS: "sleep-1ms"}
 
@@ -146,11 +147,56 @@ def contender(toolchain: Toolchain, bench: Path) -> Contender:
 
 
 @dataclass(frozen=True)
+class GoPrograms:
+    """Programs in go/ built for one run, or why there are none (for the metadata and figures)."""
+
+    toolchain: Toolchain | None
+    # Each program's executable; empty when Go is missing or the build failed.
+    executables: dict[str, Path]
+    # {"go": its version or None}, plus "go_missing" with the reason when there are no programs.
+    metadata: dict[str, object]
+    # Why there are no programs, in a few words for a figure's cell ("Go not found"); None if built.
+    unavailable: str | None = None
+
+
+@contextmanager
+def go_programs(programs: Sequence[str], what: str) -> Iterator[GoPrograms]:
+    """Build go/<program> for each program, once, into a temporary folder that lasts as long as the
+    run; say on stderr what was built, or, when Go is missing or the build fails, why `what` is not
+    measured.
+    """
+    toolchain = find_go()
+    if toolchain is None:
+        reason = "no go command on PATH (apt-get install golang-go)"
+        print(f"{what} not measured: {reason}", file=sys.stderr, flush=True)
+        yield GoPrograms(None, {}, {"go": None, "go_missing": reason}, "Go not found")
+        return
+    with tempfile.TemporaryDirectory(prefix="go-programs-") as folder:
+        try:
+            executables = build(toolchain, Path(folder), programs)
+        except GoBuildFailed as failed:
+            reason = f"go build failed ({str(failed).splitlines()[0]})"
+            print(f"{what} not measured: {failed}", file=sys.stderr, flush=True)
+            metadata: dict[str, object] = {"go": toolchain.version, "go_missing": reason}
+            yield GoPrograms(toolchain, {}, metadata, "go build failed")
+            return
+        print(f"{what}: {toolchain.version}, built into {folder}", file=sys.stderr, flush=True)
+        yield GoPrograms(toolchain, executables, {"go": toolchain.version})
+
+
+@dataclass(frozen=True)
 class GoPool:
     """What a benchmark run knows of Go: its contender, or why there is none, for the metadata."""
 
     contender: Contender | None
     metadata: dict[str, object]
+
+
+def pool_contender(built: GoPrograms) -> GoPool:
+    """The Go pool's contender from built programs (None unless go/bench is among them)."""
+    if built.toolchain is None or "bench" not in built.executables:
+        return GoPool(None, built.metadata)
+    return GoPool(contender(built.toolchain, built.executables["bench"]), built.metadata)
 
 
 @contextmanager
@@ -160,19 +206,5 @@ def go_pool() -> Iterator[GoPool]:
     Without Go (or when the build fails) the contender is None and the metadata carry a note that
     the figures show, so a figure without Go says why.
     """
-    toolchain = find_go()
-    if toolchain is None:
-        reason = "no go command on PATH (apt-get install golang-go)"
-        print(f"Go pool not measured: {reason}", file=sys.stderr, flush=True)
-        yield GoPool(None, {"go": None, "go_missing": reason})
-        return
-    with tempfile.TemporaryDirectory(prefix="go-pool-") as folder:
-        try:
-            executables = build(toolchain, Path(folder), ["bench"])
-        except GoBuildFailed as failed:
-            reason = f"go build failed ({str(failed).splitlines()[0]})"
-            print(f"Go pool not measured: {failed}", file=sys.stderr, flush=True)
-            yield GoPool(None, {"go": toolchain.version, "go_missing": reason})
-            return
-        print(f"Go pool: {toolchain.version}, built into {folder}", file=sys.stderr, flush=True)
-        yield GoPool(contender(toolchain, executables["bench"]), {"go": toolchain.version})
+    with go_programs(["bench"], "Go pool") as built:
+        yield pool_contender(built)

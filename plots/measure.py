@@ -25,8 +25,9 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from plots.failures_measure import measure_failures
-from plots.golang import go_pool
+from plots.failures import CONTENDERS as FAILURE_CONTENDERS
+from plots.failures_measure import go_packages, measure_failures
+from plots.golang import GoPrograms, go_programs, pool_contender
 from plots.implementations import (
     LOOP,
     NO_OP,
@@ -468,15 +469,26 @@ def measure_all(
 
     Each benchmark has its own metadata file, so that a figure redrawn later always names the
     machine, versions and date of the data it shows, even after `--only` re-measured another one.
-    With `with_go`, the Go pool joins the dispatch and I/O benchmarks when Go is on PATH (built
-    once for the whole run); their metadata record its version, or why it is missing.
+    With `with_go`, the Go pool joins the dispatch and I/O benchmarks and the Go rows join the
+    failure matrix when Go is on PATH (their programs built once for the whole run); those
+    benchmarks' metadata record its version, or why it is missing.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        go = None
-        if with_go and set(GO_BENCHMARKS) & set(sizes.benchmarks):
-            go = stack.enter_context(go_pool())
-        contenders_and_go = [*contenders, *([go.contender] if go and go.contender else [])]
+        wanted = {
+            "Go pool": ["bench"] if set(GO_BENCHMARKS) & set(sizes.benchmarks) else [],
+            "Go rows of the failure matrix": (
+                go_packages(FAILURE_CONTENDERS) if "failures" in sizes.benchmarks else []
+            ),
+        }
+        programs = list(dict.fromkeys(p for needed in wanted.values() for p in needed))
+        what = " and ".join(name for name, needed in wanted.items() if needed)
+        go = stack.enter_context(go_programs(programs, what)) if with_go and programs else None
+        go_pool = pool_contender(go) if go is not None else None
+        contenders_and_go = [
+            *contenders,
+            *([go_pool.contender] if go_pool and go_pool.contender else []),
+        ]
         benchmarks = {
             "dispatch": lambda: measure_dispatch(sizes, contenders_and_go),
             "io": lambda: measure_io(sizes, contenders_and_go),
@@ -488,11 +500,12 @@ def measure_all(
                 sizes.failures_sigint_job_seconds,
                 sizes.failures_parallel_runs,
                 lambda steps: Progress("failures", steps),
+                go=go or GoPrograms(None, {}, {}, "Go left out of this run"),
             ),
         }
         for name in sizes.benchmarks:
             about = metadata(sizes)
-            if go is not None and name in GO_BENCHMARKS:
+            if go is not None and name in (*GO_BENCHMARKS, "failures"):
                 about |= go.metadata
             write_csv(out_dir / f"{name}.csv", benchmarks[name]())
             (out_dir / f"{name}.json").write_text(json.dumps(about, indent=2) + "\n")

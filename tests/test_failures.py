@@ -5,7 +5,8 @@ then each standard-library cell is held to the behaviour measured on CPython 3.1
 a Python release that changes one shows up here. Where a count depends on timing (how many jobs a
 cancelling pool had already handed out), the check is the range its mechanism allows, not the one
 number seen. Our own stages' cells are not pinned: they change as the stages do, and the stages'
-own tests pin their behaviour.
+own tests pin their behaviour. The Go rows (go/failures) are pinned too, to what Go 1.19 did; they
+skip without Go, and without Go their cells say "not measured".
 """
 
 from __future__ import annotations
@@ -22,8 +23,19 @@ import pytest
 
 import plots.measure
 from plots.draw import VERDICT_COLOURS, draw_all
-from plots.failures import CONTENDERS, GIVE_UP, POST, SIGINT, STDLIB, Contender, Workload
+from plots.failures import (
+    CONTENDERS,
+    GIVE_UP,
+    GO,
+    POST,
+    SIGINT,
+    STDLIB,
+    SYSTEM_EXIT,
+    Contender,
+    Workload,
+)
 from plots.failures_measure import (
+    NOT_MEASURED,
     PROPERTIES,
     ChildRun,
     exit_status,
@@ -33,10 +45,16 @@ from plots.failures_measure import (
     read_rows,
     started_after_give_up,
     started_after_sigint,
+    system_exit,
     tied_to_input,
+    traceback_kept,
 )
+from plots.golang import GoPrograms, find_go
 from plots.measure import Sizes, measure_all, metadata, write_csv
 from tests.conftest import REPO_ROOT, run_module
+
+GO_FOUND = find_go()
+NO_GO = "Go not found on PATH: install it (apt-get install golang-go) to measure the Go rows"
 
 Row = dict[str, str]
 
@@ -233,6 +251,110 @@ STDLIB_BEHAVIOUR: dict[str, dict[str, Check]] = {
 }
 
 
+# Go 1.19, go/failures. Neither caller recovers the exiting job's panic (go/failures says why the
+# job panics), so the runtime ends the program with status 2; a Go program that asks for no
+# signals dies of SIGINT at once, its running jobs with it.
+GO_EXIT_AND_SIGINT = {
+    # The panic comes at the end of the first round; until the runtime stops the program, the
+    # workers of jobs 1 and 3 (and, in the group, the slot the panicking goroutine frees on its way
+    # out) may start one more job each.
+    "SystemExit in a job": matches(r"panic: exits 2; [3-6] of 9 ran"),
+    "time to exit": FINISHES_IN_TIME,
+    "exit status": says("130"),
+    # Only a job that started between the parent's line and the signal's arrival.
+    "started after SIGINT": AT_MOST_ONE_PER_WORKER,
+    # The jobs running at the signal die with the process.
+    "cut off mid-run": RUNNING_JOBS,
+    # Nothing of it is left: no orphans, and the process itself is gone.
+    "left running": says("none"),
+}
+GO_BEHAVIOUR: dict[str, dict[str, Check]] = {
+    "Go robust pool, the post's caller": {
+        "finishes": EXITS,
+        "errors the caller gets": says("5 of 5"),
+        "errors tied to input": says("5 of 5"),
+        # An error value made by fmt.Errorf or a struct records no stack: nothing to keep.
+        "traceback kept": says("no (no stack)"),
+        "results kept": says("4 of 4"),
+        # The walk starts after Run, when every task has run.
+        "jobs run": says("30 of 30"),
+        "started after give-up": says("0"),
+        **GO_EXIT_AND_SIGINT,
+    },
+    "Go errgroup-style group + SetLimit": {
+        "finishes": EXITS,
+        # Wait returns the first error of all; the other four are never kept.
+        "errors the caller gets": says("1 of 5"),
+        "errors tied to input": says("0 of 1"),
+        "traceback kept": says("no (no stack)"),
+        # The caller returns Wait's error, as Go callers do, and the results with it.
+        "results kept": says("0 of 4"),
+        # Go calls every function it is given, after the cancel too: each job starts, sees the
+        # cancelled context and returns at once.
+        "jobs run": says("30 of 30"),
+        # Wait returns only when every job has returned: nothing is left to start.
+        "started after give-up": says("0"),
+        **GO_EXIT_AND_SIGINT,
+    },
+}
+
+
+def test_every_go_contender_has_its_behaviour_pinned() -> None:
+    go_rows = {contender.name for contender in CONTENDERS if contender.kind == GO}
+    assert set(GO_BEHAVIOUR) == go_rows
+    for name, checks in GO_BEHAVIOUR.items():
+        assert set(checks) == {prop.name for prop in PROPERTIES}, name
+
+
+@pytest.mark.skipif(GO_FOUND is None, reason=NO_GO)
+@pytest.mark.parametrize("contender", list(GO_BEHAVIOUR))
+def test_go_cells_match_the_measured_behaviour(measured: tuple[Path, Path], contender: str) -> None:
+    cells = cells_of(measured[0])[contender]
+    wrong = [
+        f"{prop}: {cells[prop]['label']!r} (value {cells[prop]['value']!r}), expected it {claim}"
+        for prop, (claim, holds) in GO_BEHAVIOUR[contender].items()
+        if not holds(cells[prop])
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_events_line_is_written_as_json_dumps_writes_it(measured: tuple[Path, Path]) -> None:
+    # The Go program writes the Python format byte for byte: the parent finds a run's start and
+    # its job starts by searching the text for json.dumps's spelling.
+    lines = [
+        line
+        for path in sorted(measured[1].glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert lines
+    assert [line for line in lines if json.dumps(json.loads(line)) != line] == []
+
+
+def test_without_go_the_go_rows_say_not_measured_and_the_figure_still_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    go_rows = [contender for contender in CONTENDERS if contender.kind == GO]
+    rows = measure_failures(0.01, 0.01, 2, progress_for=lambda steps: Quiet(), contenders=go_rows)
+
+    assert len(rows) == len(go_rows) * len(PROPERTIES)
+    assert {(row["label"], row["verdict"]) for row in rows} == {
+        ("not measured: Go not found", NOT_MEASURED)
+    }
+    write_csv(tmp_path / "failures.csv", rows)
+    (tmp_path / "failures.json").write_text(json.dumps(metadata(Sizes.tiny())))
+    assert [path.name for path in draw_all(tmp_path)] == ["failures.png"]
+
+
+def test_a_go_program_that_was_not_built_says_why_in_its_cells() -> None:
+    go_rows = [contender for contender in CONTENDERS if contender.kind == GO]
+    failed = GoPrograms(None, {}, {"go": "go1.19.8"}, "go build failed")
+    rows = measure_failures(
+        0.01, 0.01, 2, progress_for=lambda steps: Quiet(), contenders=go_rows, go=failed
+    )
+    assert {row["label"] for row in rows} == {"not measured: go build failed"}
+
+
 def test_every_standard_library_contender_has_its_behaviour_pinned() -> None:
     stdlib = {contender.name for contender in CONTENDERS if contender.kind == STDLIB}
     assert set(STDLIB_BEHAVIOUR) == stdlib
@@ -346,6 +468,37 @@ def test_what_is_left_running_names_threads_processes_and_orphans() -> None:
     assert left_running(run_of([report()], workload=SIGINT)).label == "none"
 
 
+def test_a_process_that_died_without_unwinding_leaves_only_orphans_and_goroutines_are_named() -> (
+    None
+):
+    # A Go program killed by SIGINT writes no report: nothing of it runs on, but orphans can.
+    assert left_running(run_of([], status=-2, workload=SIGINT)).label == "none"
+    assert left_running(run_of([], status=-2, workload=SIGINT, orphans=1)).label == "1 orphan"
+    alive: dict[str, object] = {"caller": "returned", "goroutines": ["goroutine 7"] * 2}
+    cell = left_running(run_of([alive], workload=SIGINT))
+    assert (cell.value, cell.label) == ("2 goroutines, 0 orphans", "2 goroutines")
+
+
+def test_an_error_with_no_stack_at_all_says_so_and_counts_as_not_kept() -> None:
+    errors = [{"job": 1, "given": 1, "traceback": None}, {"job": 3, "given": 3, "traceback": None}]
+    cell = traceback_kept(run_of([report(errors=errors)], workload=POST))
+    assert (cell.label, cell.verdict) == ("no (no stack)", "bad")
+    # One stack lost among errors that had none is a plain count.
+    errors[0]["traceback"] = False
+    assert traceback_kept(run_of([report(errors=errors)], workload=POST)).label == "no"
+
+
+def test_a_job_that_exits_some_other_way_than_systemexit_is_named_in_its_cell() -> None:
+    events: list[dict[str, object]] = [{"start": 1}, {"start": 2}, {"end": 2, "outcome": "panic"}]
+    assert system_exit(run_of(events, status=2, workload=SYSTEM_EXIT)).label == (
+        "panic: exits 2; 2 of 9 ran"
+    )
+    events[2]["outcome"] = "SystemExit"
+    assert (
+        system_exit(run_of(events, status=3, workload=SYSTEM_EXIT)).label == "exits 3; 2 of 9 ran"
+    )
+
+
 # --- Wiring, the README, the child's command line. ---
 
 
@@ -356,14 +509,17 @@ def test_measure_all_hands_the_failures_benchmark_its_sizes_and_draw_all_draws_i
     # stand-in; the real one is measured above), writes its CSV and metadata, and draw_all
     # draws them.
     seen: list[tuple[float, float, int]] = []
+    go_given: list[GoPrograms] = []
 
     def stand_in(
         job_seconds: float,
         sigint_job_seconds: float,
         parallel: int,
         progress_for: Callable[[int], Quiet],
+        go: GoPrograms,
     ) -> list[dict[str, object]]:
         seen.append((job_seconds, sigint_job_seconds, parallel))
+        go_given.append(go)
         return [
             {
                 "contender": "robust",
@@ -387,7 +543,12 @@ def test_measure_all_hands_the_failures_benchmark_its_sizes_and_draw_all_draws_i
     assert seen == [(0.1, 0.2, sizes.failures_parallel_runs)]
     assert "failures" in Sizes.quick().benchmarks
     assert [path.name for path in written] == ["failures.png"]
-    assert json.loads((tmp_path / "failures.json").read_text())["mode"] == "quick"
+    about = json.loads((tmp_path / "failures.json").read_text())
+    assert about["mode"] == "quick"
+    # The Go rows' program, built once for the run, and its version (or why not) in the metadata.
+    (go,) = go_given
+    assert about["go"] == (GO_FOUND.version if GO_FOUND else None)
+    assert ("failures" in go.executables) == (GO_FOUND is not None)
 
 
 def test_the_markdown_table_has_a_row_per_contender_and_marks_bad_cells(

@@ -158,7 +158,7 @@ def test_go_robust_caller_gives_up_at_ten_errors_though_every_task_ran(
     assert lines[-1] == "Too many errors."
 
 
-def test_go_pool_unit_tests_pass() -> None:
+def test_go_unit_tests_pass_for_the_pool_and_the_errgroup() -> None:
     if GO is None:
         pytest.skip(NO_GO)
     completed = subprocess.run(
@@ -172,6 +172,7 @@ def test_go_pool_unit_tests_pass() -> None:
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "ok  \tworkerpool/robust/pool" in completed.stdout
+    assert "ok  \tworkerpool/errgroup" in completed.stdout
 
 
 def test_go_sources_are_gofmt_and_vet_clean() -> None:
