@@ -82,7 +82,7 @@ paths are built only for a report. Most of what is left is waking up 20 times a 
 3.11.7, 100 threads parked in Event().wait() and main sleeping, process CPU time over 10 s with the
 watchdog minus without: 0.36% to 0.57% of one core in three runs (the previous watchdog, which built
 every report in full: 0.60% to 0.73% in the same runs); with a SIGUSR1 handler installed and every
-thread asleep, so that each sample reads every signal's handler: 0.52%.
+thread asleep, so that each sample reads every signal's handler: 0.52% and 0.53% in two runs.
 
 **Limits**, what it cannot see:
 - a bare `Lock.acquire()`/`RLock.acquire()` outside a Condition, `select`/socket waits on another
