@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Reinstall whenever the project's metadata changes.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest plots clean
+.PHONY: demo go-deadlock test lint typecheck pytest plots clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(INSTALLED)
 	@echo "== Stage 2: errors queue of capacity 1: deadlock, reported by the watchdog (exit 2) =="
 	$(BIN)/python -m errors_channel --error-capacity 1 || test $$? -eq 2
 	@echo
+	@echo "== Stage 2 in Go (go/errors_channel, same flags): Go's runtime reports the same deadlock (exit 2) =="
+	@$(MAKE) --no-print-directory go-deadlock
+	@echo
 	@echo "== Stage 2: the same run, fixed by reading errors while the workers run =="
 	$(BIN)/python -m errors_channel --error-capacity 1 --fix drain-while-waiting
 	@echo
@@ -34,6 +37,18 @@ demo: $(INSTALLED)
 	@echo
 	@echo "== Benchmarks and plots (python -m plots: quick mode, about a minute) =="
 	$(BIN)/python -m plots
+
+# Go's own report of the stage 2 deadlock, when Go is installed; one line on how to get it if not.
+# Built rather than `go run`, because `go run` turns its program's exit status 2 into 1.
+go-deadlock:
+	@if command -v go >/dev/null 2>&1; then \
+		(cd go && go build -o ../build/go/ ./errors_channel) || exit 1; \
+		echo "$$ build/go/errors_channel --error-capacity 1   # go/errors_channel, built with $$(go env GOVERSION)"; \
+		build/go/errors_channel --error-capacity 1; status=$$?; \
+		echo "(exit status $$status)"; test $$status -eq 2; \
+	else \
+		echo "Go is not installed here, so only Python's report is shown. To see Go's: apt-get install golang-go (or https://go.dev/dl), then make demo again."; \
+	fi
 
 test: lint typecheck pytest
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from demo_args import DemoArgumentParser, add_pool_arguments, say, whole_number
+from errors_channel import asyncio_fixes, asyncio_pool
 from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
 from errors_channel.pool import ThreadStartFailed, double_evens_fail_odds, run
 from errors_channel.watchdog import Watchdog
@@ -38,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         "that read both queues while the workers run; either one reports every error",
     )
     parser.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="the same program with coroutines on one asyncio event loop instead of threads "
+        "(errors_channel/asyncio_pool.py); it deadlocks the same way",
+    )
+    parser.add_argument(
         "--no-watchdog",
         action="store_true",
         help="do not watch for the deadlock: see the raw hang (Ctrl-C does not end it; "
@@ -56,7 +64,19 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run the pool, or a fix, as the flags say, and print what its main saw."""
     work = double_evens_fail_odds(args.work_seconds)
     watchdog = None if args.no_watchdog else Watchdog().start()
-    if args.fix == "room-for-every-error":
+    if args.asyncio:
+        # The same program, its workers coroutines: errors_channel/asyncio_pool.py.
+        coroutine_work = asyncio_pool.double_evens_fail_odds(args.work_seconds)
+        pool = (args.jobs, args.workers, coroutine_work, say)
+        capacities = (args.results_capacity, args.error_capacity)
+        if args.fix == "room-for-every-error":
+            program = asyncio_fixes.run_with_room_for_every_error(*pool)
+        elif args.fix == "drain-while-waiting":
+            program = asyncio_fixes.run_draining_while_waiting(*pool, *capacities)
+        else:
+            program = asyncio_pool.run(*pool, *capacities)
+        outcome = asyncio.run(program)
+    elif args.fix == "room-for-every-error":
         outcome = run_with_room_for_every_error(args.jobs, args.workers, work, say)
     elif args.fix == "drain-while-waiting":
         outcome = run_draining_while_waiting(

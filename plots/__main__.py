@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = DemoArgumentParser(
         prog="python -m plots",
         description="Measure the stages and their peers (ThreadPoolExecutor, asyncio, "
-        "multiprocessing), write one CSV per benchmark plus metadata.json, and draw a PNG from "
-        "each. Quick mode (the default) takes about a minute on 2 cores.",
+        "multiprocessing), write NAME.csv and its metadata NAME.json for each benchmark, and draw "
+        "NAME.png from them. Quick mode (the default) takes about a minute and a half on 2 cores.",
     )
     parser.add_argument(
         "--full",
@@ -49,8 +51,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.out.mkdir(parents=True, exist_ok=True)
+        # A folder can exist and still refuse files (/proc/self, a read-only mount): find out
+        # now, with a file of our own, before minutes of measuring have nowhere to go.
+        probe, probe_path = tempfile.mkstemp(dir=args.out, prefix=".plots-probe-")
+        os.close(probe)
+        os.unlink(probe_path)
     except OSError as error:
-        parser.exit(2, f"{parser.prog}: error: cannot use --out {args.out}: {error.strerror}\n")
+        parser.exit(
+            2, f"{parser.prog}: error: cannot write files in --out {args.out}: {error.strerror}\n"
+        )
     if not args.redraw:
         sizes = Sizes.full() if args.full else Sizes.quick()
         if args.only:

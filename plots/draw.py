@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,7 +37,20 @@ COLOURS = {
     "multiprocessing map, chunksize 1": "#756bb1",
     "multiprocessing map, 4 chunks/worker": "#bcbddc",
 }
+# The Go pool's name carries its Go version ("Go 1.19 pool (goroutines)"); Go's own blue.
+GO_COLOUR = "#00add8"
 SUCCESS, ERROR, BLOCKED = "#31a354", "#de2d26", "#bdbdbd"
+
+
+def colour(name: str) -> str | None:
+    """The implementation's colour in every figure (None: matplotlib picks one)."""
+    return GO_COLOUR if name.startswith("Go ") else COLOURS.get(name)
+
+
+def why_no_go(meta: dict[str, object]) -> str | None:
+    """Why the run measured no Go pool (its metadata say so), or None if it did or never tried."""
+    reason = meta.get("go_missing")
+    return str(reason) if reason else None
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -59,8 +73,10 @@ def grouped(rows: list[Row], *keys: str) -> dict[tuple[str, ...], list[Row]]:
 
 
 def caption(meta: dict[str, object]) -> str:
+    # Go's version where Go programs took part in the run.
+    go = f", {meta['go']}" if meta.get("go") and not why_no_go(meta) else ""
     return (
-        f"Python {meta['python']} on {meta['platform']}, {meta['cpu_count']} CPUs; "
+        f"Python {meta['python']}{go} on {meta['platform']}, {meta['cpu_count']} CPUs; "
         f"{meta['mode']} mode, commit {meta['commit']}, {meta['date']}"
     )
 
@@ -89,7 +105,7 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         names,
         medians,
         xerr=[[points[n][1] for n in names], [points[n][2] for n in names]],
-        color=[COLOURS.get(name, "#999999") for name in names],
+        color=[colour(name) or "#999999" for name in names],
         capsize=3,
     )
     for y, name in enumerate(names):
@@ -102,9 +118,27 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         linewidth=1,
         label=f"floor: a plain loop calling the task, {floor[0]:.2f} µs",
     )
+    reason = why_no_go(meta)
+    if reason:
+        # A row of its own, on top where the fastest bar would be: a reader looking for the Go
+        # pool finds why it is not there.
+        missing_row = len(names)
+        axes.set_yticks([*range(len(names)), missing_row], [*names, "Go pool (goroutines)"])
+        axes.text(
+            0.02,
+            missing_row,
+            textwrap.fill(f"not measured: {reason}", 40),
+            transform=axes.get_yaxis_transform(),
+            va="center",
+            fontsize=8,
+            color="#666666",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+        )
+        axes.set_ylim(-0.6, missing_row + 0.6)
     axes.legend(fontsize=8, loc="upper right")
     axes.set_xscale("log")
-    axes.set_xlim(floor[0] / 2, max(medians) * 6)
+    # The Go pool can come in under Python's floor; keep its bar in view too.
+    axes.set_xlim(min(floor[0], *medians) / 2, max(medians) * 6)
     first = rows[0]
     axes.set_xlabel("time per no-op task, µs (log scale; median, bars: min-max)")
     axes.set_title(
@@ -131,7 +165,7 @@ def line_chart(
             [s[0] for s in stats],
             yerr=[[s[1] for s in stats], [s[2] for s in stats]],
             label=name,
-            color=COLOURS.get(name),
+            color=colour(name),
             marker="o",
             markersize=4,
             capsize=3,
@@ -139,18 +173,68 @@ def line_chart(
         )
 
 
+def sizes_of(meta: dict[str, object]) -> dict[str, object]:
+    """The benchmark sizes the data were measured with (`Sizes`, as measure.py wrote them)."""
+    sizes = meta["sizes"]
+    assert isinstance(sizes, dict)
+    return sizes
+
+
+def io_target(meta: dict[str, object], rows: list[Row]) -> tuple[int, float] | None:
+    """robust's (workers, efficiency) goal, if the data say what it is and reach that many workers.
+
+    Older metadata does not record it: then no target is drawn rather than one assumed.
+    """
+    sizes = sizes_of(meta)
+    if "io_target_workers" not in sizes:
+        return None
+    workers = int(str(sizes["io_target_workers"]))
+    if workers > max(int(row["workers"]) for row in rows):
+        return None
+    return workers, float(str(sizes["io_target_efficiency"]))
+
+
+def io_axis_label(meta: dict[str, object]) -> str:
+    tasks = sizes_of(meta)["io_tasks_per_worker"]
+    return f"workers (log scale); each runs {tasks} tasks that sleep 1 ms"
+
+
+def cpu_title(meta: dict[str, object], tasks: str) -> str:
+    milliseconds = float(str(sizes_of(meta)["cpu_task_seconds"])) * 1000
+    return f"CPU-bound: {tasks} tasks of pure Python, about {milliseconds:g} ms each"
+
+
+def deadlock_map_title(meta: dict[str, object]) -> str:
+    # Metadata from before the worker count was recorded: say nothing rather than guess.
+    workers = sizes_of(meta).get("map_workers")
+    stage = f"Stage 2 ({workers} workers)" if workers is not None else "Stage 2"
+    return f"{stage}, observed: finished or deadlocked"
+
+
 def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
     line_chart(axes, rows, lambda row: float(row["efficiency"]))
     axes.axhline(1.0, color="#999999", linewidth=1, linestyle=":")
-    axes.axhline(
-        0.8, color=COLOURS["robust"], linewidth=1, linestyle="--", label="robust's target at 64"
-    )
+    target = io_target(meta, rows)
+    if target is not None:
+        workers, efficiency = target
+        axes.axhline(
+            efficiency,
+            color=COLOURS["robust"],
+            linewidth=1,
+            linestyle="--",
+            label=f"robust's target: {efficiency:g} at {workers} workers",
+        )
     axes.set_xscale("log", base=2)
     axes.set_ylim(0, 1.05)
-    axes.set_xlabel("workers (log scale); each runs 20 tasks that sleep 1 ms")
+    axes.set_xlabel(io_axis_label(meta))
     axes.set_ylabel("efficiency = ideal / measured time")
     axes.set_title("I/O-bound scaling: how close to ceil(n / workers) x 1 ms")
+    reason = why_no_go(meta)
+    if reason:
+        # A legend entry with no line and no marker, among the pools the reader looks through.
+        label = textwrap.fill(f"Go pool not measured: {reason}", 40)
+        axes.plot([], [], linestyle="none", label=label)
     figure.legend(fontsize=8, loc="outside right upper")
     finish(figure, meta, path)
 
@@ -169,7 +253,7 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     axes.set_xlabel("workers")
     axes.set_ylabel("speedup over a plain loop (times)")
     first = pools[0]
-    axes.set_title(f"CPU-bound: {first['tasks']} tasks of pure Python, about 1 ms each")
+    axes.set_title(cpu_title(meta, first["tasks"]))
     figure.legend(fontsize=8, loc="outside right upper")
     finish(figure, meta, path)
 
@@ -198,7 +282,7 @@ def draw_deadlock_map(rows: list[Row], meta: dict[str, object], path: Path) -> N
     axes.set_ylim(-0.5, len(capacities) - 0.5)
     axes.set_xlabel(f"failing jobs (of {rows[0]['jobs']}; results queue holds them all)")
     axes.set_ylabel("errors queue capacity (0 = unbuffered)")
-    axes.set_title("Stage 2 (3 workers), observed: finished or deadlocked")
+    axes.set_title(deadlock_map_title(meta))
     handles = [Patch(color=colour, label=label) for label, colour in colours.items()]
     figure.legend(
         handles=[*handles, *axes.get_legend_handles_labels()[0]],
@@ -255,12 +339,120 @@ def draw_timelines(rows: list[Row], meta: dict[str, object], path: Path) -> None
     finish(figure, meta, path)
 
 
+# The failure matrix's cells: good and bad are verdicts; a fact is coloured as neither.
+VERDICT_COLOURS = {
+    "good": "#c7e9c0",
+    "bad": "#fc9272",
+    "fact": "#deebf7",
+    "n/a": "#f0f0f0",
+    "not measured": "#ffffff",
+}
+VERDICT_LEGEND = {
+    "good": "good",
+    "bad": "bad",
+    "fact": "a fact, not a verdict",
+    "n/a": "no answer (the run hung, or got no error)",
+    "not measured": "not measured here (the cell says why)",
+}
+
+
+def draw_failures(rows: list[Row], meta: dict[str, object], path: Path) -> None:
+    """The failure matrix: a row per contender, a column per property, grouped by workload."""
+    contenders = list(dict.fromkeys(row["contender"] for row in rows))
+    properties = list(dict.fromkeys(row["property"] for row in rows))
+    cells = {(row["contender"], row["property"]): row for row in rows}
+    workload_of = {row["property"]: row for row in rows}
+    figure, axes = plt.subplots(
+        figsize=(2.6 + 1.02 * len(properties), 1.9 + 0.34 * len(contenders)),
+        layout="constrained",
+    )
+    for y, contender in enumerate(contenders):
+        for x, prop in enumerate(properties):
+            row = cells.get((contender, prop))
+            if row is None:
+                continue
+            axes.add_patch(
+                Rectangle(
+                    (x, y), 1, 1, facecolor=VERDICT_COLOURS[row["verdict"]], edgecolor="white"
+                )
+            )
+            axes.text(
+                x + 0.5,
+                y + 0.5,
+                "\n".join(textwrap.wrap(row["label"], 13)),
+                ha="center",
+                va="center",
+                fontsize=6.8,
+            )
+    # A line between kinds (our stages, the standard library, ...).
+    kinds = [cells[(c, properties[0])]["kind"] for c in contenders]
+    for y in range(1, len(contenders)):
+        if kinds[y] != kinds[y - 1]:
+            axes.axhline(y, color="black", linewidth=1.2)
+    # Column headers, and above them one header per workload over its columns.
+    for x, prop in enumerate(properties):
+        axes.text(
+            x + 0.5,
+            -0.15,
+            "\n".join(textwrap.wrap(prop, 12)),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            fontweight="bold",
+        )
+    groups = list(dict.fromkeys(workload_of[p]["workload"] for p in properties))
+    for workload in groups:
+        columns = [x for x, p in enumerate(properties) if workload_of[p]["workload"] == workload]
+        first = workload_of[properties[columns[0]]]
+        text = f"{workload}, jobs of {float(first['job_seconds']):g} s"
+        axes.plot([columns[0] + 0.08, columns[-1] + 0.92], [-1.3, -1.3], color="#444444")
+        axes.text(
+            (columns[0] + columns[-1] + 1) / 2,
+            -1.4,
+            "\n".join(textwrap.wrap(text, 20 * len(columns))),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+        )
+    axes.set_xlim(0, len(properties))
+    axes.set_ylim(len(contenders), -2.6)
+    axes.set_yticks([y + 0.5 for y in range(len(contenders))], contenders, fontsize=8)
+    axes.set_xticks([])
+    axes.tick_params(left=False)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    timeouts = sorted({float(row["timeout_seconds"]) for row in rows})
+    axes.set_title(
+        "Where do the errors go? Every cell measured by a real run "
+        f"({rows[0]['workers']} workers; a run that has not exited after {timeouts[0]:.0f} to "
+        f"{timeouts[-1]:.0f} s hangs, and is killed)",
+        fontsize=10,
+    )
+    # The verdicts the cells use, in the legend's order ("not measured" only when a row was not).
+    shown = [verdict for verdict in VERDICT_COLOURS if any(r["verdict"] == verdict for r in rows)]
+    figure.legend(
+        handles=[
+            Patch(
+                facecolor=VERDICT_COLOURS[verdict],
+                edgecolor="#bbbbbb",
+                label=VERDICT_LEGEND[verdict],
+            )
+            for verdict in shown
+        ],
+        fontsize=8,
+        loc="outside lower right",
+        ncols=len(shown),
+    )
+    finish(figure, meta, path)
+
+
 DRAWERS: dict[str, Callable[[list[Row], dict[str, object], Path], None]] = {
     "dispatch": draw_dispatch,
     "io": draw_io,
     "cpu": draw_cpu,
     "deadlock_map": draw_deadlock_map,
     "timeline": draw_timelines,
+    "failures": draw_failures,
 }
 
 

@@ -187,14 +187,19 @@ def run_processes_chunked(work: Workload, job_count: int, workers: int) -> list[
 
 
 Implementation = Callable[[Workload, int, int], list[int]]
+# The results, and the seconds the run took as measured by the implementation itself.
+TimedImplementation = Callable[[Workload, int, int], tuple[list[int], float]]
 
 
 @dataclass(frozen=True)
 class Contender:
     name: str
     run: Implementation
-    # "threads", "processes", "event loop", or "none" for the plain loop.
+    # "threads", "processes", "event loop", "goroutines", or "none" for the plain loop.
     runs_on: str
+    # Set for a contender in another program that times its own run (the Go pool, plots.golang):
+    # timing it from here would add a process start to every run. None: timed around `run`.
+    run_timed: TimedImplementation | None = None
 
 
 LOOP = Contender("plain loop", run_loop, "none")

@@ -21,9 +21,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from plots.failures import CONTENDERS as FAILURE_CONTENDERS
+from plots.failures_measure import go_packages, measure_failures
+from plots.golang import GoPrograms, go_programs, pool_contender
 from plots.implementations import (
     LOOP,
     NO_OP,
@@ -57,6 +61,9 @@ class Sizes:
     dispatch_workers: int
     io_workers: tuple[int, ...]
     io_tasks_per_worker: int
+    # robust's goal on this benchmark: at least this efficiency at this many workers.
+    io_target_workers: int
+    io_target_efficiency: float
     # multiprocessing starts one process per worker; beyond this many it is left out.
     io_max_processes: int
     cpu_workers: tuple[int, ...]
@@ -65,9 +72,14 @@ class Sizes:
     map_error_capacities: tuple[int, ...]
     map_failing_jobs: tuple[int, ...]
     map_parallel_cells: int
+    map_workers: int
     timeline_work_seconds: float
+    # The failure matrix: how long its jobs take, and how many of its child runs go at once.
+    failures_job_seconds: float
+    failures_sigint_job_seconds: float
+    failures_parallel_runs: int
     benchmarks: tuple[str, ...] = field(
-        default=("dispatch", "io", "cpu", "deadlock_map", "timeline")
+        default=("dispatch", "io", "cpu", "deadlock_map", "timeline", "failures")
     )
 
     @staticmethod
@@ -79,6 +91,8 @@ class Sizes:
             dispatch_workers=4,
             io_workers=(1, 4, 16, 64, 256, 1024),
             io_tasks_per_worker=20,
+            io_target_workers=64,
+            io_target_efficiency=0.8,
             io_max_processes=16,
             cpu_workers=(1, 2, 4, 8),
             cpu_tasks=128,
@@ -86,7 +100,11 @@ class Sizes:
             map_error_capacities=tuple(range(11)),
             map_failing_jobs=tuple(range(11)),
             map_parallel_cells=8,
+            map_workers=3,
             timeline_work_seconds=0.3,
+            failures_job_seconds=0.1,
+            failures_sigint_job_seconds=0.2,
+            failures_parallel_runs=12,
         )
 
     @staticmethod
@@ -122,6 +140,11 @@ class Sizes:
             map_failing_jobs=(0, 2),
             map_parallel_cells=4,
             timeline_work_seconds=0.02,
+            failures_job_seconds=0.02,
+            failures_sigint_job_seconds=0.05,
+            # The failure matrix waits out its hangs, which takes seconds whatever the sizes:
+            # tests/test_failures.py measures it on its own, so the smoke test leaves it out.
+            benchmarks=("dispatch", "io", "cpu", "deadlock_map", "timeline"),
         )
 
 
@@ -159,9 +182,12 @@ class Progress:
 
 def timed_run(contender: Contender, work: Workload, job_count: int, workers: int) -> float:
     """Seconds for one checked run; raises WrongResults instead of returning a bad run's time."""
-    start = time.perf_counter()
-    results = contender.run(work, job_count, workers)
-    seconds = time.perf_counter() - start
+    if contender.run_timed is not None:
+        results, seconds = contender.run_timed(work, job_count, workers)
+    else:
+        start = time.perf_counter()
+        results = contender.run(work, job_count, workers)
+        seconds = time.perf_counter() - start
     check(results, job_count, contender.name)
     return seconds
 
@@ -305,6 +331,7 @@ def measure_deadlock_map(sizes: Sizes) -> list[dict[str, object]]:
                 "deadlock-cell",
                 *("--jobs", str(jobs), "--failing", str(failing)),
                 *("--error-capacity", str(capacity), "--results-capacity", str(jobs)),
+                *("--workers", str(sizes.map_workers)),
             ],
             MAP_CELL_TIMEOUT,
         )
@@ -428,25 +455,57 @@ def metadata(sizes: Sizes) -> dict[str, object]:
     }
 
 
+# The benchmarks the Go pool takes part in (its CPU-bound work would measure Go, not the pool).
+GO_BENCHMARKS = ("dispatch", "io")
+
+
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
     contenders: Sequence[Contender] = (*STAGES, *PEERS),
+    with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.
 
     Each benchmark has its own metadata file, so that a figure redrawn later always names the
     machine, versions and date of the data it shows, even after `--only` re-measured another one.
+    With `with_go`, the Go pool joins the dispatch and I/O benchmarks and the Go rows join the
+    failure matrix when Go is on PATH (their programs built once for the whole run); those
+    benchmarks' metadata record its version, or why it is missing.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    benchmarks = {
-        "dispatch": lambda: measure_dispatch(sizes, contenders),
-        "io": lambda: measure_io(sizes, contenders),
-        "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
-        "deadlock_map": lambda: measure_deadlock_map(sizes),
-        "timeline": lambda: measure_timelines(sizes),
-    }
-    for name in sizes.benchmarks:
-        about = metadata(sizes)
-        write_csv(out_dir / f"{name}.csv", benchmarks[name]())
-        (out_dir / f"{name}.json").write_text(json.dumps(about, indent=2) + "\n")
+    with ExitStack() as stack:
+        wanted = {
+            "Go pool": ["bench"] if set(GO_BENCHMARKS) & set(sizes.benchmarks) else [],
+            "Go rows of the failure matrix": (
+                go_packages(FAILURE_CONTENDERS) if "failures" in sizes.benchmarks else []
+            ),
+        }
+        programs = list(dict.fromkeys(p for needed in wanted.values() for p in needed))
+        what = " and ".join(name for name, needed in wanted.items() if needed)
+        go = stack.enter_context(go_programs(programs, what)) if with_go and programs else None
+        go_pool = pool_contender(go) if go is not None else None
+        contenders_and_go = [
+            *contenders,
+            *([go_pool.contender] if go_pool and go_pool.contender else []),
+        ]
+        benchmarks = {
+            "dispatch": lambda: measure_dispatch(sizes, contenders_and_go),
+            "io": lambda: measure_io(sizes, contenders_and_go),
+            "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
+            "deadlock_map": lambda: measure_deadlock_map(sizes),
+            "timeline": lambda: measure_timelines(sizes),
+            "failures": lambda: measure_failures(
+                sizes.failures_job_seconds,
+                sizes.failures_sigint_job_seconds,
+                sizes.failures_parallel_runs,
+                lambda steps: Progress("failures", steps),
+                go=go or GoPrograms(None, {}, {}, "Go left out of this run"),
+            ),
+        }
+        for name in sizes.benchmarks:
+            about = metadata(sizes)
+            if go is not None and name in (*GO_BENCHMARKS, "failures"):
+                about |= go.metadata
+            write_csv(out_dir / f"{name}.csv", benchmarks[name]())
+            (out_dir / f"{name}.json").write_text(json.dumps(about, indent=2) + "\n")

@@ -10,16 +10,19 @@ writes to the task it holds, which can never block, so no number of failures can
 The jobs queue is gone too: the tasks are all known before the run, so the workers take them
 straight from a shared deque, and a worker that finds it empty is done.
 
-What it fixes: the deadlock (nothing a worker does after taking a task can block), and the dropped
-errors (every failing task holds its own exception, traceback included).
+What it fixes: the deadlock and the dropped errors. Every failing task holds its own exception,
+traceback included. The pool itself never waits on a queue: between two tasks a worker only pops
+from a deque, which never blocks, so a worker blocks only where a task it runs blocks. A task that
+hangs holds its worker (Python cannot stop a thread), but no number of failures can hold one.
 
 Sample run (`python -m robust`):
 
-    worker-1 processing job 1
-    worker-2 processing job 2
+    worker 1 processing job 1
+    worker 2 processing job 2
+    worker 3 processing job 3
     ...
-    task 1: error: error on job 1
-    task 2: result 4
+    error: error on job 1
+    error: error on job 3
     ...
     finished: 4 results, 5 errors
 """
@@ -33,12 +36,21 @@ from typing import Generic, TypeVar
 
 Result = TypeVar("Result")
 
+# Guards Task._pool while a Pool claims its tasks, so that two pools built at the same moment from
+# the same task cannot both claim it. Held once per Pool, never while a task runs.
+_claiming = threading.Lock()
+
 
 class Task(Generic[Result]):
-    """One call to make. After the pool has run it, `err` or `result` says how it went."""
+    """One call to make. After the pool has run it, `err` or `result` says how it went.
+
+    A task runs at most once: it belongs to the first Pool it is given to, and a second Pool (or the
+    same task listed twice in one Pool) is refused before any task runs. Exactly one of `err` and
+    `result` is set once it has run: `err` if fn raised, else `result` (which may be None).
+    """
 
     # Slots: the pool touches these once per task, and slot access is the cheapest there is.
-    __slots__ = ("err", "finished", "fn", "result")
+    __slots__ = ("_pool", "err", "finished", "fn", "result")
 
     def __init__(self, fn: Callable[[], Result]) -> None:
         if not callable(fn):
@@ -50,8 +62,13 @@ class Task(Generic[Result]):
         self.result: Result | None = None
         # False for a task that never ran (the run was stopped before its turn).
         self.finished = False
+        # The Pool that holds this task, once one does.
+        self._pool: Pool[Result] | None = None
 
     def run(self) -> None:
+        """Call fn once and keep its outcome. The pool's workers call this; a task runs once."""
+        if self.finished:
+            raise RuntimeError(f"{self!r} has already run; a task runs at most once")
         try:
             self.result = self.fn()
         except Exception as error:
@@ -66,8 +83,22 @@ class Task(Generic[Result]):
             self.finished = True
 
     def __repr__(self) -> str:
-        state = "not run" if not self.finished else f"err={self.err!r}" if self.err else "ok"
-        return f"<Task {getattr(self.fn, '__name__', self.fn)!r} {state}>"
+        # Never raises, whatever fn and err are: a repr is what a failing program prints.
+        try:
+            name = repr(getattr(self.fn, "__qualname__", None) or type(self.fn).__name__)
+        except Exception:
+            name = "?"
+        if not self.finished:
+            state = "not run"
+        elif self.err is None:
+            state = "ok"
+        else:
+            # `is None`, not truthiness: an exception may define __bool__, and it still failed.
+            try:
+                state = f"failed: {self.err!r}"
+            except Exception:
+                state = f"failed: {type(self.err).__name__}"
+        return f"<Task {name} {state}>"
 
 
 class Pool(Generic[Result]):
@@ -83,6 +114,7 @@ class Pool(Generic[Result]):
         for task in self.tasks:
             if not isinstance(task, Task):
                 raise TypeError(f"Pool takes Task objects, got {type(task).__name__}")
+        _claim(self.tasks, self)
         self.concurrency = concurrency
         self._started = False
         self._start_once = threading.Lock()
@@ -92,8 +124,14 @@ class Pool(Generic[Result]):
 
         Panics: if a task raises a BaseException that is not an Exception (KeyboardInterrupt,
         SystemExit, ...), no further task starts, the tasks already running finish, and then run()
-        re-raises it (the first one, if several). The same goes for Ctrl-C while run() waits. Tasks
-        that never started keep `finished == False`.
+        re-raises it (the first one, if several). Ctrl-C while run() waits does the same: no task
+        starts after it, every task already running finishes, then run() re-raises the
+        KeyboardInterrupt. A second Ctrl-C during that wait stops the waiting: run() re-raises at
+        once, no new task starts either, and the running tasks still finish before the interpreter
+        exits (their threads are not daemons). Tasks that never started keep `finished == False`.
+
+        If the system cannot start another thread, run() stops the workers it did start (after
+        their current task) and raises RuntimeError saying how many it could start.
         """
         with self._start_once:
             if self._started:
@@ -108,40 +146,126 @@ class Pool(Generic[Result]):
         # `range` ends on a closed channel. No worker can wait for a task that will never come.
         pending: deque[Task[Result]] = deque(self.tasks)
         panics: list[BaseException] = []
-        workers = [
-            threading.Thread(target=_work, args=(pending, panics), name=f"worker-{number}")
+        workers = Workers()
+        threads = [
+            threading.Thread(target=_work, args=(pending, panics, workers), name=f"worker-{number}")
             for number in range(1, min(self.concurrency, len(self.tasks)) + 1)
         ]
+        started = 0
         try:
-            for worker in workers:
-                worker.start()
-            # Each worker ends once the deque is empty and its last task has returned.
-            for worker in workers:
-                worker.join()
-        except BaseException:
-            # Ctrl-C (KeyboardInterrupt) lands in the main thread, here. Start no more tasks, let
-            # the running ones finish (a thread cannot be stopped from outside), then pass it on.
+            for thread in threads:
+                thread.start()
+                started += 1
+            # Go: `p.wg.Wait()`. Each worker ends once the deque is empty and its last task has
+            # returned.
+            workers.wait_until_ended(started)
+        except BaseException as stop:
+            # Ctrl-C (KeyboardInterrupt) lands in the main thread, here, or a thread could not be
+            # started. Start no more tasks, let the running ones finish (a thread cannot be stopped
+            # from outside), then pass the exception on. Every worker that took a task had begun
+            # before it took it, and the deque is empty from here on, so waiting for the workers
+            # that have begun is waiting for every task that started.
             pending.clear()
-            for worker in workers:
-                if worker.ident is not None:
-                    worker.join()
+            workers.wait_until_none_running()
+            workers.join_ended()
+            if isinstance(stop, RuntimeError) and started < len(threads):
+                raise RuntimeError(
+                    f"could start only {started} of {len(threads)} worker threads: {stop}"
+                ) from stop
             raise
+        workers.join_ended()
         if panics:
             raise panics[0]
 
 
-def _work(pending: deque[Task[Result]], panics: list[BaseException]) -> None:
+class Workers:
+    """Which workers are running and which have ended; main waits here (Go: the pool's WaitGroup).
+
+    Why main never waits in Thread.join() while a worker runs: on CPython 3.11 and 3.12, a join()
+    interrupted by Ctrl-C marks a thread that is still running as stopped (the except clause of
+    Thread._wait_for_tstate_lock releases the running thread's lock and calls _stop()). The
+    interpreter then exits without waiting for it, and the task it runs is killed mid-run. A
+    Condition.wait() interrupted by Ctrl-C only removes its own waiter and re-raises, so main waits
+    on this Condition, and joins a thread only once it has said it ended (it then has no task left
+    to lose).
+    """
+
+    def __init__(self) -> None:
+        # Guards the fields below; main sleeps on it until they say what it waits for.
+        self._changed = threading.Condition()
+        # Workers that have begun and not yet ended.
+        self._running = 0
+        self._ended: list[threading.Thread] = []
+
+    def begin(self) -> None:
+        """A worker, before it takes its first task."""
+        with self._changed:
+            self._running += 1
+
+    def end(self) -> None:
+        """A worker, after its last task, as the last thing it does."""
+        with self._changed:
+            self._running -= 1
+            self._ended.append(threading.current_thread())
+            self._changed.notify_all()
+
+    def wait_until_ended(self, count: int) -> None:
+        """Main: wait until `count` workers have ended."""
+        with self._changed:
+            while len(self._ended) < count:
+                self._changed.wait()
+
+    def wait_until_none_running(self) -> None:
+        """Main: wait until every worker that has begun has ended.
+
+        A worker that has been started but not yet begun is not waited for: main calls this only
+        once no task is left to take, so such a worker will take none and end by itself.
+        """
+        with self._changed:
+            while self._running:
+                self._changed.wait()
+
+    def join_ended(self) -> None:
+        """Main: join the workers that have ended, so that none outlives run()."""
+        with self._changed:
+            ended = list(self._ended)
+        for thread in ended:
+            thread.join()
+
+
+def _work(pending: deque[Task[Result]], panics: list[BaseException], workers: Workers) -> None:
     """One worker: run tasks from `pending` until it is empty. Go: `for task := range tasksChan`."""
-    while True:
-        try:
-            task = pending.popleft()
-        except IndexError:
-            return
-        try:
-            task.run()
-        except BaseException as panic:
-            # Only a panic gets here (Task.run keeps every Exception). Empty the deque so that no
-            # worker starts another task; the others finish what they hold and find it empty.
-            pending.clear()
-            panics.append(panic)
-            return
+    workers.begin()
+    try:
+        while True:
+            try:
+                task = pending.popleft()
+            except IndexError:
+                return
+            try:
+                task.run()
+            except BaseException as panic:
+                # Only a panic gets here (Task.run keeps every Exception). Empty the deque so that
+                # no worker starts another task; the others finish what they hold and find it
+                # empty.
+                pending.clear()
+                panics.append(panic)
+                return
+    finally:
+        workers.end()
+
+
+def _claim(tasks: list[Task[Result]], pool: Pool[Result]) -> None:
+    """Make `pool` the owner of every task, or of none: a task runs at most once."""
+    with _claiming:
+        for claimed, task in enumerate(tasks):
+            if task._pool is not None:
+                where = "twice in this Pool" if task._pool is pool else "to another Pool already"
+                # Undo this pool's claims so far: the Pool is refused as a whole.
+                for earlier in tasks[:claimed]:
+                    earlier._pool = None
+                raise ValueError(
+                    f"task {claimed} ({task!r}) was given {where}; a Task runs at most once, "
+                    "so make a new Task for each run"
+                )
+            task._pool = pool

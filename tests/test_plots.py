@@ -9,7 +9,9 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from matplotlib.figure import Figure
 
+import plots.draw
 from plots.draw import draw_all
 from plots.implementations import NO_OP, ROBUST, Contender, Workload, WrongResults, check
 from plots.measure import Sizes, child_records, measure_all
@@ -121,6 +123,76 @@ def test_drawing_writes_real_pngs(tiny_run: Path) -> None:
         assert path.read_bytes()[:8] == PNG_SIGNATURE
         height, width, _ = matplotlib.image.imread(path).shape
         assert width >= 600 and height >= 300
+
+
+def figure_texts(figure: Figure) -> list[str]:
+    """Every piece of text a figure shows: titles, axis labels, legends, annotations."""
+    texts = [text.get_text() for text in figure.texts]
+    for legend in figure.legends:
+        texts += [text.get_text() for text in legend.get_texts()]
+    for axes in figure.axes:
+        texts += [axes.get_title(loc) for loc in ("left", "center", "right")]
+        texts += [axes.get_xlabel(), axes.get_ylabel()]
+        texts += [text.get_text() for text in axes.texts]
+        axes_legend = axes.get_legend()
+        if axes_legend is not None:
+            texts += [text.get_text() for text in axes_legend.get_texts()]
+    return [text for text in texts if text]
+
+
+def test_labels_come_from_the_datas_metadata_not_from_constants(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shown: dict[str, list[str]] = {}
+    original_finish = plots.draw.finish
+
+    def finish_and_keep_texts(figure: Figure, meta: dict[str, object], path: Path) -> None:
+        original_finish(figure, meta, path)  # adds the caption, then saves
+        shown[path.stem] = figure_texts(figure)
+
+    monkeypatch.setattr(plots.draw, "finish", finish_and_keep_texts)
+    for name in ("io", "cpu", "deadlock_map"):
+        (tmp_path / f"{name}.csv").write_bytes((tiny_run / f"{name}.csv").read_bytes())
+        (tmp_path / f"{name}.json").write_bytes((tiny_run / f"{name}.json").read_bytes())
+
+    draw_all(tmp_path)
+    tiny = " | ".join(shown["io"] + shown["cpu"] + shown["deadlock_map"])
+    # Tiny mode: 3 tasks per worker, 0.5 ms CPU tasks, workers up to 4 (robust's target is at 64).
+    assert "each runs 3 tasks" in tiny and "20 tasks" not in tiny
+    assert "about 0.5 ms each" in tiny and "about 1 ms" not in tiny
+    assert "Stage 2 (3 workers)" in tiny
+    assert "target" not in tiny
+
+    # Change the metadata alone, and the labels follow it.
+    meta = json.loads((tmp_path / "io.json").read_text())
+    meta["sizes"] |= {"io_tasks_per_worker": 7, "io_target_workers": 4, "io_target_efficiency": 0.5}
+    (tmp_path / "io.json").write_text(json.dumps(meta))
+    meta = json.loads((tmp_path / "cpu.json").read_text())
+    meta["sizes"]["cpu_task_seconds"] = 0.0025
+    (tmp_path / "cpu.json").write_text(json.dumps(meta))
+    meta = json.loads((tmp_path / "deadlock_map.json").read_text())
+    meta["sizes"]["map_workers"] = 5
+    (tmp_path / "deadlock_map.json").write_text(json.dumps(meta))
+
+    draw_all(tmp_path)
+    changed = " | ".join(shown["io"] + shown["cpu"] + shown["deadlock_map"])
+    assert "each runs 7 tasks" in changed
+    assert "robust's target: 0.5 at 4 workers" in changed
+    assert "about 2.5 ms each" in changed
+    assert "Stage 2 (5 workers)" in changed
+
+
+def test_an_out_folder_that_cannot_hold_files_is_refused_before_measuring() -> None:
+    # /proc/self exists, so mkdir is happy, but no file can be created in it.
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+
+    completed = run_module("plots", "--only", "dispatch", "--out", "/proc/self")
+
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [
+        "python -m plots: error: cannot write files in --out /proc/self: No such file or directory"
+    ]
 
 
 def test_redraw_from_csv_works_without_measuring(tiny_run: Path, tmp_path: Path) -> None:

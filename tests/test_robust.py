@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 
 import pytest
 from hypothesis import given
@@ -123,21 +124,38 @@ def test_concurrency_bound_is_reached_and_never_exceeded(concurrency: int, round
     assert counter.peak == concurrency
 
 
-def test_no_more_threads_than_tasks() -> None:
-    counter = RunningCounter()
-    both_running = threading.Barrier(2, timeout=10)
-    threads_seen: set[str] = set()
+def threads_started_during(call: Callable[[], object]) -> list[str]:
+    """The names of the threads that threading started while `call` ran.
 
-    def meet() -> None:
-        counter.enter()
-        threads_seen.add(threading.current_thread().name)
-        both_running.wait()
-        counter.leave()
+    threading.settrace installs a trace function in every thread that threading starts from now
+    on (Thread._bootstrap_inner calls sys.settrace with it), so each new thread reports itself on
+    its first call, however briefly it lives, and then removes the function from itself.
+    """
+    started: list[str] = []
 
-    pool = Pool([Task(meet), Task(meet)], concurrency=50)
-    pool.run()
-    assert counter.peak == 2
-    assert threads_seen == {"worker-1", "worker-2"}
+    def first_call(frame: FrameType, event: str, arg: object) -> None:
+        started.append(threading.current_thread().name)
+        sys.settrace(None)
+
+    threading.settrace(first_call)
+    try:
+        call()
+    finally:
+        threading.settrace(None)
+    return started
+
+
+@pytest.mark.parametrize(
+    "task_count, concurrency, expected", [(2, 50, 2), (0, 4, 0), (7, 3, 3), (1, 1, 1)]
+)
+def test_the_pool_starts_one_thread_per_task_at_most_and_never_more_than_concurrency(
+    task_count: int, concurrency: int, expected: int
+) -> None:
+    pool = Pool([Task(returns(n)) for n in range(task_count)], concurrency)
+
+    started = threads_started_during(pool.run)
+
+    assert sorted(started) == [f"worker-{n}" for n in range(1, expected + 1)]
 
 
 @given(outcomes=st.lists(st.booleans(), max_size=20), concurrency=st.integers(1, 6))
@@ -187,6 +205,34 @@ def test_a_panicking_task_lets_running_tasks_finish_starts_no_more_and_is_rerais
     assert set(threading.enumerate()) == threads_before
 
 
+def test_the_first_panic_is_reraised_not_a_later_one() -> None:
+    # Two tasks run together and both panic, in a known order: the second raises only once the
+    # first one's worker has ended, i.e. after the pool has recorded the first panic.
+    first, second = KeyboardInterrupt("first"), SystemExit("second")
+    first_worker: list[threading.Thread] = []
+    both_running = threading.Barrier(2, timeout=10)
+    first_taken = threading.Event()
+
+    def panic_first() -> int:
+        both_running.wait()
+        first_worker.append(threading.current_thread())
+        first_taken.set()
+        raise first
+
+    def panic_second() -> int:
+        both_running.wait()
+        first_taken.wait(10)
+        first_worker[0].join(10)
+        raise second
+
+    pool = Pool([Task(panic_first), Task(panic_second)], concurrency=2)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        pool.run()
+
+    assert raised.value is first
+    assert (pool.tasks[0].err, pool.tasks[1].err) == (first, second)
+
+
 @pytest.mark.parametrize(
     "make_pool, error",
     [
@@ -216,22 +262,110 @@ def test_a_pool_runs_once() -> None:
     assert calls == [1]
 
 
-TRACE_LINE = re.compile(r"worker-(\d+) processing job (\d+)")
+def test_a_task_that_already_ran_is_refused_by_a_second_pool_before_any_task_runs() -> None:
+    ran = Task(raises(ValueError("first run")))
+    Pool([ran], 1).run()
+    calls: list[int] = []
+
+    def count_call() -> int:
+        calls.append(1)
+        return len(calls)
+
+    fresh = Task(count_call)
+
+    with pytest.raises(ValueError, match="runs at most once"):
+        Pool([fresh, ran], 2)
+
+    # Nothing ran, and the first run's outcome is intact: err only, no result beside it.
+    assert calls == []
+    assert (type(ran.err), ran.result) == (ValueError, None)
+    # The refused Pool claimed nothing: the fresh task can still go into a new Pool.
+    Pool([fresh], 1).run()
+    assert calls == [1]
 
 
-def test_demo_prints_each_outcome_and_exits_1_when_a_task_failed() -> None:
+def test_a_task_listed_twice_is_refused_before_any_task_runs() -> None:
+    calls: list[int] = []
+    twice = Task(lambda: calls.append(1))
+
+    with pytest.raises(ValueError, match="twice in this Pool"):
+        Pool([twice, Task(lambda: calls.append(2)), twice], 3)
+    assert calls == []
+
+
+def test_a_task_held_by_a_pool_that_has_not_run_yet_is_refused_by_another() -> None:
+    task = Task(returns(1))
+    first = Pool([task], 1)
+    with pytest.raises(ValueError, match="another Pool"):
+        Pool([task], 1)
+    first.run()
+    assert (task.err, task.result) == (None, 1)
+
+
+def test_running_a_task_twice_by_hand_is_refused() -> None:
+    task = Task(returns(5))
+    task.run()
+    with pytest.raises(RuntimeError, match="already run"):
+        task.run()
+    assert (task.err, task.result) == (None, 5)
+
+
+class FalsyError(Exception):
+    def __bool__(self) -> bool:
+        return False
+
+
+class UnprintableError(Exception):
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+class UnnamedCallable:
+    def __getattr__(self, name: str) -> object:
+        # Any attribute the instance lacks, __qualname__ included: not AttributeError, so a plain
+        # getattr(fn, "__qualname__", None) would let it through.
+        raise RuntimeError(f"no {name} either")
+
+    def __call__(self) -> int:
+        raise UnprintableError()
+
+
+@pytest.mark.parametrize(
+    "fn, expected",
+    [
+        (raises(FalsyError("quiet")), "failed: FalsyError('quiet')"),
+        (raises(UnprintableError()), "failed: UnprintableError"),
+        (UnnamedCallable(), "failed: UnprintableError"),
+        (returns(0), "ok"),
+    ],
+    ids=["falsy-exception", "exception-repr-raises", "callable-name-raises", "ok"],
+)
+def test_repr_says_how_the_task_ended_and_never_raises(
+    fn: Callable[[], int], expected: str
+) -> None:
+    task = Task(fn)
+    assert repr(task).endswith(" not run>")
+    Pool([task], 1).run()
+    assert repr(task).endswith(f" {expected}>")
+
+
+TRACE_LINE = re.compile(r"worker (\d+) processing job (\d+)")
+
+
+def test_demo_logs_each_error_and_exits_1_when_a_task_failed() -> None:
     completed = run_module("robust", "--work-seconds", "0.01")
 
     assert completed.returncode == 1, completed.stderr
     lines = completed.stdout.splitlines()
     trace = sorted(int(m[2]) for line in lines if (m := TRACE_LINE.fullmatch(line)))
     assert trace == list(range(1, 10))
-    outcomes = [line for line in lines if line.startswith("task ")]
-    assert outcomes == [
-        f"task {n}: error: error on job {n}" if n % 2 else f"task {n}: result {2 * n}"
-        for n in range(1, 10)
+    # The caller's walk, in task order: each error as it is met, then the results.
+    walk = lines[9:]
+    assert walk == [
+        *(f"error: error on job {n}" for n in (1, 3, 5, 7, 9)),
+        "results: 4 8 12 16",
+        "finished: 4 results, 5 errors",
     ]
-    assert lines[-1] == "finished: 4 results, 5 errors"
 
 
 def test_demo_with_its_defaults_runs() -> None:
@@ -240,13 +374,18 @@ def test_demo_with_its_defaults_runs() -> None:
     assert completed.stdout.splitlines()[-1] == "finished: 4 results, 5 errors"
 
 
-def test_demo_gives_up_after_too_many_errors() -> None:
+def test_demo_gives_up_at_the_tenth_error_after_every_task_ran() -> None:
     completed = run_module("robust", "--jobs", "30", "--work-seconds", "0")
 
     assert completed.returncode == 1
-    # Every task still ran and shows its outcome; only the caller's walk stops early.
-    assert completed.stdout.count("task ") == 30
-    assert completed.stdout.splitlines()[-1] == "Too many errors."
+    lines = completed.stdout.splitlines()
+    # Every task ran: the pool does not know the caller's limit (stage 4 moves it into the pool).
+    assert sorted(int(m[2]) for line in lines if (m := TRACE_LINE.fullmatch(line))) == list(
+        range(1, 31)
+    )
+    # The walk logs errors 1, 3, ..., 19 as it meets them and stops at the tenth.
+    walk = [line for line in lines if not TRACE_LINE.fullmatch(line)]
+    assert walk == [*(f"error: error on job {n}" for n in range(1, 20, 2)), "Too many errors."]
 
 
 def test_demo_exits_0_when_no_task_failed() -> None:

@@ -1,132 +1,289 @@
-"""The deadlock watchdog reports threads that are all asleep, and never a slow but healthy run."""
+"""The deadlock watchdog reports threads that are all asleep, and never a slow but healthy run.
+
+Whole programs run as processes of their own (tests/watchdog_scenarios.py says why): a test reads
+one scenario's outcome. The rest look at single threads, or at the watchdog's bookkeeping, in this
+process.
+"""
 
 from __future__ import annotations
 
 import queue
-import subprocess
 import sys
 import threading
 import time
+import types
+from collections.abc import Callable
 
 import pytest
 
-from errors_channel.pool import double_evens_fail_odds
-from errors_channel.pool import run as run_errors_channel
-from errors_channel.watchdog import DeadlockReport, Watchdog, _Asleep, _asleep
-from naive.pool import double_after
-from naive.pool import run as run_naive
-from tests.conftest import REPO_ROOT
+from errors_channel.watchdog import Watchdog, _Stillness, _Wait
+from tests.watchdog_scenarios import (
+    asleep_in,
+    assert_healthy_then_reported,
+    every_scenario,
+    gil_kept,
+    sampled,
+)
+
+# --- Whole programs -------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(30)
 def test_reports_threads_asleep_on_queues_an_event_and_a_join() -> None:
-    # Two daemon threads wait on queues nobody fills, a third waits on an Event; main joins the
-    # third without a timeout. Every thread is asleep: the watchdog must say so, naming each wait.
-    # Its callback then unblocks everything, so the test tears its own deadlock down.
-    inbox_a: queue.Queue[str] = queue.Queue()
-    inbox_b: queue.Queue[str] = queue.Queue()
-    go_on = threading.Event()
-    reports: list[DeadlockReport] = []
+    outcome = every_scenario().outcome("queues_an_event_and_a_join")
 
-    def on_deadlock(report: DeadlockReport) -> None:
-        reports.append(report)
-        inbox_a.put("wake up")
-        inbox_b.put("wake up")
-        go_on.set()
-
-    stuck = [
-        threading.Thread(target=inbox_a.get, name="reader-a", daemon=True),
-        threading.Thread(target=inbox_b.get, name="reader-b", daemon=True),
-        threading.Thread(target=go_on.wait, name="event-waiter", daemon=True),
-    ]
-    with Watchdog(on_deadlock):
-        for thread in stuck:
-            thread.start()
-        stuck[2].join()  # untimed: only the watchdog's callback can end this
-    for thread in stuck:
-        thread.join(10)
-        assert not thread.is_alive()
-
-    (report,) = reports
-    waits = {thread.name: thread.waiting_on for thread in report.threads}
-    assert waits == {
-        "MainThread": "thread join: event-waiter",
-        "reader-a": "queue get",
-        "reader-b": "queue get",
-        "event-waiter": "event wait",
+    assert outcome.returncode == 2
+    assert outcome.stderr.startswith("fatal error: all threads are asleep - deadlock!\n")
+    blocks = outcome.blocks()
+    assert set(blocks) == {
+        "thread MainThread [thread join: event-waiter]:",
+        "thread reader-a [queue get]:",
+        "thread reader-b [queue get]:",
+        "thread event-waiter [event wait]:",
     }
-    text = report.format()
-    assert text.startswith("fatal error: all threads are asleep - deadlock!\n")
-    assert "thread MainThread [thread join: event-waiter]:" in text
-    assert "tests.test_watchdog.test_reports_threads_asleep_on_queues_an_event_and_a_join" in text
+    main_stack = blocks["thread MainThread [thread join: event-waiter]:"]
+    assert main_stack[0] == "__main__.queues_an_event_and_a_join(...)"
 
 
 def test_a_slow_but_healthy_run_is_never_reported() -> None:
-    # Each job sleeps twice the watchdog's grace period. Main sits in results.get() (asleep) all
-    # along, but a sleeping worker is awake: it will come back by itself.
-    reports: list[DeadlockReport] = []
-    with Watchdog(reports.append, grace=0.3):
-        results = run_naive(4, 2, double_after(0.6), lambda line: None)
-    assert sorted(results) == [2, 4, 6, 8]
-    assert reports == []
+    # Each job sleeps twice the grace period while main sits in results.get(), asleep.
+    outcome = every_scenario().outcome("slow_naive_run")
+    assert "results: [2, 4, 6, 8]\n" in outcome.stdout
+    assert_healthy_then_reported(outcome)
 
 
 def test_a_slow_run_with_an_errors_queue_that_has_room_is_never_reported() -> None:
-    reports: list[DeadlockReport] = []
-    with Watchdog(reports.append, grace=0.3):
-        outcome = run_errors_channel(4, 2, double_evens_fail_odds(0.6), lambda line: None)
-    assert sorted(outcome.results) == [4, 8]
-    assert reports == []
+    outcome = every_scenario().outcome("slow_errors_channel_run")
+    assert "results: [4, 8]\n" in outcome.stdout
+    assert_healthy_then_reported(outcome)
 
 
 def test_a_computing_thread_is_awake() -> None:
-    reports: list[DeadlockReport] = []
-    iterations = 0
-
-    def compute() -> None:
-        nonlocal iterations
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            iterations += 1
-
-    with Watchdog(reports.append, grace=0.2):
-        worker = threading.Thread(target=compute)
-        worker.start()
-        worker.join()  # main asleep for a second; the worker never is
-    assert iterations > 0
-    assert reports == []
+    # Main joins a thread that computes for a second: main is asleep, the worker never is.
+    outcome = every_scenario().outcome("computing_thread")
+    assert_healthy_then_reported(outcome)
 
 
-def test_threads_that_keep_coming_back_to_the_same_wait_are_not_stuck() -> None:
-    # Two threads play ping-pong through one-slot queues for a second, five times the grace
-    # period, while main waits for them. At any instant most of the program sits in a get(), and
-    # often at the same line as the sample before; the watchdog must see that they move.
-    ping: queue.Queue[int] = queue.Queue(maxsize=1)
-    pong: queue.Queue[int] = queue.Queue(maxsize=1)
-    rallies = 0
-    deadline = time.monotonic() + 1.0
+def test_reports_main_waiting_at_exit_for_a_stuck_non_daemon_thread() -> None:
+    outcome = every_scenario().outcome("exit_with_a_stuck_non_daemon_thread")
 
-    def server() -> None:
-        nonlocal rallies
-        while time.monotonic() < deadline:
-            ping.put(rallies)
-            pong.get()
-            rallies += 1
-        ping.put(-1)
+    assert outcome.stdout == "main is done\n"
+    assert outcome.returncode == 2
+    assert set(outcome.blocks()) == {
+        "thread MainThread [exit: waiting for non-daemon threads]:",
+        "thread forgotten [event wait]:",
+    }
 
-    def returner() -> None:
-        while ping.get() >= 0:
-            pong.put(0)
 
-    reports: list[DeadlockReport] = []
-    with Watchdog(reports.append, grace=0.2):
-        players = [threading.Thread(target=server), threading.Thread(target=returner)]
-        for player in players:
-            player.start()
-        for player in players:
-            player.join()
+def test_a_timed_event_wait_is_a_way_out() -> None:
+    # A worker waits for main, and main waits with a timeout (Event().wait(1)): a timer, as in
+    # Go, so nothing is stuck.
+    assert_healthy_then_reported(every_scenario().outcome("timed_event_wait"))
+
+
+def test_a_timed_join_is_a_way_out() -> None:
+    assert_healthy_then_reported(every_scenario().outcome("timed_join"))
+
+
+def test_waits_out_the_grace_period_before_reporting() -> None:
+    # Not a timing assertion that a slow machine can break: the report can only come later.
+    outcome = every_scenario().outcome("deadlock_with_a_long_grace_period")
+
+    assert outcome.returncode == 2
+    (line,) = outcome.stdout.splitlines()
+    seconds = float(line.removeprefix("reported after ").removesuffix(" s"))
+    assert seconds >= 1.0
+
+
+def test_two_watchdogs_do_not_hide_a_deadlock_from_each_other() -> None:
+    outcome = every_scenario().outcome("two_watchdogs")
+    assert outcome.returncode == 2
+    assert set(outcome.blocks()) == {"thread MainThread [event wait]:"}
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SimpleQueue waits are read on Linux only"
+)
+def test_threads_taking_turns_at_simple_queue_gets_are_never_reported() -> None:
+    outcome = every_scenario().outcome("simple_queue_ping_pong")
+    rallies = int(outcome.stdout.splitlines()[0].removeprefix("rallies: "))
     assert rallies > 100
-    assert reports == []
+    assert_healthy_then_reported(outcome)
+
+
+# --- Executors and SimpleQueue (read on Linux only: they need the context-switch counts) ---------
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SimpleQueue waits are read on Linux only"
+)
+
+
+@linux_only
+def test_reports_a_deadlock_beside_an_idle_executor() -> None:
+    # ThreadPoolExecutor(1) used once, then main waits forever. The idle worker used to count as
+    # awake and hide the deadlock.
+    outcome = every_scenario().outcome("idle_executor_beside_a_deadlock")
+
+    assert outcome.stdout == "the executor ran once\n"
+    assert outcome.returncode == 2
+    assert set(outcome.blocks()) == {
+        "thread MainThread [event wait]:",
+        "thread ThreadPoolExecutor-0_0 [executor worker idle]:",
+    }
+
+
+@linux_only
+def test_reports_a_thread_in_simple_queue_get_that_nobody_feeds() -> None:
+    outcome = every_scenario().outcome("simple_queue_nobody_feeds")
+
+    assert outcome.returncode == 2
+    blocks = outcome.blocks()
+    assert set(blocks) == {
+        "thread MainThread [event wait]:",
+        "thread reader [simplequeue get: inbox]:",
+    }
+    assert blocks["thread reader [simplequeue get: inbox]:"][0] == (
+        "__main__.simple_queue_nobody_feeds.<locals>.read_one(...)"
+    )
+
+
+@linux_only
+def test_an_executor_running_work_is_never_reported() -> None:
+    # A second of tiny tasks, main waiting for each result, then one task longer than the grace
+    # period; afterwards the worker is idle, and the final deadlock names it.
+    outcome = every_scenario().outcome("busy_executor")
+    assert_healthy_then_reported(outcome, "thread ThreadPoolExecutor-0_0 [executor worker idle]:")
+
+
+# --- One thread at a time, in this process --------------------------------------------------------
+
+
+def daemon(target: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_notified_condition_waiter_is_awake_before_it_has_run() -> None:
+    # notify() takes the waiter off the condition's list: the sleeper will run as soon as it gets
+    # the GIL, even if it has not run yet (it cannot: this thread keeps the GIL).
+    wake = threading.Condition()
+
+    def sleep_once() -> None:
+        with wake:
+            wake.wait()
+
+    sleeper = daemon(sleep_once)
+    assert asleep_in(sleeper).kind == "condition"
+    with gil_kept():
+        with wake:
+            wake.notify()
+        after_notify = sampled(sleeper)
+    sleeper.join(10)
+    assert after_notify is None
+
+
+@linux_only
+@pytest.mark.skipif(
+    sys.version_info >= (3, 13),
+    reason="3.13's put() hands the item straight to a waiting get() (a parking lot): nothing in "
+    "the queue shows the wake-up, only the context-switch count does",
+)
+def test_a_simple_queue_getter_with_an_item_waiting_is_awake_before_it_has_run() -> None:
+    letters: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def read_one() -> None:
+        inbox = letters
+        inbox.get()
+
+    reader = daemon(read_one)
+    assert asleep_in(reader).kind == "simplequeue"
+    with gil_kept():
+        letters.put("wake up")
+        after_put = sampled(reader)
+    reader.join(10)
+    assert after_put is None
+
+
+@linux_only
+def test_only_an_untimed_get_on_a_local_simple_queue_counts_as_asleep() -> None:
+    shared: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    class Holder:
+        inbox = shared
+
+    def plain() -> None:
+        inbox = shared
+        inbox.get()
+
+    def positional() -> None:
+        inbox = shared
+        inbox.get(True, None)
+
+    def keywords() -> None:
+        inbox = shared
+        inbox.get(block=True, timeout=None)
+
+    def timed() -> None:
+        inbox = shared
+        inbox.get(timeout=30)
+
+    def through_an_attribute() -> None:
+        Holder().inbox.get()
+
+    untimed = [daemon(plain), daemon(positional), daemon(keywords)]
+    others = {
+        daemon(timed): timed.__code__,
+        daemon(through_an_attribute): through_an_attribute.__code__,
+    }
+    for thread in untimed:
+        assert asleep_in(thread).kind == "simplequeue"
+    for thread, code in others.items():
+        parked_in_a_call(thread, code)
+        assert sampled(thread) is None, code.co_name
+    for _ in range(len(untimed) + len(others)):
+        shared.put(None)
+    for thread in [*untimed, *others]:
+        thread.join(10)
+
+
+def parked_in_a_call(thread: threading.Thread, code: types.CodeType) -> None:
+    """Wait until the thread runs `code`, stopped at one call (fail after 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frame = sys._current_frames()[thread.ident or 0]
+        if frame.f_code is code:
+            lasti = frame.f_lasti
+            thread.join(0.05)
+            if sys._current_frames()[thread.ident or 0].f_lasti == lasti:
+                return
+        thread.join(0.001)
+    raise AssertionError(f"{code.co_name} never stopped in a call")
+
+
+def test_a_thread_back_at_the_same_wait_has_a_new_wait_object() -> None:
+    # Woken, it comes back to the very same line: only the new waiter lock tells the two waits
+    # apart where context switches cannot be counted. The first sample holds its waiter lock, so
+    # the second wait cannot get one at the same address (id() alone used to be reused).
+    wake = threading.Condition()
+    wakeups = 0
+
+    def wait_again_and_again() -> None:
+        nonlocal wakeups
+        with wake:
+            while True:
+                wake.wait()
+                wakeups += 1
+
+    sleeper = daemon(wait_again_and_again)
+    before = asleep_in(sleeper)
+    with wake:
+        wake.notify()
+    while wakeups < 1:
+        sleeper.join(0.001)
+    after = asleep_in(sleeper)
+
+    assert (after.code, after.lasti) == (before.code, before.lasti)  # what makes it hard
+    assert not after.same_as(before)
 
 
 def test_stopping_the_watchdog_ends_its_thread() -> None:
@@ -135,73 +292,50 @@ def test_stopping_the_watchdog_ends_its_thread() -> None:
     assert not any(thread.name == "deadlock-watchdog" for thread in threading.enumerate())
 
 
-def test_reports_main_waiting_at_exit_for_a_stuck_non_daemon_thread() -> None:
-    # Main returns, but a non-daemon thread waits for an Event nobody will set: Python would hang
-    # at exit, joining it. The watchdog sees main's exit wait and ends the process like Go.
-    program = """
-import threading
-from errors_channel.watchdog import Watchdog
-never_set = threading.Event()
-threading.Thread(target=never_set.wait, name="forgotten").start()
-Watchdog().start()
-print("main is done")
-"""
-    completed = subprocess.run(
-        [sys.executable, "-c", program],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
+# --- The bookkeeping: the very same waits, for the whole grace period -----------------------------
 
-    assert completed.stdout == "main is done\n"
-    assert completed.returncode == 2
-    assert "thread MainThread [exit: waiting for non-daemon threads]:" in completed.stderr
-    assert "thread forgotten [event wait]:" in completed.stderr
+SITE = test_stopping_the_watchdog_ends_its_thread.__code__
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="reads context switches from /proc (Linux)"
-)
-def test_a_thread_that_comes_back_to_the_same_wait_is_seen_to_have_moved() -> None:
-    # A thread woken between two samples that waits again at the very same line looks, frame for
-    # frame, exactly as it did. The watchdog must still see that it moved (its context-switch count
-    # and its new waiter lock), or a busy program would pass for a stuck one.
-    wake = threading.Condition()
-    wakeups = 0
-    stopping = False
+def samples_until_deadlock(
+    stillness: _Stillness, make_waits: Callable[[], dict[int, _Wait]], seconds: float = 2.0
+) -> float | None:
+    """Feed it a sample every 50 ms (on a made-up clock); when does it call it a deadlock?"""
+    for step in range(int(seconds / 0.05)):
+        now = step * 0.05
+        if stillness.still_for_grace(make_waits(), now):
+            return now
+    return None
 
-    def wait_again_and_again() -> None:
-        nonlocal wakeups
-        with wake:
-            while not stopping:
-                wake.wait()
-                wakeups += 1
 
-    thread = threading.Thread(target=wait_again_and_again, daemon=True)
-    thread.start()
-    ident = thread.ident
-    assert ident is not None
+def test_the_same_waits_for_the_grace_period_are_a_deadlock() -> None:
+    wait = {1: _Wait("condition", SITE, 10, object())}
+    assert samples_until_deadlock(_Stillness(0.3, None), lambda: wait) == pytest.approx(0.3)
+    # With context switches counted, the grace period starts at the first count (second sample).
+    counted = _Stillness(0.3, lambda waits: {1: 7})
+    assert samples_until_deadlock(counted, lambda: wait) == pytest.approx(0.35)
 
-    def seen_asleep() -> _Asleep:
-        while True:
-            seen = _asleep(ident, sys._current_frames()[ident], thread)
-            if seen is not None:
-                return seen
-            thread.join(0.001)
 
-    before = seen_asleep()
-    with wake:
-        wake.notify()
-    while wakeups < 1:
-        thread.join(0.001)
-    after = seen_asleep()
+def test_a_new_wait_object_at_the_same_place_means_the_thread_moved() -> None:
+    def a_new_waiter_every_time() -> dict[int, _Wait]:
+        return {1: _Wait("condition", SITE, 10, threading.Lock())}
 
-    assert after.site == before.site  # the same line: that is what makes it hard
-    assert after != before
-    stopping = True
-    with wake:
-        wake.notify()
-    thread.join(10)
-    assert not thread.is_alive()
+    assert samples_until_deadlock(_Stillness(0.3, None), a_new_waiter_every_time) is None
+
+
+def test_a_grown_context_switch_count_means_the_thread_ran() -> None:
+    wait = {1: _Wait("simplequeue", SITE, 10, object())}
+    switches = iter(range(1000))
+    stillness = _Stillness(0.3, lambda waits: {1: next(switches)})
+    assert samples_until_deadlock(stillness, lambda: wait) is None
+
+
+def test_a_simple_queue_get_whose_count_cannot_be_read_is_never_a_deadlock() -> None:
+    # A Condition wait has a wait object of its own to go by; a SimpleQueue.get() has not.
+    def unreadable() -> _Stillness:
+        return _Stillness(0.3, lambda waits: dict.fromkeys(waits))
+
+    simple_queue = {1: _Wait("simplequeue", SITE, 10, object())}
+    assert samples_until_deadlock(unreadable(), lambda: simple_queue) is None
+    condition = {1: _Wait("condition", SITE, 10, object())}
+    assert samples_until_deadlock(unreadable(), lambda: condition) is not None

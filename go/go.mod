@@ -1,0 +1,4 @@
+module workerpool
+
+// Standard library only: nothing to download.
+go 1.19

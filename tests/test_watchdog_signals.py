@@ -1,0 +1,42 @@
+"""Signals and timers are ways out: no report for a program that one of them can wake.
+
+Each case runs as a process of its own, with only default signal handlers until it installs one
+(inside pytest, pytest-timeout's SIGALRM handler and timer would hide every deadlock, rightly).
+"""
+
+from __future__ import annotations
+
+import signal
+
+from tests.watchdog_scenarios import assert_healthy_then_reported, every_scenario
+
+
+def test_a_sigalrm_fed_queue_is_not_reported_until_timer_and_handler_are_gone() -> None:
+    # Main waits in queue.get() (untimed) three times; each time an interval timer's SIGALRM
+    # handler feeds it. Then main disarms the timer, restores SIG_DFL and hangs for real: the
+    # watchdog reads the handlers afresh and reports.
+    assert_healthy_then_reported(every_scenario().outcome("sigalrm_feeds_a_queue"))
+
+
+def test_main_waiting_for_a_sigterm_handler_ends_cleanly_without_a_report() -> None:
+    # The graceful-shutdown pattern: main in Event.wait(), set by a SIGTERM handler. A real SIGTERM
+    # arrives from another process after 3 s, ten grace periods later.
+    outcome = every_scenario().outcome("sigterm_handler_sets_an_event")
+    assert (outcome.returncode, outcome.stdout, outcome.stderr) == (0, "stopped by SIGTERM\n", "")
+
+
+def test_a_worker_waiting_on_main_that_waits_for_a_signal_handler_is_not_reported() -> None:
+    outcome = every_scenario().outcome("worker_waits_while_a_signal_handler_can_wake_main")
+    assert (outcome.returncode, outcome.stdout, outcome.stderr) == (0, "stopped by SIGUSR1\n", "")
+
+
+def test_an_armed_alarm_with_the_default_action_is_a_way_out() -> None:
+    # The process is deadlocked, but SIGALRM will end it: it does not hang forever.
+    outcome = every_scenario().outcome("alarm_ends_a_deadlocked_process")
+    assert (outcome.returncode, outcome.stderr) == (-signal.SIGALRM, "")
+
+
+def test_ignored_signals_and_cpu_time_timers_do_not_hide_a_deadlock() -> None:
+    outcome = every_scenario().outcome("deadlock_beside_signals_and_timers_that_cannot_wake_it")
+    assert outcome.returncode == 2
+    assert set(outcome.blocks()) == {"thread MainThread [event wait]:"}

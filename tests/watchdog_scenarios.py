@@ -1,0 +1,586 @@
+"""Programs for the watchdog's tests, each run as a process of its own.
+
+`python -m tests.watchdog_scenarios NAME` runs one scenario under a `Watchdog` with its default
+settings (50 ms samples, 300 ms grace) and its default reaction: the report on stderr, exit
+status 2.
+
+Why processes: a deadlock cannot be torn down from inside, and the watchdog rightly never reports
+inside pytest, whose timeout (pytest-timeout) arms a real-time timer with a SIGALRM handler for
+every test: a way out, by the watchdog's rules. Each process here has only default signal handlers
+unless the scenario installs its own.
+
+Most healthy scenarios end in `deadlock_for_good()`: they print HEALTHY_PART_DONE, then main waits
+on an Event nobody sets. The report that follows proves that the watchdog was watching all along,
+and that what it had seen before was not a deadlock. `Runs` starts a batch of scenarios at once
+(they mostly wait, so a batch takes as long as its slowest scenario) and hands out each one's
+outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import functools
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from errors_channel.pool import double_evens_fail_odds
+from errors_channel.pool import run as run_errors_channel
+from errors_channel.watchdog import DeadlockReport, Watchdog, _classify, _Wait
+from naive.pool import double_after
+from naive.pool import run as run_naive
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HEALTHY_PART_DONE = "healthy part done"
+# Long enough for the watchdog to take many samples and to pass its grace period (0.3 s) three
+# times over: a watchdog that took the healthy part for a deadlock would have reported it.
+HEALTHY_SECONDS = 1.0
+
+# Each scenario by name, and whether main() starts the default watchdog for it.
+SCENARIOS: dict[str, tuple[Callable[[], None], bool]] = {}
+
+
+def scenario(function: Callable[[], None]) -> Callable[[], None]:
+    SCENARIOS[function.__name__] = (function, True)
+    return function
+
+
+def scenario_with_its_own_watchdog(function: Callable[[], None]) -> Callable[[], None]:
+    SCENARIOS[function.__name__] = (function, False)
+    return function
+
+
+def deadlock_for_good() -> None:
+    """Say the healthy part is over, then hang for real: main waits for an Event nobody sets."""
+    print(HEALTHY_PART_DONE, flush=True)
+    never_set = threading.Event()
+    never_set.wait()
+
+
+def send_me_later(signum: signal.Signals, seconds: float) -> subprocess.Popen[bytes]:
+    """A real signal from outside: another process sends `signum` to this one after `seconds`."""
+    sender = f"import os, time; time.sleep({seconds}); os.kill({os.getpid()}, {int(signum)})"
+    return subprocess.Popen([sys.executable, "-c", sender])
+
+
+# --- Threads --------------------------------------------------------------------------------------
+
+
+@scenario
+def queues_an_event_and_a_join() -> None:
+    # Two threads wait on queues nobody fills, a third on an Event nobody sets; main joins the
+    # third without a timeout. Every thread is asleep.
+    inbox_a: queue.Queue[str] = queue.Queue()
+    inbox_b: queue.Queue[str] = queue.Queue()
+    go_on = threading.Event()
+    stuck = [
+        threading.Thread(target=inbox_a.get, name="reader-a", daemon=True),
+        threading.Thread(target=inbox_b.get, name="reader-b", daemon=True),
+        threading.Thread(target=go_on.wait, name="event-waiter", daemon=True),
+    ]
+    for thread in stuck:
+        thread.start()
+    stuck[2].join()
+
+
+@scenario
+def slow_naive_run() -> None:
+    # Each job sleeps twice the grace period. Main sits in results.get() (asleep) all along, but a
+    # sleeping worker is awake: it will come back by itself.
+    results = run_naive(4, 2, double_after(0.6), lambda line: None)
+    print(f"results: {sorted(results)}")
+    deadlock_for_good()
+
+
+@scenario
+def slow_errors_channel_run() -> None:
+    outcome = run_errors_channel(4, 2, double_evens_fail_odds(0.6), lambda line: None)
+    print(f"results: {sorted(outcome.results)}")
+    deadlock_for_good()
+
+
+@scenario
+def computing_thread() -> None:
+    iterations = 0
+
+    def compute() -> None:
+        nonlocal iterations
+        deadline = time.monotonic() + HEALTHY_SECONDS
+        while time.monotonic() < deadline:
+            iterations += 1
+
+    worker = threading.Thread(target=compute)
+    worker.start()
+    worker.join()  # main asleep for a second; the worker never is
+    print(f"iterations: {iterations}")
+    deadlock_for_good()
+
+
+@scenario
+def exit_with_a_stuck_non_daemon_thread() -> None:
+    # Main returns, but a non-daemon thread waits for an Event nobody will set: Python would hang
+    # at exit, joining it.
+    never_set = threading.Event()
+    threading.Thread(target=never_set.wait, name="forgotten").start()
+    print("main is done")
+
+
+def _worker_waiting_for_none() -> tuple[queue.Queue[None], threading.Thread]:
+    """A worker that waits (untimed, asleep) until main puts None on its inbox."""
+    inbox: queue.Queue[None] = queue.Queue()
+    worker = threading.Thread(target=inbox.get, name="worker")
+    worker.start()
+    return inbox, worker
+
+
+@scenario
+def timed_event_wait() -> None:
+    # The worker is asleep; main waits with a timeout, which is a way out: nothing is stuck.
+    inbox, worker = _worker_waiting_for_none()
+    threading.Event().wait(HEALTHY_SECONDS)
+    inbox.put(None)
+    worker.join()
+    deadlock_for_good()
+
+
+@scenario
+def timed_join() -> None:
+    inbox, worker = _worker_waiting_for_none()
+    worker.join(HEALTHY_SECONDS)  # times out: the worker is still waiting
+    inbox.put(None)
+    worker.join()
+    deadlock_for_good()
+
+
+@scenario_with_its_own_watchdog
+def deadlock_with_a_long_grace_period() -> None:
+    # Its own watchdog, with a 1 s grace period, that says how long after the deadlock formed it
+    # reported it. The deadlock forms when main starts waiting, as nothing else runs.
+    def report_when(report: DeadlockReport) -> None:
+        print(f"reported after {time.monotonic() - formed:.3f} s", flush=True)
+        os._exit(2)
+
+    Watchdog(report_when, grace=1.0).start()
+    formed = time.monotonic()
+    threading.Event().wait()
+
+
+@scenario
+def simple_queue_ping_pong() -> None:
+    # Two threads bat a ball through two SimpleQueues for a second while main joins them: each
+    # player sleeps in SimpleQueue.get() until the other's put() wakes it, thousands of times a
+    # second, always at the same two lines.
+    to_left: queue.SimpleQueue[int] = queue.SimpleQueue()
+    to_right: queue.SimpleQueue[int] = queue.SimpleQueue()
+    deadline = time.monotonic() + HEALTHY_SECONDS
+    rallies = 0
+
+    def left() -> None:
+        nonlocal rallies
+        inbox, outbox = to_left, to_right
+        while True:
+            ball = inbox.get()
+            if ball < 0:
+                return
+            rallies += 1
+            outbox.put(ball + 1 if time.monotonic() < deadline else -1)
+
+    def right() -> None:
+        inbox, outbox = to_right, to_left
+        while True:
+            ball = inbox.get()
+            outbox.put(ball)
+            if ball < 0:
+                return
+
+    players = [threading.Thread(target=left), threading.Thread(target=right)]
+    for player in players:
+        player.start()
+    to_left.put(0)
+    for player in players:
+        player.join()
+    print(f"rallies: {rallies}")
+    deadlock_for_good()
+
+
+@scenario_with_its_own_watchdog
+def two_watchdogs() -> None:
+    # Each watchdog's thread waits with a timeout between samples: it must not count the other
+    # one as an awake part of the program.
+    Watchdog().start()
+    Watchdog().start()
+    threading.Event().wait()
+
+
+@scenario
+def idle_executor_beside_a_deadlock() -> None:
+    # The executor's one worker waits in SimpleQueue.get() for work nobody will submit.
+    executor = concurrent.futures.ThreadPoolExecutor(1)
+    executor.submit(print, "the executor ran once").result()
+    threading.Event().wait()
+
+
+@scenario
+def simple_queue_nobody_feeds() -> None:
+    letters: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def read_one() -> None:
+        inbox = letters
+        inbox.get()
+
+    threading.Thread(target=read_one, name="reader").start()
+    threading.Event().wait()
+
+
+@scenario
+def busy_executor() -> None:
+    # Main hands the executor one tiny task after another and waits for each result: main and
+    # the worker take turns sleeping, at the same two lines, thousands of times a second.
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        deadline = time.monotonic() + HEALTHY_SECONDS
+        tasks = 0
+        while time.monotonic() < deadline:
+            executor.submit(int, "1").result()
+            tasks += 1
+        # And a task that takes longer than the grace period.
+        executor.submit(time.sleep, 0.6).result()
+        print(f"tasks: {tasks + 1}")
+        deadlock_for_good()
+
+
+# --- Signals and timers ---------------------------------------------------------------------------
+
+
+@scenario
+def sigalrm_feeds_a_queue() -> None:
+    # An interval timer's SIGALRM handler feeds the queue main reads: main is woken from outside.
+    ticks: queue.Queue[float] = queue.Queue()
+    signal.signal(signal.SIGALRM, lambda signum, frame: ticks.put(time.monotonic()))
+    signal.setitimer(signal.ITIMER_REAL, 0.5, 0.5)
+    for _ in range(3):
+        ticks.get()  # untimed, but the timer will fire
+    # Disarm the timer and give the handler back: from here, nothing can wake main.
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    deadlock_for_good()
+
+
+@scenario
+def sigterm_handler_sets_an_event() -> None:
+    # The usual graceful shutdown: main waits until a SIGTERM handler says stop.
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    sender = send_me_later(signal.SIGTERM, 3 * HEALTHY_SECONDS)
+    stop.wait()
+    sender.wait()
+    print("stopped by SIGTERM")
+
+
+@scenario
+def worker_waits_while_a_signal_handler_can_wake_main() -> None:
+    # The worker waits for main; main waits for a signal handler: a chain that a signal ends.
+    stop = threading.Event()
+
+    def on_sigusr1(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGUSR1, on_sigusr1)
+    inbox, worker = _worker_waiting_for_none()
+    sender = send_me_later(signal.SIGUSR1, 3 * HEALTHY_SECONDS)
+    stop.wait()
+    inbox.put(None)
+    worker.join()
+    sender.wait()
+    print("stopped by SIGUSR1")
+
+
+@scenario
+def deadlock_beside_signals_and_timers_that_cannot_wake_it() -> None:
+    # An ignored signal wakes nobody; an armed real-time timer whose SIGALRM is ignored neither;
+    # and a virtual timer counts only the CPU time this process uses, which it no longer does.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    signal.setitimer(signal.ITIMER_REAL, 100.0)
+    signal.setitimer(signal.ITIMER_VIRTUAL, 100.0)
+    threading.Event().wait()
+
+
+@scenario
+def alarm_ends_a_deadlocked_process() -> None:
+    # A deadlock, but an armed alarm with SIGALRM's default action: the process will end by itself
+    # (killed by SIGALRM), so it is not stuck forever, and not for the watchdog to end.
+    signal.setitimer(signal.ITIMER_REAL, 3 * HEALTHY_SECONDS)
+    threading.Event().wait()
+
+
+# --- asyncio --------------------------------------------------------------------------------------
+
+
+async def errors_queue_worker(
+    worker_id: int, jobs: asyncio.Queue[int | None], errors: asyncio.Queue[Exception]
+) -> None:
+    while (job := await jobs.get()) is not None:
+        print(f"worker {worker_id} processing job {job}", flush=True)
+        await asyncio.sleep(0.01)
+        if job % 2 == 1:
+            await errors.put(ValueError(f"error on job {job}"))  # blocks once errors is full
+
+
+async def asyncio_errors_queue_main() -> None:
+    # The post's stage 2 with coroutines: an errors queue that holds one error, and main waits for
+    # every worker before it reads any.
+    jobs: asyncio.Queue[int | None] = asyncio.Queue()
+    errors: asyncio.Queue[Exception] = asyncio.Queue(maxsize=1)
+    workers = [
+        asyncio.create_task(errors_queue_worker(w, jobs, errors), name=f"worker-{w}")
+        for w in range(1, 4)
+    ]
+    for job in range(1, 10):
+        jobs.put_nowait(job)
+    for _ in workers:
+        jobs.put_nowait(None)
+    await asyncio.gather(*workers)
+    print(f"finished with error: {errors.get_nowait()}")
+
+
+@scenario
+def asyncio_errors_queue() -> None:
+    # asyncio.run() in the main thread also installs asyncio's own Ctrl-C handler, which must
+    # hide nothing. It does so only over Python's default one, which a process started with
+    # SIGINT ignored (say, from a shell's background job) would not have: put it back first.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    asyncio.run(asyncio_errors_queue_main())
+
+
+@scenario
+def asyncio_errors_queue_in_a_thread() -> None:
+    loop_thread = threading.Thread(
+        target=asyncio.run, args=(asyncio_errors_queue_main(),), name="event-loop"
+    )
+    loop_thread.start()
+    loop_thread.join()
+
+
+async def deadlock_for_good_async() -> None:
+    print(HEALTHY_PART_DONE, flush=True)
+    never_set = asyncio.Event()
+    await never_set.wait()
+
+
+@scenario
+def asyncio_sleeping_tasks() -> None:
+    async def main() -> None:
+        # Three tasks asleep on timers: the loop's select() waits a whole second, and nothing
+        # but the timer will end it.
+        await asyncio.gather(*(asyncio.sleep(HEALTHY_SECONDS) for _ in range(3)))
+        await deadlock_for_good_async()
+
+    asyncio.run(main())
+
+
+@scenario
+def asyncio_socket_with_a_slow_writer() -> None:
+    # The writer is another process, so no thread here is awake: only the socket registered with
+    # the loop's selector says that the loop can still be woken.
+    ours, theirs = socket.socketpair()
+    writer = (
+        "import socket, time\n"
+        f"peer = socket.socket(fileno={theirs.fileno()})\n"
+        "for chunk in (b'slow ', b'but ', b'sure'):\n"
+        f"    time.sleep({HEALTHY_SECONDS / 2})\n"
+        "    peer.sendall(chunk)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", writer], pass_fds=[theirs.fileno()])
+    theirs.close()
+
+    async def main() -> None:
+        reader, _ = await asyncio.open_connection(sock=ours)
+        print(f"read: {(await reader.read()).decode()}", flush=True)
+        await deadlock_for_good_async()
+
+    asyncio.run(main())
+    process.wait()
+
+
+@scenario
+def asyncio_subprocess() -> None:
+    async def main() -> None:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            f"import time; time.sleep({HEALTHY_SECONDS}); print('child done')",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        output, _ = await child.communicate()
+        print(output.decode().strip(), flush=True)
+        await deadlock_for_good_async()
+
+    asyncio.run(main())
+
+
+@scenario
+def asyncio_run_in_executor() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, time.sleep, HEALTHY_SECONDS)
+        await deadlock_for_good_async()
+
+    asyncio.run(main())
+
+
+@scenario
+def asyncio_to_thread() -> None:
+    async def main() -> None:
+        await asyncio.to_thread(time.sleep, HEALTHY_SECONDS)
+        await deadlock_for_good_async()
+
+    asyncio.run(main())
+
+
+@scenario
+def asyncio_signal_handler() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, woken.set)
+        sender = send_me_later(signal.SIGUSR1, 3 * HEALTHY_SECONDS)
+        await woken.wait()
+        sender.wait()
+        # Without the handler nothing can wake the loop any more.
+        loop.remove_signal_handler(signal.SIGUSR1)
+        await deadlock_for_good_async()
+
+    asyncio.run(main())
+
+
+# --- Looking at one thread of this process --------------------------------------------------
+
+
+def asleep_in(thread: threading.Thread) -> _Wait:
+    """The thread's wait, once it sleeps in one the watchdog can read (fails after 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident or 0)
+        wait = _classify(frame, counts_switches=True) if frame is not None else None
+        if wait is not None:
+            return wait
+        thread.join(0.001)
+    raise AssertionError(f"{thread.name} never fell asleep")
+
+
+def sampled(thread: threading.Thread) -> _Wait | None:
+    return _classify(sys._current_frames()[thread.ident or 0], counts_switches=True)
+
+
+@contextmanager
+def gil_kept() -> Iterator[None]:
+    """Keep the GIL in this thread: a woken thread cannot run until we wait or the block ends.
+
+    A thread that wants the GIL asks for it only after the switch interval; make it huge. Nothing
+    in the block may block (that would release the GIL).
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+# --- Running them ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def blocks(self) -> dict[str, list[str]]:
+        """The report's blocks, each header ("thread worker [queue get]:") with its stack lines."""
+        blocks = [block.splitlines() for block in self.stderr.split("\n\n")[1:] if block.strip()]
+        return {block[0]: block[1:] for block in blocks}
+
+
+FINAL_WAIT = "thread MainThread [event wait: never_set]:"
+
+
+def assert_healthy_then_reported(outcome: Outcome, *also_asleep: str, tasks: bool = False) -> None:
+    """The healthy part ran to its end unreported; then its final deadlock was reported.
+
+    The report lists main's final wait (or, with `tasks`, the task's), and `also_asleep`.
+    """
+    assert outcome.returncode == 2, f"exit status {outcome.returncode}: {outcome.stderr}"
+    assert outcome.stdout.endswith(HEALTHY_PART_DONE + "\n"), outcome.stdout
+    asleep = "tasks" if tasks else "threads"
+    first_line = f"fatal error: all {asleep} are asleep - deadlock!\n"
+    assert outcome.stderr.startswith(first_line), outcome.stderr
+    final_wait = "task Task-1 [event wait: never_set]:" if tasks else FINAL_WAIT
+    assert set(outcome.blocks()) == {final_wait, *also_asleep}, outcome.stderr
+
+
+@functools.cache
+def every_scenario() -> Runs:
+    """Every scenario, all started on first use; any still running are killed at exit."""
+    runs = Runs(SCENARIOS)
+    atexit.register(runs.close)
+    return runs
+
+
+class Runs:
+    """Scenarios started all at once, each in its own process; outcome() waits for one of them."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._children = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "tests.watchdog_scenarios", name],
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name in names
+        }
+        self._outcomes: dict[str, Outcome] = {}
+
+    def outcome(self, name: str, timeout: float = 60.0) -> Outcome:
+        if name not in self._outcomes:
+            child = self._children[name]
+            # A hang fails the test instead of stalling the suite: TimeoutExpired.
+            stdout, stderr = child.communicate(timeout=timeout)
+            self._outcomes[name] = Outcome(child.returncode, stdout, stderr)
+        return self._outcomes[name]
+
+    def close(self) -> None:
+        for child in self._children.values():
+            if child.poll() is None:
+                child.kill()
+            child.communicate()
+
+
+def main() -> None:
+    (name,) = sys.argv[1:]
+    run, watched_by_default = SCENARIOS[name]
+    if watched_by_default:
+        Watchdog().start()
+    run()
+
+
+if __name__ == "__main__":
+    main()
