@@ -19,9 +19,10 @@ from typing import NoReturn
 # for two reasons: every futex wake-up walks a bucket of the kernel's per-process futex hash, which
 # has 16 buckets here (4 per CPU, at least 16), so its cost grows with the number of parked threads;
 # and on 3.11 every non-daemon start scans all earlier threads' shutdown locks
-# (threading._maintain_shutdown_locks). Starting and stopping 2,000 workers took 1.9 s, 5,000 took
-# 13 s and 10,000 took 29 s (18 s on 3.13). 10,000 is under half the hard limit and about the
-# most a demo user would wait for; README "Limits" has the details.
+# (threading._maintain_shutdown_locks). Starting and stopping 2,000 workers took 1.8-1.9 s, 5,000
+# took 3-13 s and 10,000 took 11-29 s (4-18 s on 3.13), the spread from other load on the machine.
+# 10,000 is under half the hard limit and about the most a demo user would wait for; README
+# "Limits" has the details.
 MAX_WORKERS = 10_000
 # The most jobs a demo will queue. All jobs are queued up front: a million no-op jobs take about a
 # minute and 130-330 MB here; much more is a typing mistake, not a demo.
