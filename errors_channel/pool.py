@@ -29,11 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# What Go has and Python lacks (see go_primitives.py); `as` re-exports them from here.
-from errors_channel.go_primitives import UnbufferedQueue as UnbufferedQueue
-from errors_channel.go_primitives import WaitGroup as WaitGroup
-from errors_channel.go_primitives import channel as channel
-from errors_channel.go_primitives import drain as drain
+# What Go has and Python lacks: a WaitGroup, and queues with Go's capacities (go_primitives.py).
+from errors_channel.go_primitives import WaitGroup, channel, drain
 
 # What a worker does with a job: the demo's work sleeps (standing in for I/O); the benchmarks and
 # the tests pass their own.
