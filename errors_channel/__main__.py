@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-watchdog",
         action="store_true",
-        help="do not watch for the deadlock: see the raw hang (Ctrl-C does not end it; "
-        "use Ctrl-\\ or kill)",
+        help="do not watch for the deadlock: see the raw hang (with threads Ctrl-C does not end "
+        "it, use Ctrl-\\ or kill; with --asyncio Ctrl-C does)",
     )
     args = parser.parse_args(argv)
     try:

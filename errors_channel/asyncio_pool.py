@@ -18,10 +18,12 @@ and a worker returns only after all its puts went through. Once more jobs fail t
 queue holds, a worker suspends on `await errors.put(...)`, main awaits that worker in `gather`,
 and the other workers soon suspend the same way. No task is ready to run, no timer is pending, no
 I/O is awaited: the event loop calls `select()` with no timeout (epoll_wait on Linux) and waits
-for something that will never come. Python does not notice, and neither does the thread watchdog
-(`errors_channel/watchdog.py`): it sees one thread in a system call, which it counts as awake.
-`PYTHONASYNCIODEBUG=1` prints nothing either. Unlike the threaded stage, Ctrl-C does end it, with
-a traceback: `asyncio.run` cancels the main task on SIGINT, and `gather` cancels the workers.
+for something that will never come. Python does not notice (`PYTHONASYNCIODEBUG=1` prints nothing
+either); the demo's watchdog (`errors_channel/watchdog.py`) does, as Go's runtime would: it sees the
+loop idle in `select()` with nothing registered that could wake it, and reports every task with
+the await it is stuck on. Unlike the threaded stage, Ctrl-C does end the raw hang
+(`--no-watchdog`), with a traceback: `asyncio.run` cancels the main task on SIGINT, and `gather`
+cancels the workers.
 
 The fixes, kept beside the bug in `errors_channel/asyncio_fixes.py`, are the threaded ones with
 tasks for threads.
@@ -36,8 +38,9 @@ Sample run (`python -m errors_channel --asyncio --error-capacity 1`, the post's 
     worker 1 processing job 6
     worker 1 processing job 7
 
-and then nothing, with no CPU used, until Ctrl-C. The order is the same on every run: the loop
-resumes tasks in the order they became ready, where threads race.
+and then the watchdog's `fatal error: all tasks are asleep - deadlock!` (or, with `--no-watchdog`,
+nothing, with no CPU used, until Ctrl-C). The order is the same on every run: the loop resumes
+tasks in the order they became ready, where threads race.
 """
 
 from __future__ import annotations

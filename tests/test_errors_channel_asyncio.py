@@ -114,10 +114,54 @@ def test_default_run_finishes_and_reports_one_error() -> None:
     assert completed.stdout.count("finished with error") == 1
 
 
+ASYNCIO_POOL_SOURCE = (REPO_ROOT / "errors_channel" / "asyncio_pool.py").read_text().splitlines()
+
+
+def asyncio_pool_line(code: str) -> str:
+    """The place `errors_channel/asyncio_pool.py:N` of the one line there that holds `code`."""
+    (number,) = [n for n, line in enumerate(ASYNCIO_POOL_SOURCE, start=1) if line.strip() == code]
+    return f"errors_channel/asyncio_pool.py:{number}"
+
+
+def test_the_watchdog_reports_the_asyncio_deadlock_like_go_and_exits_2() -> None:
+    completed = run_module("errors_channel", "--asyncio", *POSTS_FAILING_RUN, timeout=20)
+
+    assert completed.returncode == 2, completed.stderr
+    assert processed_jobs(completed.stdout) == list(range(1, 8))
+    report = completed.stderr
+    assert report.startswith("fatal error: all tasks are asleep - deadlock!\n")
+    blocks = {block.splitlines()[0]: block.splitlines()[1:] for block in report.split("\n\n")[1:]}
+    assert set(blocks) == {
+        "task Task-1 [await gather]:",
+        "task worker-1 [queue put: errors]:",
+        "task worker-2 [queue put: errors]:",
+        "task worker-3 [queue put: errors]:",
+    }
+    assert blocks["task Task-1 [await gather]:"][:2] == [
+        "errors_channel.asyncio_pool.run(...)",
+        f"\t{asyncio_pool_line('await asyncio.gather(*workers)')}",
+    ]
+    for worker in ("worker-1", "worker-2", "worker-3"):
+        assert blocks[f"task {worker} [queue put: errors]:"] == [
+            "errors_channel.asyncio_pool.worker(...)",
+            f"\t{asyncio_pool_line('await errors.put(error)')}",
+        ]
+
+
+def test_the_readme_shows_the_asyncio_report_as_the_demo_prints_it() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    command = "    $ python -m errors_channel --asyncio --error-capacity 1\n"
+    first_line = "    fatal error: all tasks are asleep - deadlock!\n"
+    start = readme.index(first_line, readme.index(command))
+    end = readme.index("\n\n", readme.index("    task worker-3", start))
+    shown = [line.removeprefix("    ") for line in readme[start:end].splitlines()]
+    completed = run_module("errors_channel", "--asyncio", *POSTS_FAILING_RUN, timeout=20)
+    assert shown == completed.stderr.splitlines()
+
+
 def test_bounded_error_queue_deadlocks_after_the_posts_seven_jobs() -> None:
-    # Nothing notices the hang (the thread watchdog cannot see asyncio yet), so the test watches
-    # it: after job 7, a second with no output, no end and no CPU. The in-process test below shows
-    # what it is stuck on.
+    # With --no-watchdog nothing notices the hang, so the test watches it: after job 7, a second
+    # with no output, no end and no CPU. The in-process test below shows what it is stuck on.
     stuck = run_until_stuck(
         "errors_channel",
         "--no-watchdog",

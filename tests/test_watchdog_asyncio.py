@@ -59,15 +59,6 @@ def test_reports_the_posts_deadlock_written_with_asyncio_like_go() -> None:
     assert len(blocks) == 4
 
 
-def test_the_readme_shows_that_report_as_it_is() -> None:
-    readme = (SCENARIOS_FILE.parent.parent / "README.md").read_text()
-    start = readme.index("    fatal error: all tasks are asleep - deadlock!\n")
-    end = readme.index("\n\n", readme.index("    task worker-3", start))
-    shown = [line.removeprefix("    ") for line in readme[start:end].splitlines()]
-    actual = every_scenario().outcome("asyncio_errors_queue").stderr.splitlines()
-    assert shown == actual
-
-
 def test_reports_a_deadlocked_loop_in_another_thread_with_main_joining_it() -> None:
     outcome = every_scenario().outcome("asyncio_errors_queue_in_a_thread")
 
