@@ -83,31 +83,43 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    # --stream: the tasks taken and not yet printed (at most --workers of them, so memory stays
+    # flat), so that Ctrl-C can count the ones that finished without being printed.
+    not_printed: dict[int, Task[int]] = {}
+
     def tasks() -> Iterator[Task[int]]:
         for number in range(1, args.jobs + 1):
-            yield Task(Job(number, args.work_seconds), timeout=args.task_timeout)
+            task = Task(Job(number, args.work_seconds), timeout=args.task_timeout)
+            if args.stream:
+                not_printed[number] = task
+            yield task
 
     # A list for run(), so that the walk afterwards sees every job, started or not; a generator
     # for --stream, which keeps none.
     pool = Pool(tasks() if args.stream else list(tasks()), args.workers, max_errors=args.max_errors)
-    finished: list[Task[int]] = []
+    # --stream counts what it printed instead of keeping it; run() keeps every task anyway.
+    printed = printed_errors = 0
     try:
         if args.stream:
             # closing(): the pool is stopped and its running tasks waited for even if the loop
             # body is interrupted (Ctrl-C while printing).
             with contextlib.closing(pool.stream(args.timeout)) as as_they_finish:
                 for task in as_they_finish:
-                    finished.append(task)
+                    del not_printed[job_number(task)]
                     say(f"job {job_number(task)} {outcome(task)}")
+                    printed += 1
+                    printed_errors += task.err is not None
         else:
             pool.run(args.timeout)
-            finished = [task for task in pool.tasks if task.finished]
     except KeyboardInterrupt:
         # The running tasks were told and have finished (or, after a second Ctrl-C, still finish
         # before the process exits); no new one started. Say how far it got.
-        done = finished if args.stream else [task for task in pool.tasks if task.finished]
-        cancelled = sum(isinstance(task.err, Cancelled) for task in done)
-        say(f"interrupted: {len(done)} of {args.jobs} tasks finished ({cancelled} cancelled)")
+        unprinted = [task for task in [*not_printed.values(), *pool.tasks] if task.finished]
+        cancelled = sum(isinstance(task.err, Cancelled) for task in unprinted)
+        say(
+            f"interrupted: {printed + len(unprinted)} of {args.jobs} tasks finished "
+            f"({cancelled} cancelled)"
+        )
         return 130
     except RuntimeError as cannot_start:
         # The system refused another thread: a limit of this machine, not a bug to trace back.
@@ -115,18 +127,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if pool.stopped is not None:
         say(f"stopped early: {pool.stopped.message}")
-    if not args.stream:
+    if args.stream:
+        finished, errors = printed, printed_errors
+    else:
         # The post's caller walks the tasks; the limit was the pool's job this time.
-        for task in finished:
+        ran = [task for task in pool.tasks if task.finished]
+        for task in ran:
             if task.err is not None:
                 say(f"error: {task.err}")
-        results = [str(task.result) for task in finished if task.err is None]
+        results = [str(task.result) for task in ran if task.err is None]
         say("results: " + (" ".join(results) or "none"))
-    errors = sum(task.err is not None for task in finished)
-    never_started = args.jobs - len(finished)
-    summary = f"finished: {len(finished) - errors} results, {errors} errors"
-    if never_started:
-        summary += f"; {never_started} tasks never started"
+        finished, errors = len(ran), len(ran) - len(results)
+    summary = f"finished: {finished - errors} results, {errors} errors"
+    if finished < args.jobs:
+        summary += f"; {args.jobs - finished} tasks never started"
     say(summary)
     return 1 if errors or pool.stopped is not None else 0
 
