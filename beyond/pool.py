@@ -471,6 +471,13 @@ class Workers(Generic[Result]):
                 if streaming:
                     self._source = iter(self._sequence)
                 else:
+                    # The hand-off, as in stage 3. Go sends each task down an unbuffered channel
+                    # that the workers range over. Here every task is known up front, so no sender
+                    # is needed: they wait in a deque that the workers pop from. popleft() is
+                    # atomic (deques are documented thread-safe for appends and pops at either
+                    # end), so each task goes to exactly one worker, and it never blocks: a worker
+                    # that finds the deque empty knows every task has been handed out and ends,
+                    # just as `range` ends on a closed channel.
                     self._pending = deque(self._sequence)
             elif not streaming:
                 # run() keeps every task it takes from a generator in pool.tasks.
@@ -518,9 +525,8 @@ class Workers(Generic[Result]):
         if self._streaming and not self._hand_over(finished):
             return None
         if self._pending is not None:
-            # A list, in run(): robust's hand-off. popleft() is atomic (deques are documented
-            # thread-safe for appends and pops at either end) and never blocks; an empty deque
-            # means every task has been handed out, or the pool stopped and emptied it.
+            # A list, in run(): stage 3's hand-off (see begin_run). An empty deque means every
+            # task has been handed out, or the pool stopped and emptied it.
             try:
                 task = self._pending.popleft()
             except IndexError:

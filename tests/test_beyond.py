@@ -596,13 +596,15 @@ def test_breaking_out_of_the_iteration_cancels_the_running_tasks_and_waits_for_t
         current_token().sleep(30)
         return 0
 
-    pool = Pool(generated([Task(returns(1)), Task(slow), *(Task(returns(n)) for n in range(9))]), 2)
+    slow_task = Task(slow)
+    pool = Pool(generated([Task(returns(1)), slow_task, *(Task(returns(n)) for n in range(9))]), 2)
     for task in pool:
         if task.result == 1:
             other_started.wait(10)
             break
     # The loop is left; the slow task was told, and its worker has ended (the autouse fixture
     # checks that no thread is left).
+    assert type(slow_task.err) is Cancelled
     assert pool.stopped is not None and pool.stopped.reason is StopReason.CANCELLED
     assert pool.stopped.message == "the loop over the pool ended early"
 

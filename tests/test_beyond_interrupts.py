@@ -34,6 +34,8 @@ def listen() -> None:
     for line in sys.stdin:
         if line.strip() == "body":
             body_released.set()
+        elif line.strip() == "alive?":
+            say(f"alive {sum(t.name.startswith('worker-') for t in threading.enumerate())}")
         else:
             released[int(line)].set()
 
@@ -105,6 +107,20 @@ class Child:
         for number in numbers:
             self.process.stdin.write(f"{number}\n")
         self.process.stdin.flush()
+
+    def wait_until_workers_alive(self, count: int) -> None:
+        """Ask the child how many workers are alive until it says `count`: a worker ends only
+        after its task has finished, so this is how the parent knows a task is over."""
+        assert self.process.stdout is not None
+        while True:
+            self.release("alive?")
+            while not (said := self.process.stdout.readline()).startswith("alive "):
+                if not said:
+                    raise AssertionError(f"the child ended: {self.said}")
+                self.said.append(said.rstrip("\n"))
+            if said.strip() == f"alive {count}":
+                return
+            time.sleep(0.01)
 
     def finish(self) -> int:
         """Read the rest of what the child says, up to its exit (see child() for the backstop).
@@ -210,6 +226,9 @@ def test_a_second_ctrl_c_stops_the_wait_but_the_running_task_still_finishes_befo
         running.release(1, 2, 3)
         for number in (1, 2, 3):
             running.read_until(f"done {number}")
+        # Tasks 1-3 have returned once their workers have ended (after the first Ctrl-C, no
+        # worker takes another task): only task 0's worker is left.
+        running.wait_until_workers_alive(1)
         # The second Ctrl-C: run() stops waiting for task 0 and re-raises at once...
         running.process.send_signal(signal.SIGINT)
         running.read_until("interrupted: 3 finished, 0 cancelled")
