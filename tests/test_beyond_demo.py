@@ -137,7 +137,7 @@ def test_ctrl_c_stops_the_demos_jobs_at_their_checkpoint_and_says_how_far_it_got
         for _ in range(2):
             assert TRACE_LINE.fullmatch(child.stdout.readline().strip())
         child.send_signal(signal.SIGINT)
-        rest, stderr = child.communicate(timeout=20)
+        rest, stderr = child.communicate(timeout=60)
     finally:
         child.kill()
         child.wait()

@@ -36,6 +36,8 @@ def listen() -> None:
             body_released.set()
         elif line.strip() == "alive?":
             say(f"alive {sum(t.name.startswith('worker-') for t in threading.enumerate())}")
+        elif line.strip() == "stopped?":
+            say(f"stopped {pool.stopped is not None}")
         else:
             released[int(line)].set()
 
@@ -108,19 +110,24 @@ class Child:
             self.process.stdin.write(f"{number}\n")
         self.process.stdin.flush()
 
-    def wait_until_workers_alive(self, count: int) -> None:
-        """Ask the child how many workers are alive until it says `count`: a worker ends only
-        after its task has finished, so this is how the parent knows a task is over."""
+    def ask_until(self, question: str, answer: str) -> None:
+        """Ask the child's listener `question` until it answers `answer` (polling, but nothing
+        depends on how soon it does)."""
         assert self.process.stdout is not None
+        prefix = answer.split()[0] + " "
         while True:
-            self.release("alive?")
-            while not (said := self.process.stdout.readline()).startswith("alive "):
+            self.release(question)
+            while not (said := self.process.stdout.readline()).startswith(prefix):
                 if not said:
                     raise AssertionError(f"the child ended: {self.said}")
                 self.said.append(said.rstrip("\n"))
-            if said.strip() == f"alive {count}":
+            if said.strip() == answer:
                 return
             time.sleep(0.01)
+
+    def wait_until_workers_alive(self, count: int) -> None:
+        """A worker ends only after its task has finished: how the parent knows a task is over."""
+        self.ask_until("alive?", f"alive {count}")
 
     def finish(self) -> int:
         """Read the rest of what the child says, up to its exit (see child() for the backstop).
@@ -195,12 +202,9 @@ def test_ctrl_c_in_the_loops_body_stops_the_pool_when_the_loop_is_left() -> None
 
 
 def ctrl_c(running: Child) -> None:
-    """A real SIGINT, then a moment for the child to take it before tasks are released."""
+    """A real SIGINT, and wait until the child's pool has stopped (main took the signal)."""
     running.process.send_signal(signal.SIGINT)
-    # Margin only for "no task starts after the signal": the child's main thread must run its
-    # handler before tasks end (a pool that never stops starting tasks fails however long we
-    # wait). Nothing else depends on it.
-    time.sleep(0.5)
+    running.ask_until("stopped?", "stopped True")
 
 
 @pytest.mark.parametrize("mode", ["run", "stream"])
