@@ -25,10 +25,11 @@ Sample run (`python -m beyond --jobs 30 --max-errors 10`):
     worker 2 processing job 2
     worker 3 processing job 3
     ...
+    worker 1 processing job 21
     stopped early: 10 tasks failed (max_errors=10)
     error: error on job 1
     ...
-    finished: 10 results, 10 errors; 10 tasks never started
+    finished: 10 results, 11 errors; 9 tasks never started
 """
 
 from __future__ import annotations
@@ -140,8 +141,12 @@ class Task(Generic[Result]):
         except Exception:
             return "?"
 
-    def run(self) -> bool:
+    def run(self, call: Callable[[], Result] | None = None) -> bool:
         """Call fn once and keep its outcome. The pool's workers call this; a task runs once.
+
+        `call`: how to call fn, if not here and now: a backend that runs fn elsewhere (a child
+        process, a cluster) passes a function that does so and returns fn's result or raises its
+        error, and the outcome is kept on the task all the same.
 
         Returns True if fn failed in a way that counts toward max_errors: it raised an Exception
         other than Cancelled. The worker records that before it does anything else (see _work), so
@@ -151,7 +156,7 @@ class Task(Generic[Result]):
         if self.finished:
             raise RuntimeError(f"{self!r} has already run; a task runs at most once")
         try:
-            self.result = self.fn()
+            self.result = (call or self.fn)()
         except Cancelled as cancelled:
             # The pool's stop, seen at a checkpoint: the task's outcome, not its failure.
             self.err = cancelled
@@ -847,11 +852,13 @@ class InThisThread:
     """How a worker runs a task: here, in its own thread. The seam for other backends.
 
     A worker makes one runner when it begins, calls run() once per task and close() when it ends.
-    run() must run the task once (Task.run) and return what Task.run returned. Another backend
-    replaces only this: a process backend would start a child process in __init__, send task.fn
-    to it in run() (waiting, with the task's deadline, for the outcome, which it stores with
-    Task.run), and stop the child in close(); a Dask backend would submit to its client and wait.
-    The scheduling rules stay in Workers and _work.
+    run() must run the task once, through Task.run, and return what Task.run returned. Another
+    backend replaces only this class: a process backend would start a child process in __init__,
+    and in run() call `task.run(call)` with a `call` that sends task.fn to the child and waits for
+    its outcome until the task's deadline (killing and replacing the child past it), then stop the
+    child in close(); a Dask backend's `call` would submit fn to its client and wait for the
+    future. What to take next, max_errors, cancel, deadlines, streaming and the stop reason stay
+    in Workers and _work.
     """
 
     __slots__ = ("task", "workers")

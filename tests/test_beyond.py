@@ -574,6 +574,33 @@ def test_a_generator_giving_a_task_twice_stops_the_pool() -> None:
     assert [task.finished for task in pool.tasks] == [True]
 
 
+def test_the_first_stop_reason_wins() -> None:
+    # A run stopped at max_errors, then cancelled from another thread while its last task runs.
+    last_running = threading.Event()
+    cancelled = threading.Event()
+
+    def fail_then_wait_for_the_cancel() -> int:
+        last_running.set()
+        cancelled.wait(10)
+        raise ValueError("second failure")
+
+    def fail_once_the_other_runs() -> int:
+        last_running.wait(10)
+        raise ValueError("first failure")
+
+    limited = Pool(
+        [Task(fail_once_the_other_runs), Task(fail_then_wait_for_the_cancel)], 2, max_errors=1
+    )
+    runner = threading.Thread(target=limited.run)
+    runner.start()
+    wait_for(lambda: limited.stopped is not None, "the first failure stops the pool")
+    limited.cancel()
+    cancelled.set()
+    runner.join(10)
+    assert [type(task.err) for task in limited.tasks] == [ValueError, ValueError]
+    assert limited.stopped is not None and limited.stopped.reason is StopReason.MAX_ERRORS
+
+
 # --- Leaving the loop, and a panic. ---
 
 
