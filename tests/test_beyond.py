@@ -481,13 +481,19 @@ def test_a_task_that_never_checks_is_reported_overdue_once_and_still_waited_for(
         release.wait(30)
         return 1
 
+    def finishes_once_the_other_is_overdue() -> int:
+        # Its end wakes the waiting thread while the deaf task still runs: no second report.
+        wait_for(lambda: pool.overdue == [task], "the task is reported overdue")
+        return 2
+
     task = Task(never_checks, timeout=0.01)
-    pool = Pool([task], 1, overdue_grace=0.01)
+    other = Task(finishes_once_the_other_is_overdue)
+    pool = Pool([task, other], 2, overdue_grace=0.01)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runner = threading.Thread(target=lambda: list(pool) if streaming else pool.run())
         runner.start()
-        wait_for(lambda: pool.overdue == [task], "the task is reported overdue")
+        wait_for(lambda: other.finished, "the other task has finished")
         release.set()
         runner.join(10)
     # Waited for: it finished, with its own result, and it was reported exactly once.
@@ -579,17 +585,17 @@ def test_the_first_stop_reason_wins() -> None:
     last_running = threading.Event()
     cancelled = threading.Event()
 
-    def fail_then_wait_for_the_cancel() -> int:
+    def succeed_after_the_cancel() -> int:
         last_running.set()
         cancelled.wait(10)
-        raise ValueError("second failure")
+        return 2
 
     def fail_once_the_other_runs() -> int:
         last_running.wait(10)
         raise ValueError("first failure")
 
     limited = Pool(
-        [Task(fail_once_the_other_runs), Task(fail_then_wait_for_the_cancel)], 2, max_errors=1
+        [Task(fail_once_the_other_runs), Task(succeed_after_the_cancel)], 2, max_errors=1
     )
     runner = threading.Thread(target=limited.run)
     runner.start()
@@ -597,7 +603,10 @@ def test_the_first_stop_reason_wins() -> None:
     limited.cancel()
     cancelled.set()
     runner.join(10)
-    assert [type(task.err) for task in limited.tasks] == [ValueError, ValueError]
+    assert [(type(task.err), task.result) for task in limited.tasks] == [
+        (ValueError, None),
+        (type(None), 2),
+    ]
     assert limited.stopped is not None and limited.stopped.reason is StopReason.MAX_ERRORS
 
 
