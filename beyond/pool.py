@@ -63,6 +63,12 @@ _EXHAUSTED: Any = object()
 # task that checks now and then to reach its next checkpoint, short enough to be told promptly.
 DEFAULT_OVERDUE_GRACE = 0.5
 
+# The longest main sleeps at a time. The kernel may hand a process's SIGINT to any of its threads
+# that does not block it; when a worker takes it, CPython only notes it, and runs the Python
+# handler (raising KeyboardInterrupt) in the main thread the next time that thread runs bytecode.
+# A main thread blocked in a lock would never get there, so it wakes this often to let it.
+SIGNAL_CHECK_SECONDS = 0.05
+
 
 class Cancelled(Exception):
     """Raised by checkpoint() (and Token.check() and Token.sleep()) once the pool is cancelled.
@@ -305,12 +311,13 @@ class Pool(Generic[Result]):
             # Go: `p.wg.Wait()`. Each worker ends once there is nothing left to take (or the pool
             # stopped) and its last task has returned.
             workers.wait_until_ended(started)
-        except BaseException as stop:
+        except BaseException as raised:
             # Ctrl-C (KeyboardInterrupt) lands in the main thread, here, or a thread could not be
             # started. Start no more tasks, tell the running ones and let them finish (a thread
             # cannot be stopped from outside), then pass the exception on. Every worker that took
             # a task had begun before it took it, and none takes one from here on, so waiting for
             # the workers that have begun is waiting for every task that started.
+            stop = _what_stopped(raised)
             workers.stop(StopReason.INTERRUPTED, f"interrupted by {stop!r}", cancel=True)
             workers.wait_until_none_running()
             workers.join_ended()
@@ -318,7 +325,9 @@ class Pool(Generic[Result]):
                 raise RuntimeError(
                     f"could start only {started} of {len(threads)} worker threads: {stop}"
                 ) from stop
-            raise
+            if stop is raised:
+                raise
+            raise stop from None
         workers.join_ended()
         workers.finish_run()
         if workers.error is not None:
@@ -356,10 +365,11 @@ class Pool(Generic[Result]):
                 started += 1
             while (task := workers.next_finished(started)) is not None:
                 yield task
-        except BaseException as stop:
+        except BaseException as raised:
             # As in run(). GeneratorExit is the loop ending early (break, or an exception in its
             # body, which closes this generator as it unwinds): the pool is cancelled, and the
             # wait below keeps any thread from outliving the loop.
+            stop = _what_stopped(raised)
             if isinstance(stop, GeneratorExit):
                 workers.stop(
                     StopReason.CANCELLED, "the loop over the pool ended early", cancel=True
@@ -372,7 +382,9 @@ class Pool(Generic[Result]):
                 raise RuntimeError(
                     f"could start only {started} of {len(threads)} worker threads: {stop}"
                 ) from stop
-            raise
+            if stop is raised:
+                raise
+            raise stop from None
         workers.join_ended()
         workers.finish_run()
         if workers.error is not None:
@@ -396,19 +408,18 @@ class Workers(Generic[Result]):
     Why main never waits in Thread.join() while a worker runs: on CPython 3.11 and 3.12, a join()
     interrupted by Ctrl-C marks a thread that is still running as stopped (the except clause of
     Thread._wait_for_tstate_lock releases the running thread's lock and calls _stop()). The
-    interpreter then exits without waiting for it, and the task it runs is killed mid-run. A
-    Condition.wait() interrupted by Ctrl-C only removes its own waiter and re-raises, so main waits
-    on this Condition, and joins a thread only once it has said it ended (it then has no task left
-    to lose).
+    interpreter then exits without waiting for it, and the task it runs is killed mid-run. So main
+    sleeps until the workers say they have ended (_sleep_until, which does not use
+    Condition.wait() either: Ctrl-C can break that too), and joins a thread only once it has said
+    it ended (it then has no task left to lose).
 
-    Why the Condition's lock is re-entrant: cancel() may be called from a signal handler, and
-    CPython runs a handler in the main thread between two bytecodes, possibly while main holds this
-    lock. With a plain Lock the handler would wait forever for its own thread; an RLock lets it in.
-    What the handler does there is safe at any point main could be: it only sets the stop (first
-    one wins) and notifies, and Condition.notify tolerates a notify interrupted by a handler that
-    notifies too (CPython gh-92530, fixed in 3.11.1 and 3.12). An RLock also makes a woken wait()
-    take the lock back without being interruptible (Modules/_threadmodule.c,
-    rlock_acquire_restore), so a Ctrl-C can never leave main's `with` releasing a lock it lost.
+    Why the lock is re-entrant: cancel() may be called from a signal handler, and CPython runs a
+    handler in the main thread between two bytecodes, possibly while main holds this lock. With a
+    plain Lock the handler would wait forever for its own thread; an RLock lets it in. What the
+    handler does there is safe at any point main could be: it only sets the stop (first one wins),
+    releases the locks that sleepers wait on (each once, as their flags say) and notifies workers
+    waiting for room (Condition.notify tolerates a notify interrupted by a handler that notifies
+    too: CPython gh-92530, fixed in 3.11.1 and 3.12).
     """
 
     def __init__(
@@ -420,13 +431,18 @@ class Workers(Generic[Result]):
         overdue_grace: float,
     ) -> None:
         self._pool = pool
+        # Guards every field below unless it says otherwise.
         self._lock = threading.RLock()
-        # Guards every field below unless it says otherwise; main (or the consumer) sleeps on it.
-        self._changed = threading.Condition(self._lock)
-        # Workers waiting for the consumer to make room (iteration only) sleep here.
+        # Workers waiting for the consumer to make room (iteration only) sleep here. Only workers
+        # wait on a Condition: see _sleep_until for why main does not.
         self._room_freed = threading.Condition(self._lock)
-        # Tasks sleeping in Token.sleep() wait here to be told of a cancel.
-        self._told = threading.Condition(self._lock)
+        # Main (or the consumer) sleeps by acquiring this lock; whoever changes what it waits for
+        # releases it (_wake_main) while _main_waiting says it sleeps.
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._main_waiting = False
+        # Tasks in Token.sleep(): each sleeps on a lock of its own, which a cancel releases.
+        self._sleepers: set[threading.Lock] = set()
         # Workers that have begun and not yet ended.
         self._running = 0
         self._ended: list[threading.Thread] = []
@@ -456,7 +472,6 @@ class Workers(Generic[Result]):
         self._streaming = False
         self._done: deque[Task[Result]] = deque()
         self._room = concurrency
-        self._consumer_waiting = False
         self._waiting_for_room = 0
         # Deadlines. The run's, on the time.monotonic() clock; each worker's current task (a slot
         # per worker, written by that worker without the lock); the tasks reported overdue.
@@ -513,30 +528,31 @@ class Workers(Generic[Result]):
 
     def begin(self) -> None:
         """A worker, before it takes its first task."""
-        with self._changed:
+        with self._lock:
             self._running += 1
 
     def end(self, number: int) -> None:
         """A worker, after its last task, as the last thing it does."""
-        with self._changed:
+        with self._lock:
             self._running -= 1
             self.current[number] = None
             self._ended.append(threading.current_thread())
-            self._changed.notify_all()
+            self._wake_main()
 
     def take(self, number: int, finished: Task[Result] | None) -> Task[Result] | None:
         """A worker that is free: hand over `finished` (iteration) and take the next task, or None
         if there is none to take or the pool has stopped. Go: `for task := range tasksChan`."""
-        if self._streaming and not self._hand_over(finished):
-            return None
-        if self._pending is not None:
+        pending = self._pending
+        if pending is not None:
             # A list, in run(): stage 3's hand-off (see begin_run). An empty deque means every
             # task has been handed out, or the pool stopped and emptied it.
             try:
-                task = self._pending.popleft()
+                task = pending.popleft()
             except IndexError:
                 return None
         else:
+            if self._streaming and not self._hand_over(finished):
+                return None
             taken = self._take_from_source()
             if taken is None:
                 return None
@@ -563,8 +579,7 @@ class Workers(Generic[Result]):
         with self._lock:
             if finished is not None:
                 self._done.append(finished)
-                if self._consumer_waiting:
-                    self._changed.notify()
+                self._wake_main()
             # The consumer cannot be waiting for us here: room is 0 only while `concurrency` tasks
             # are taken and not handed, and this worker runs none, so at least one is in _done.
             while self._room == 0 and self.stopped is None:
@@ -618,10 +633,10 @@ class Workers(Generic[Result]):
     def _start_clock(self, task: Task[Result]) -> None:
         """A task with a timeout is starting: its deadline runs from now, and the waiting thread
         must wake for it."""
-        with self._changed:
+        with self._lock:
             task.deadline = time.monotonic() + (task.timeout or 0.0)
             self._watching_deadlines = True
-            self._changed.notify_all()
+            self._wake_main()
 
     def reached_max_errors(self) -> None:
         """A worker whose failed task made max_errors failures (or more): stop the pool."""
@@ -663,17 +678,23 @@ class Workers(Generic[Result]):
                 self._pending.clear()
             if cancel and not self.cancelled:
                 self.cancelled = True
-                self._told.notify_all()
+                for sleeper in self._sleepers:
+                    sleeper.release()
             self._room_freed.notify_all()
-            self._changed.notify_all()
+            self._wake_main()
+
+    def _wake_main(self) -> None:
+        """Lock held: wake main (or the consumer) if it sleeps, to look again at what it waits
+        for. Released once per sleep: the flag is cleared with the release."""
+        if self._main_waiting:
+            self._main_waiting = False
+            self._wakeup.release()
 
     # --- What the waiting thread (main in run(), the consumer in iteration) calls. ---
 
     def wait_until_ended(self, count: int) -> None:
         """Main: wait until `count` workers have ended."""
-        with self._changed:
-            while len(self._ended) < count:
-                self._wait_for_change()
+        self._sleep_until(lambda: len(self._ended) >= count)
 
     def wait_until_none_running(self) -> None:
         """Main: wait until every worker that has begun has ended.
@@ -681,47 +702,60 @@ class Workers(Generic[Result]):
         A worker that has been started but not yet begun is not waited for: main calls this only
         once the pool has stopped, so such a worker will take no task and end by itself.
         """
-        with self._changed:
-            while self._running:
-                self._wait_for_change()
+        self._sleep_until(lambda: self._running == 0)
 
     def next_finished(self, started: int) -> Task[Result] | None:
         """The consumer: the next finished task, waiting for one if need be; None once all
         `started` workers have ended and every finished task has been handed over."""
-        with self._changed:
-            while True:
-                if self._done:
-                    task = self._done.popleft()
-                    self._room += 1
-                    if self._waiting_for_room:
-                        self._room_freed.notify()
-                    return task
-                if len(self._ended) >= started:
-                    return None
-                self._consumer_waiting = True
-                try:
-                    self._wait_for_change()
-                finally:
-                    self._consumer_waiting = False
+        self._sleep_until(lambda: bool(self._done) or len(self._ended) >= started)
+        with self._lock:
+            if not self._done:
+                return None
+            task = self._done.popleft()
+            self._room += 1
+            if self._waiting_for_room:
+                self._room_freed.notify()
+            return task
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
-        with self._changed:
+        with self._lock:
             ended = list(self._ended)
         for thread in ended:
             thread.join()
 
-    def _wait_for_change(self) -> None:
-        """The waiting thread, lock held: sleep until notified, or until the next deadline to
-        watch, then act on the deadlines that have passed. A task that never checks is not waited
-        for silently: this thread is awake at its deadline (plus the grace) to report it."""
-        self._changed.wait(self._seconds_to_next_deadline())
-        if self._watching_deadlines:
-            self._check_deadlines()
+    def _sleep_until(self, ready: Callable[[], bool]) -> None:
+        """Main (or the consumer): sleep until ready() holds, waking at the next deadline to
+        watch and acting on the deadlines that have passed. A task that never checks is not
+        waited for silently: this thread is awake at its deadline (plus the grace) to report it.
 
-    def _seconds_to_next_deadline(self) -> float | None:
+        Why not Condition.wait(): Ctrl-C can land inside it just after it has released the lock
+        and before the try block that takes the lock back (Lib/threading.py), and the caller's
+        `with` then releases a lock it no longer holds: RuntimeError instead of
+        KeyboardInterrupt (seen here under load). So main never gives the lock up inside a call:
+        it leaves its `with` block, then blocks in Lock.acquire(), which Ctrl-C interrupts
+        cleanly and which _wake_main (a worker, or cancel() in a signal handler) ends; and for at
+        most SIGNAL_CHECK_SECONDS, in case the Ctrl-C went to a worker thread.
+        """
+        while True:
+            with self._lock:
+                if self._watching_deadlines:
+                    self._check_deadlines()
+                if ready():
+                    return
+                timeout = self._seconds_to_next_deadline()
+                # A release left over from an earlier sleep (woken as it timed out) must not end
+                # this one at once: take it back first. Non-blocking, so never interrupted.
+                self._wakeup.acquire(blocking=False)
+                self._main_waiting = True
+            try:
+                self._wakeup.acquire(timeout=min(timeout, SIGNAL_CHECK_SECONDS))
+            finally:
+                self._main_waiting = False
+
+    def _seconds_to_next_deadline(self) -> float:
         if not self._watching_deadlines:
-            return None
+            return math.inf
         now = time.monotonic()
         wake = math.inf
         if self.run_deadline is not None and not self.cancelled:
@@ -730,7 +764,7 @@ class Workers(Generic[Result]):
             deadline = self._deadline_of(task)
             if deadline is not None and task is not None and task not in self.overdue:
                 wake = min(wake, deadline + self._overdue_grace)
-        return None if wake == math.inf else max(wake - now, 0.0)
+        return max(wake - now, 0.0)
 
     def _deadline_of(self, task: Task[Result] | None) -> float | None:
         """When a running task must be done by: its own deadline or the run's, the earlier."""
@@ -822,14 +856,23 @@ class Token:
             time.sleep(seconds)
             return
         end = time.monotonic() + seconds
-        with workers._told:
+        # A lock of its own, released by a cancel: a plain Lock.acquire() can be interrupted
+        # anywhere without harm (see Workers._sleep_until), should this run in the main thread.
+        woken = threading.Lock()
+        woken.acquire()
+        with workers._lock:
+            workers._sleepers.add(woken)
+        try:
             while True:
                 self.check()
                 now = time.monotonic()
                 if now >= end:
                     return
                 wake = end if self.deadline is None else min(end, self.deadline)
-                workers._told.wait(max(wake - now, 0.0))
+                woken.acquire(timeout=max(wake - now, 0.0))
+        finally:
+            with workers._lock:
+                workers._sleepers.discard(woken)
 
 
 def current_token() -> Token:
@@ -861,32 +904,37 @@ class InThisThread:
     in Workers and _work.
     """
 
-    __slots__ = ("task", "workers")
+    __slots__ = ("number", "workers")
 
-    def __init__(self, workers: Workers[Any]) -> None:
+    def __init__(self, workers: Workers[Any], number: int) -> None:
         self.workers = workers
-        # The task this thread runs now: what checkpoint() and current_token() look at.
-        self.task: Task[Any] | None = None
+        self.number = number
         _here.runner = self
 
-    def run(self, task: Task[Any]) -> bool:
-        self.task = task
-        return task.run()
+    # Here, running a task is Task.run itself: no call of our own in between, which the thread
+    # backend would pay for on every task.
+    run = staticmethod(Task.run)
+
+    @property
+    def task(self) -> Task[Any] | None:
+        """The task this thread runs now: what checkpoint() and current_token() look at."""
+        return self.workers.current[self.number]
 
     def close(self) -> None:
-        self.task = None
         _here.runner = None
 
 
 def _work(workers: Workers[Result], number: int) -> None:
     """One worker: run tasks until there is none to take. Go: `for task := range tasksChan`."""
     workers.begin()
-    runner = InThisThread(workers)
+    runner = InThisThread(workers, number)
+    # Looked up once: this loop runs once per task.
+    take, run, failures = workers.take, runner.run, workers.failures
     try:
         finished: Task[Result] | None = None
-        while (task := workers.take(number, finished)) is not None:
+        while (task := take(number, finished)) is not None:
             try:
-                failed = runner.run(task)
+                failed = run(task)
             except BaseException as panic:
                 # Only a panic gets here (Task.run keeps every Exception). Stop the pool so that
                 # no worker starts another task; the others finish what they hold.
@@ -898,13 +946,26 @@ def _work(workers: Workers[Result], number: int) -> None:
                 # start, a loop's jump back, the return of a call into C), and there is none
                 # between fn's exception reaching Task.run and this append. So no other worker can
                 # start a task between this failure and its record (see take()).
-                workers.failures.append(None)
-                if len(workers.failures) >= workers.max_errors:
+                failures.append(None)
+                if len(failures) >= workers.max_errors:
                     workers.reached_max_errors()
             finished = task
     finally:
         runner.close()
         workers.end(number)
+
+
+def _what_stopped(raised: BaseException) -> BaseException:
+    """The exception that really stopped the waiting thread.
+
+    Ctrl-C can land inside threading's own Condition.wait() (Thread.start() waits on one) just
+    after it has released its lock and before the try block that takes it back; its `with` then
+    fails with RuntimeError("release unlocked lock"), the KeyboardInterrupt as its context. That is
+    a Ctrl-C, not a thread the system refused.
+    """
+    if isinstance(raised, RuntimeError) and isinstance(raised.__context__, KeyboardInterrupt):
+        return raised.__context__
+    return raised
 
 
 def _check_seconds(name: str, value: float) -> None:

@@ -301,3 +301,61 @@ def test_a_signal_handler_can_cancel_the_pool(when: str) -> None:
     assert process.returncode == 0
     outcomes = ["Cancelled"] * 2 + ["NoneType"] * 5
     assert rest.strip() == f"CANCELLED {outcomes}"
+
+
+# A child that may only map a little more memory than it has: each thread's stack needs address
+# space, so the system refuses a new thread after a handful (as in stage 3's test).
+LIMITED = r"""
+import resource, sys, threading
+
+def vm_size() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("how", ["run", "stream"])
+def test_a_thread_the_system_refuses_stops_the_pool_and_says_how_many_started(how: str) -> None:
+    program = (
+        LIMITED
+        + r"""
+import time
+from beyond import Pool, Task
+
+def job(number: int):
+    def run() -> int:
+        time.sleep(0.05)
+        return number
+    return run
+
+pool = Pool([Task(job(number)) for number in range(500)], 500)
+try:
+    if sys.argv[1] == "run":
+        pool.run()
+    else:
+        list(pool)
+except RuntimeError as error:
+    print(error)
+print(pool.stopped.reason.name)
+print(sorted(thread.name for thread in threading.enumerate()))
+"""
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", program, how],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    message, reason, threads = completed.stdout.splitlines()
+    started = int(message.split()[3])
+    assert 1 <= started < 500
+    assert message == f"could start only {started} of 500 worker threads: can't start new thread"
+    assert reason == "INTERRUPTED"
+    assert threads == "['MainThread']"
