@@ -539,39 +539,51 @@ class Workers(Generic[Result]):
             self._ended.append(threading.current_thread())
             self._wake_main()
 
-    def take(self, number: int, finished: Task[Result] | None) -> Task[Result] | None:
-        """A worker that is free: hand over `finished` (iteration) and take the next task, or None
-        if there is none to take or the pool has stopped. Go: `for task := range tasksChan`."""
-        pending = self._pending
-        if pending is not None:
-            # A list, in run(): stage 3's hand-off (see begin_run). An empty deque means every
-            # task has been handed out, or the pool stopped and emptied it.
-            try:
-                task = pending.popleft()
-            except IndexError:
-                return None
-        else:
-            if self._streaming and not self._hand_over(finished):
-                return None
-            taken = self._take_from_source()
-            if taken is None:
-                return None
-            task = taken
-        # The last check before the task starts, after the take, which may have taken long (a
-        # generator's own code). It reads the failures the other workers appended without the lock,
-        # so a failure that has landed stops this task; one that lands after this line cannot, and
-        # each other worker has at most one task here: hence at most concurrency - 1 tasks starting
-        # after the failure that reached max_errors. A task taken but not started stays
-        # `finished == False` (in pool.tasks for run(); a consumer never sees it).
-        if self.stopped is not None or len(self.failures) >= self.max_errors:
-            return None
-        if self.run_deadline is not None and self._run_deadline_passed():
-            # The waiting thread may not have woken for it yet: no task starts after it anyway.
-            return None
-        self.current[number] = task
-        if task.timeout is not None:
-            self._start_clock(task)
-        return task
+    def take(self, number: int) -> Iterator[Task[Result]]:
+        """Worker `number`'s tasks: each time it is free, the next task to run, until there is
+        none or the pool has stopped. Go: `for task := range tasksChan`.
+
+        A generator, so that the worker's loop resumes it instead of calling a function (the
+        cheapest hand-off per task), with what it reads kept in local variables. In iteration,
+        the task the worker ran last (current[number]) goes to the consumer before the next take.
+        """
+        pending, failures, max_errors, current = (
+            self._pending,
+            self.failures,
+            self.max_errors,
+            self.current,
+        )
+        while True:
+            if pending is not None:
+                # A list, in run(): stage 3's hand-off (see begin_run). An empty deque means
+                # every task has been handed out, or the pool stopped and emptied it.
+                try:
+                    task = pending.popleft()
+                except IndexError:
+                    return
+            else:
+                if self._streaming and not self._hand_over(current[number]):
+                    return
+                taken = self._take_from_source()
+                if taken is None:
+                    return
+                task = taken
+            # The last check before the task starts, after the take, which may have taken long (a
+            # generator's own code). It reads the failures the other workers appended without the
+            # lock, so a failure that has landed stops this task; one that lands after this line
+            # cannot, and each other worker has at most one task here: hence at most
+            # concurrency - 1 tasks starting after the failure that reached max_errors. A task
+            # taken but not started stays `finished == False` (in pool.tasks for run(); a
+            # consumer never sees it).
+            if self.stopped is not None or len(failures) >= max_errors:
+                return
+            if self.run_deadline is not None and self._run_deadline_passed():
+                # The waiting thread may not have woken for it yet: no task starts after it.
+                return
+            current[number] = task
+            if task.timeout is not None:
+                self._start_clock(task)
+            yield task
 
     def _hand_over(self, finished: Task[Result] | None) -> bool:
         """Iteration: pass `finished` to the consumer, then wait for room to take another (there is
@@ -707,15 +719,17 @@ class Workers(Generic[Result]):
     def next_finished(self, started: int) -> Task[Result] | None:
         """The consumer: the next finished task, waiting for one if need be; None once all
         `started` workers have ended and every finished task has been handed over."""
-        self._sleep_until(lambda: bool(self._done) or len(self._ended) >= started)
-        with self._lock:
-            if not self._done:
-                return None
-            task = self._done.popleft()
-            self._room += 1
-            if self._waiting_for_room:
-                self._room_freed.notify()
-            return task
+        while True:
+            with self._lock:
+                if self._done:
+                    task = self._done.popleft()
+                    self._room += 1
+                    if self._waiting_for_room:
+                        self._room_freed.notify()
+                    return task
+                if len(self._ended) >= started:
+                    return None
+            self._sleep_until(lambda: bool(self._done) or len(self._ended) >= started)
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
@@ -929,10 +943,9 @@ def _work(workers: Workers[Result], number: int) -> None:
     workers.begin()
     runner = InThisThread(workers, number)
     # Looked up once: this loop runs once per task.
-    take, run, failures = workers.take, runner.run, workers.failures
+    run, failures = runner.run, workers.failures
     try:
-        finished: Task[Result] | None = None
-        while (task := take(number, finished)) is not None:
+        for task in workers.take(number):
             try:
                 failed = run(task)
             except BaseException as panic:
@@ -949,7 +962,6 @@ def _work(workers: Workers[Result], number: int) -> None:
                 failures.append(None)
                 if len(failures) >= workers.max_errors:
                     workers.reached_max_errors()
-            finished = task
     finally:
         runner.close()
         workers.end(number)
