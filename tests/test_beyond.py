@@ -646,6 +646,29 @@ def test_a_panic_in_iteration_is_raised_after_the_panicking_task_is_yielded() ->
     assert pool.stopped is not None and pool.stopped.reason is StopReason.PANIC
 
 
+def test_a_ctrl_c_inside_thread_start_is_a_ctrl_c_not_a_refused_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-C can land inside the Condition.wait() that Thread.start() makes, between its release
+    # of the lock and its try block; the `with` around it then raises RuntimeError("release
+    # unlocked lock") with the KeyboardInterrupt as context. Made to happen here on purpose.
+    start = threading.Thread.start
+
+    def start_then_interrupted(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name == "worker-2":
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("release unlocked lock") from None
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    pool = Pool([Task(returns(n)) for n in range(10)], 3)
+    with pytest.raises(KeyboardInterrupt):
+        pool.run()
+    assert pool.stopped is not None and pool.stopped.reason is StopReason.INTERRUPTED
+
+
 # --- Reused objects and bad input. ---
 
 

@@ -69,6 +69,16 @@ def tasks():
         yield made[-1]
 
 pool = Pool(tasks(), 4)
+
+if sys.argv[3:] == ["main-blocks-sigint"]:
+    import signal
+
+    def block_sigint(signum, frame) -> None:
+        # Runs in the main thread: from now on the kernel gives SIGINT to a worker thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        say("main blocks SIGINT")
+
+    signal.signal(signal.SIGUSR1, block_sigint)
 try:
     if mode == "run":
         pool.run()
@@ -144,9 +154,9 @@ class Child:
 
 
 @contextmanager
-def child(mode: str, kind: str) -> Iterator[Child]:
+def child(mode: str, kind: str, *extra: str) -> Iterator[Child]:
     process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode, kind],
+        [sys.executable, "-c", CHILD, mode, kind, *extra],
         cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -179,6 +189,24 @@ def test_ctrl_c_stops_checkpointing_tasks_at_their_next_checkpoint_and_starts_no
     assert status == 130
     assert "interrupted: 4 finished, 4 cancelled" in running.said
     assert running.started() == [0, 1, 2, 3]
+    assert running.said[-1] == "workers alive: 0"
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_a_ctrl_c_that_a_worker_thread_receives_still_stops_the_pool(mode: str) -> None:
+    # The kernel may give a process's SIGINT to any thread that does not block it. Here main
+    # blocks it, so a worker gets it: CPython then runs the handler (KeyboardInterrupt) in main
+    # only when main next runs bytecode. A main asleep in a lock for good would never stop.
+    with child(mode, "checking", "main-blocks-sigint") as running:
+        for number in range(4):
+            running.read_until(f"start {number}")
+        running.process.send_signal(signal.SIGUSR1)
+        running.read_until("main blocks SIGINT")
+        running.process.send_signal(signal.SIGINT)
+        status = running.finish()
+
+    assert status == 130
+    assert "interrupted: 4 finished, 4 cancelled" in running.said
     assert running.said[-1] == "workers alive: 0"
 
 
