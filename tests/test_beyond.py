@@ -36,6 +36,14 @@ def no_thread_left_behind() -> Iterator[None]:
     assert set(threading.enumerate()) - before == set()
 
 
+@pytest.fixture(autouse=True)
+def wake_ups_are_not_covered_by_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Main also wakes every SIGNAL_CHECK_SECONDS, for signals a worker thread received (see
+    test_beyond_interrupts.py). Here no signal comes, so stretch that to a minute: a wake-up the
+    pool forgets then hangs the test instead of costing 50 ms unseen."""
+    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 60.0)
+
+
 def returns(value: int) -> Callable[[], int]:
     return lambda: value
 
