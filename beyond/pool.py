@@ -8,8 +8,9 @@ in constant memory, and finished tasks can be read as they finish (`for task in 
 What it builds on and changes: robust/pool.py, copied and extended, so that
 `diff robust/pool.py beyond/pool.py` is the list of what real use adds. The hand-off is the same
 for a list (a deque that workers pop from); a generator is read under a lock, one task at a time,
-and only by a worker that is free. The workers and main still meet only at one Condition, now on a
-re-entrant lock so that a signal handler may cancel the pool while main holds it. A task is still
+and only by a worker that is free. The workers and main still meet at one lock, now re-entrant so
+that a signal handler may cancel the pool while main holds it, and main now sleeps on a lock the
+workers release rather than in Condition.wait(), which a Ctrl-C can break. A task is still
 run in its worker's own thread, through one small seam (`InThisThread`) that another backend
 (processes, asyncio, a Dask cluster) can replace without touching the scheduling rules.
 
@@ -419,7 +420,7 @@ class Workers(Generic[Result]):
     handler does there is safe at any point main could be: it only sets the stop (first one wins),
     releases the locks that sleepers wait on (each once, as their flags say) and notifies workers
     waiting for room (Condition.notify tolerates a notify interrupted by a handler that notifies
-    too: CPython gh-92530, fixed in 3.11.1 and 3.12).
+    too: CPython gh-92530, whose fix 3.11.7 and 3.13 have).
     """
 
     def __init__(
