@@ -354,6 +354,9 @@ class Pool(Generic[Result]):
         happens when the generator is closed: at once in CPython when the loop drops it, or call
         its close() (`contextlib.closing`) if you keep it in a variable.
         """
+        if timeout is not None:
+            # Refused now, not at the loop's first step.
+            _check_seconds("timeout", timeout)
         return self._stream(timeout)
 
     def _stream(self, timeout: float | None) -> Generator[Task[Result], None, None]:

@@ -725,6 +725,7 @@ def test_a_pool_runs_once_whether_run_or_iterated(first: str, second: str) -> No
         (lambda: Task(returns(1), timeout=float("nan")), ValueError),
         (lambda: Task(returns(1), timeout="1"), TypeError),  # type: ignore[arg-type]
         (lambda: Pool([], 1).run(timeout=float("inf")), ValueError),
+        (lambda: Pool([], 1).stream(timeout=-1), ValueError),
     ],
     ids=[
         "zero-workers",
@@ -737,6 +738,7 @@ def test_a_pool_runs_once_whether_run_or_iterated(first: str, second: str) -> No
         "nan-timeout",
         "str-timeout",
         "endless-run-timeout",
+        "negative-stream-timeout",
     ],
 )
 def test_bad_input_is_refused_before_any_task_runs(
