@@ -20,10 +20,17 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+import beyond
 import errors_channel.pool
 import naive.pool
 from errors_channel.watchdog import DeadlockReport, Watchdog
-from plots.implementations import quiet
+from plots.implementations import (
+    MEMORY_RUNS,
+    check,
+    memory_run,
+    no_op,
+    quiet,
+)
 from robust import Pool, Task
 
 START = time.perf_counter()
@@ -99,11 +106,38 @@ def timeline(args: argparse.Namespace) -> None:
                 quiet,
                 error_capacity=args.error_capacity,
             )
-        else:
+        elif args.stage == "robust":
             work = recorded(odd, args.seconds)
             tasks = [Task(partial(work, job)) for job in range(1, args.jobs + 1)]
             Pool(tasks, args.workers).run()
+        else:
+            work = recorded(odd, args.seconds)
+            stage_4 = [beyond.Task(partial(work, job)) for job in range(1, args.jobs + 1)]
+            beyond.Pool(stage_4, args.workers, max_errors=args.max_errors).run()
     emit({"finished": now()})
+
+
+def memory_status(field: str) -> int:
+    """A VmRSS / VmHWM line of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field))
+
+
+def memory(args: argparse.Namespace) -> None:
+    run = memory_run(args.implementation)
+    # Linux: writing 5 to clear_refs resets the peak (VmHWM) to the current RSS, so the peak read
+    # afterwards is this run's own, not the imports'.
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    before = memory_status("VmRSS:")
+    started = time.perf_counter()
+    total = run(no_op, args.tasks, args.workers)
+    seconds = time.perf_counter() - started
+    peak = memory_status("VmHWM:")
+    # Every no-op returns job * 2: the sum of all of them says no job was lost or doubled.
+    if total != args.tasks * (args.tasks + 1):
+        check([], args.tasks, args.implementation)
+    emit({"peak_rss_growth": peak - before, "seconds": seconds})
 
 
 def main() -> None:
@@ -116,14 +150,23 @@ def main() -> None:
     cell.add_argument("--results-capacity", type=int, required=True)
     cell.add_argument("--workers", type=int, default=3)
     line = commands.add_parser("timeline", help="one stage's demo, timed")
-    line.add_argument("--stage", choices=["naive", "errors_channel", "robust"], required=True)
+    line.add_argument(
+        "--stage", choices=["naive", "errors_channel", "robust", "beyond"], required=True
+    )
     line.add_argument("--error-capacity", type=int, default=100)
     line.add_argument("--jobs", type=int, default=9)
     line.add_argument("--workers", type=int, default=3)
     line.add_argument("--seconds", type=float, default=0.3)
+    line.add_argument("--max-errors", type=int, default=None)
+    peak = commands.add_parser("memory", help="one run of no-op tasks, and its peak memory")
+    peak.add_argument("--implementation", choices=MEMORY_RUNS, required=True)
+    peak.add_argument("--tasks", type=int, required=True)
+    peak.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
     if args.command == "deadlock-cell":
         deadlock_cell(args)
+    elif args.command == "memory":
+        memory(args)
     else:
         timeline(args)
 

@@ -32,7 +32,10 @@ COLOURS = {
     "naive": "#9ecae1",
     "errors_channel": "#4292c6",
     "robust": "#08306b",
+    "beyond": "#e7298a",
+    "beyond, streamed": "#e7298a",
     "ThreadPoolExecutor.map": "#e6550d",
+    "ThreadPoolExecutor.map, buffersize": "#fdae6b",
     "asyncio (TaskGroup + Semaphore)": "#31a354",
     "multiprocessing map, chunksize 1": "#756bb1",
     "multiprocessing map, 4 chunks/worker": "#bcbddc",
@@ -446,6 +449,70 @@ def draw_failures(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     finish(figure, meta, path)
 
 
+def draw_memory(rows: list[Row], meta: dict[str, object], path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    groups = grouped(rows, "implementation", "tasks")
+    for name in dict.fromkeys(row["implementation"] for row in rows):
+        counts = sorted({int(t) for (n, t) in groups if n == name})
+        stats = [
+            spread(float(r["peak_rss_growth_mib"]) for r in groups[(name, str(t))]) for t in counts
+        ]
+        axes.errorbar(
+            counts,
+            [max(s[0], 0.1) for s in stats],
+            yerr=[[s[1] for s in stats], [s[2] for s in stats]],
+            label=name,
+            color=COLOURS.get(name),
+            marker="o",
+            markersize=4,
+            capsize=3,
+            linewidth=2.2 if name.startswith("beyond") else 1.4,
+        )
+    axes.axhline(
+        16, color=COLOURS["beyond"], linewidth=1, linestyle="--", label="beyond's target: 16 MiB"
+    )
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel(f"no-op tasks in the run (log scale), {rows[0]['workers']} workers")
+    axes.set_ylabel("peak resident memory added by the run, MiB (log scale)")
+    title = "Memory: what a run of n tasks holds at its peak"
+    if not meta.get("map_buffersize"):
+        title += f"\n(map with buffersize needs Python 3.14; absent on {meta['python']})"
+    axes.set_title(title)
+    figure.legend(fontsize=8, loc="outside right upper")
+    finish(figure, meta, path)
+
+
+def draw_stop(rows: list[Row], meta: dict[str, object], path: Path) -> None:
+    by_name = grouped(rows, "implementation")
+    names = [name for (name,) in by_name]
+    points = [
+        spread(float(r["task_durations_after_nth_failure"]) for r in by_name[(n,)]) for n in names
+    ]
+    figure, axes = plt.subplots(figsize=(8, 3.2), layout="constrained")
+    axes.barh(
+        names,
+        [p[0] for p in points],
+        xerr=[[p[1] for p in points], [p[2] for p in points]],
+        color=[COLOURS.get(name, "#999999") for name in names],
+        capsize=3,
+    )
+    for y, (median, _, above) in enumerate(points):
+        axes.text(median + above + 0.1, y, f"{median:.2f}", va="center", fontsize=8)
+    axes.axvline(1.0, color="#999999", linestyle="--", linewidth=1, label="one task duration")
+    axes.legend(fontsize=8, loc="lower right")
+    first = rows[0]
+    axes.set_xlabel(
+        f"time from the {first['max_errors']}th failure to run() returning, in task durations"
+        f" ({float(first['task_seconds']) * 1000:.0f} ms)"
+    )
+    axes.set_title(
+        f"Stopping at {first['max_errors']} errors: {first['tasks']} tasks, every second one "
+        f"failing, {first['workers']} workers"
+    )
+    finish(figure, meta, path)
+
+
 DRAWERS: dict[str, Callable[[list[Row], dict[str, object], Path], None]] = {
     "dispatch": draw_dispatch,
     "io": draw_io,
@@ -453,6 +520,8 @@ DRAWERS: dict[str, Callable[[list[Row], dict[str, object], Path], None]] = {
     "deadlock_map": draw_deadlock_map,
     "timeline": draw_timelines,
     "failures": draw_failures,
+    "memory": draw_memory,
+    "stop": draw_stop,
 }
 
 

@@ -9,6 +9,7 @@ refused (`WrongResults`) before its time is recorded.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import multiprocessing
 import threading
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+import beyond
 import errors_channel.pool
 import naive.pool
 from robust import Pool, Task
@@ -150,6 +152,19 @@ def run_robust(work: Workload, job_count: int, workers: int) -> list[int]:
     return [task.result for task in pool.tasks if task.result is not None]
 
 
+def run_beyond(work: Workload, job_count: int, workers: int) -> list[int]:
+    """Stage 4 as a stage-3 user would call it: a list of tasks, run(), then walk them."""
+    call = work.call
+    pool = beyond.Pool(
+        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)], workers
+    )
+    pool.run()
+    for task in pool.tasks:
+        if task.err is not None:
+            raise WrongResults(f"beyond: a task failed: {task.err!r}")
+    return [task.result for task in pool.tasks if task.result is not None]
+
+
 def run_thread_pool_executor(work: Workload, job_count: int, workers: int) -> list[int]:
     with ThreadPoolExecutor(max_workers=workers) as executor:
         return list(executor.map(work.call, range(1, job_count + 1)))
@@ -207,6 +222,7 @@ STATIC_THREADS = Contender("hand-written threads, static split", run_static_thre
 NAIVE = Contender("naive", run_naive, "threads")
 ERRORS_CHANNEL = Contender("errors_channel", run_errors_channel, "threads")
 ROBUST = Contender("robust", run_robust, "threads")
+BEYOND = Contender("beyond", run_beyond, "threads")
 THREAD_POOL_EXECUTOR = Contender("ThreadPoolExecutor.map", run_thread_pool_executor, "threads")
 ASYNCIO = Contender("asyncio (TaskGroup + Semaphore)", run_asyncio, "event loop")
 PROCESSES_CHUNK_1 = Contender(
@@ -216,5 +232,55 @@ PROCESSES_CHUNKED = Contender(
     "multiprocessing map, 4 chunks/worker", run_processes_chunked, "processes"
 )
 
-STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST)
+STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST, BEYOND)
+
+
+# --- Memory: how much a run of n tasks holds at its peak. Each consumes results as it can. ---
+
+
+def memory_robust(call: Callable[[int], int], job_count: int, workers: int) -> int:
+    """Stage 3: every task exists before the run, and stays in pool.tasks."""
+    pool = Pool([Task(partial(call, job)) for job in range(1, job_count + 1)], workers)
+    pool.run()
+    return sum(task.result or 0 for task in pool.tasks)
+
+
+def memory_beyond_streamed(call: Callable[[int], int], job_count: int, workers: int) -> int:
+    """Stage 4: tasks made by a generator as workers take them, read as they finish."""
+    tasks = (beyond.Task(partial(call, job)) for job in range(1, job_count + 1))
+    return sum(task.result or 0 for task in beyond.Pool(tasks, workers))
+
+
+def memory_thread_pool_executor(call: Callable[[int], int], job_count: int, workers: int) -> int:
+    """map() submits every job before it yields the first result: a Future per job."""
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        return sum(executor.map(call, range(1, job_count + 1)))
+
+
+def memory_thread_pool_executor_buffered(
+    call: Callable[[int], int], job_count: int, workers: int
+) -> int:
+    """map(buffersize=...), Python 3.14+: at most that many jobs submitted ahead."""
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        mapped = executor.map(call, range(1, job_count + 1), buffersize=workers)  # type: ignore[call-arg,unused-ignore]
+        return sum(mapped)
+
+
+MEMORY_RUNS = {
+    "robust": memory_robust,
+    "beyond, streamed": memory_beyond_streamed,
+    "ThreadPoolExecutor.map": memory_thread_pool_executor,
+    "ThreadPoolExecutor.map, buffersize": memory_thread_pool_executor_buffered,
+}
+
+
+def has_map_buffersize() -> bool:
+    """Executor.map takes buffersize from Python 3.14 on."""
+    return "buffersize" in inspect.signature(ThreadPoolExecutor.map).parameters
+
+
+def memory_run(name: str) -> Callable[[Callable[[int], int], int, int], int]:
+    return MEMORY_RUNS[name]
+
+
 PEERS = (THREAD_POOL_EXECUTOR, ASYNCIO, PROCESSES_CHUNK_1, PROCESSES_CHUNKED)

@@ -18,18 +18,22 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
+import beyond
 from plots.failures import CONTENDERS as FAILURE_CONTENDERS
 from plots.failures_measure import go_packages, measure_failures
 from plots.golang import GoPrograms, go_programs, pool_contender
 from plots.implementations import (
     LOOP,
+    MEMORY_RUNS,
     NO_OP,
     PEERS,
     PROCESSES_CHUNK_1,
@@ -43,8 +47,10 @@ from plots.implementations import (
     Workload,
     check,
     cpu_workload,
+    has_map_buffersize,
     iterations_for,
 )
+from robust import Pool, Task
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # For CPU-bound work, one thread pool of each kind is enough to show the GIL, beside processes.
@@ -78,8 +84,24 @@ class Sizes:
     failures_job_seconds: float
     failures_sigint_job_seconds: float
     failures_parallel_runs: int
+    # Tasks per run for the memory figure; each point is its own process.
+    memory_tasks: tuple[int, ...] = (10_000, 100_000)
+    memory_repeats: int = 2
+    # The stop benchmark: tasks of this many seconds, every second one failing.
+    stop_task_seconds: float = 0.05
+    stop_tasks: int = 40
+    stop_max_errors: int = 5
     benchmarks: tuple[str, ...] = field(
-        default=("dispatch", "io", "cpu", "deadlock_map", "timeline", "failures")
+        default=(
+            "dispatch",
+            "io",
+            "cpu",
+            "deadlock_map",
+            "timeline",
+            "failures",
+            "memory",
+            "stop",
+        )
     )
 
     @staticmethod
@@ -119,6 +141,8 @@ class Sizes:
             io_max_processes=64,
             cpu_workers=(1, 2, 3, 4, 5, 6, 7, 8),
             cpu_tasks=256,
+            memory_tasks=(10_000, 30_000, 100_000, 300_000, 1_000_000),
+            memory_repeats=3,
         )
 
     @staticmethod
@@ -142,9 +166,22 @@ class Sizes:
             timeline_work_seconds=0.02,
             failures_job_seconds=0.02,
             failures_sigint_job_seconds=0.05,
+            memory_tasks=(1_000,),
+            memory_repeats=1,
+            stop_task_seconds=0.01,
+            stop_tasks=12,
+            stop_max_errors=2,
             # The failure matrix waits out its hangs, which takes seconds whatever the sizes:
             # tests/test_failures.py measures it on its own, so the smoke test leaves it out.
-            benchmarks=("dispatch", "io", "cpu", "deadlock_map", "timeline"),
+            benchmarks=(
+                "dispatch",
+                "io",
+                "cpu",
+                "deadlock_map",
+                "timeline",
+                "memory",
+                "stop",
+            ),
         )
 
 
@@ -361,6 +398,8 @@ TIMELINE_RUNS = (
     ("errors_channel", ["--stage", "errors_channel"]),
     ("errors_channel, error capacity 1", ["--stage", "errors_channel", "--error-capacity", "1"]),
     ("robust", ["--stage", "robust"]),
+    ("beyond", ["--stage", "beyond"]),
+    ("beyond, max_errors 3", ["--stage", "beyond", "--max-errors", "3"]),
 )
 
 
@@ -420,6 +459,114 @@ def measure_timelines(sizes: Sizes) -> list[dict[str, object]]:
     return rows
 
 
+MEMORY_WORKERS = 4
+
+
+def measure_memory(sizes: Sizes) -> list[dict[str, object]]:
+    """6. Peak resident memory a run of n no-op tasks adds, n from 1e4 up; a fresh process each.
+
+    map(buffersize=...) exists from Python 3.14 on; on an older Python it is left out (and the
+    figure says so).
+    """
+    names = [
+        name
+        for name in MEMORY_RUNS
+        if has_map_buffersize() or name != "ThreadPoolExecutor.map, buffersize"
+    ]
+    plan = [
+        (repeat, name, tasks)
+        for repeat in range(1, sizes.memory_repeats + 1)
+        for tasks in sizes.memory_tasks
+        for name in names
+    ]
+    progress = Progress("memory", len(plan), sum(tasks for _, _, tasks in plan))
+    rows: list[dict[str, object]] = []
+    for repeat, name, tasks in plan:
+        arguments = ["memory", "--implementation", name, "--tasks", str(tasks)]
+        status, records = child_records(
+            [*arguments, "--workers", str(MEMORY_WORKERS)], timeout=600.0
+        )
+        if status != 0 or len(records) != 1:
+            raise RuntimeError(f"memory run {name} x{tasks} failed: {records}")
+        (record,) = records
+        rows.append(
+            {
+                "implementation": name,
+                "tasks": tasks,
+                "workers": MEMORY_WORKERS,
+                "repeat": repeat,
+                "peak_rss_growth_mib": int(str(record["peak_rss_growth"])) / 2**20,
+                "seconds": record["seconds"],
+            }
+        )
+        progress.step(f"{name} x{tasks}", tasks)
+    return rows
+
+
+STOP_STAGES = ("robust", "beyond")
+
+
+def stop_run(stage: str, sizes: Sizes, workers: int) -> tuple[float, float]:
+    """One run where every second task fails: (seconds from the max_errors-th failure to run()
+    returning, seconds the run took). robust runs everything and the caller stops afterwards, as
+    the post's caller does; beyond stops itself."""
+    raised: list[float] = []
+    raising = threading.Lock()
+
+    def job(number: int) -> int:
+        time.sleep(sizes.stop_task_seconds)
+        if number % 2:
+            with raising:
+                raised.append(time.perf_counter())
+            raise ValueError(f"job {number} failed")
+        return number
+
+    jobs = range(1, sizes.stop_tasks + 1)
+    started = time.perf_counter()
+    if stage == "robust":
+        Pool([Task(partial(job, number)) for number in jobs], workers).run()
+    else:
+        pool = beyond.Pool(
+            [beyond.Task(partial(job, number)) for number in jobs],
+            workers,
+            max_errors=sizes.stop_max_errors,
+        )
+        pool.run()
+        if pool.stopped is None or pool.stopped.reason is not beyond.StopReason.MAX_ERRORS:
+            raise RuntimeError(f"beyond did not stop at max_errors: {pool.stopped}")
+    returned = time.perf_counter()
+    if len(raised) < sizes.stop_max_errors:
+        raise RuntimeError(f"{stage}: only {len(raised)} failures")
+    return returned - sorted(raised)[sizes.stop_max_errors - 1], returned - started
+
+
+def measure_stop(sizes: Sizes) -> list[dict[str, object]]:
+    """7. From the N-th failure to run() returning, in task durations: robust (every task runs,
+    the caller gives up afterwards) against beyond (max_errors stops the pool)."""
+    workers = 4
+    # Interleaved, as everywhere: robust, beyond, robust, beyond...
+    plan = [(repeat, stage) for repeat in range(1, sizes.repeats + 1) for stage in STOP_STAGES]
+    progress = Progress("stop", len(plan))
+    rows: list[dict[str, object]] = []
+    for repeat, stage in plan:
+        after_failure, seconds = stop_run(stage, sizes, workers)
+        rows.append(
+            {
+                "implementation": stage,
+                "workers": workers,
+                "tasks": sizes.stop_tasks,
+                "max_errors": sizes.stop_max_errors,
+                "task_seconds": sizes.stop_task_seconds,
+                "repeat": repeat,
+                "seconds_after_nth_failure": after_failure,
+                "task_durations_after_nth_failure": after_failure / sizes.stop_task_seconds,
+                "seconds": seconds,
+            }
+        )
+        progress.step(stage)
+    return rows
+
+
 def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
     if not rows:
         raise ValueError(f"no rows for {path.name}")
@@ -452,6 +599,7 @@ def metadata(sizes: Sizes) -> dict[str, object]:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "mode": sizes.mode,
         "sizes": asdict(sizes),
+        "map_buffersize": has_map_buffersize(),
     }
 
 
@@ -502,6 +650,8 @@ def measure_all(
                 lambda steps: Progress("failures", steps),
                 go=go or GoPrograms(None, {}, {}, "Go left out of this run"),
             ),
+            "memory": lambda: measure_memory(sizes),
+            "stop": lambda: measure_stop(sizes),
         }
         for name in sizes.benchmarks:
             about = metadata(sizes)

@@ -56,6 +56,18 @@ EXPECTED_COLUMNS = {
         "seconds",
     ],
     "timeline": ["run", "worker", "job", "start", "end", "kind"],
+    "memory": ["implementation", "tasks", "workers", "repeat", "peak_rss_growth_mib", "seconds"],
+    "stop": [
+        "implementation",
+        "workers",
+        "tasks",
+        "max_errors",
+        "task_seconds",
+        "repeat",
+        "seconds_after_nth_failure",
+        "task_durations_after_nth_failure",
+        "seconds",
+    ],
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,0 +1,389 @@
+"""Stage 4 under real signals, each in a child process: Ctrl-C during run() and during iteration
+tells the running tasks (they stop at their next checkpoint), waits for them, and leaves no thread;
+a signal handler may cancel the pool, even while main holds the pool's lock.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+# The child: 20 tasks on 4 workers, from a generator. Each task says when it starts, then runs
+# until the parent releases it by writing its number on the child's stdin, then says it is done.
+# "checking" tasks call checkpoint() while they wait, so a cancel stops them there; "deaf" tasks
+# never check, so the pool can only wait for them. The parent decides when each task ends, so no
+# test here depends on how fast the machine is. The child ends by counting its workers still alive.
+CHILD = r"""
+import os, sys, threading, time
+from beyond import Cancelled, Pool, Task, checkpoint
+
+mode, kind = sys.argv[1], sys.argv[2]
+released = [threading.Event() for _ in range(21)]
+body_released = threading.Event()
+
+def listen() -> None:
+    for line in sys.stdin:
+        if line.strip() == "body":
+            body_released.set()
+        elif line.strip() == "alive?":
+            say(f"alive {sum(t.name.startswith('worker-') for t in threading.enumerate())}")
+        elif line.strip() == "stopped?":
+            say(f"stopped {pool.stopped is not None}")
+        else:
+            released[int(line)].set()
+
+threading.Thread(target=listen, name="listener", daemon=True).start()
+
+def say(line: str) -> None:
+    # One os.write per line: a write this short to a pipe is atomic, whereas sys.stdout (a
+    # TextIOWrapper) can lose a line written by two threads at once.
+    os.write(1, (line + "\n").encode())
+
+def task(number: int):
+    def run() -> int:
+        say(f"start {number}")
+        if kind == "checking":
+            while not released[number].is_set():
+                checkpoint()
+                released[number].wait(0.001)
+        else:
+            released[number].wait()
+        say(f"done {number}")
+        return number
+    return run
+
+made = []
+
+def tasks():
+    for number in range(20):
+        made.append(Task(task(number)))
+        yield made[-1]
+
+pool = Pool(tasks(), 4)
+
+if sys.argv[3:] == ["main-blocks-sigint"]:
+    import signal
+
+    def block_sigint(signum, frame) -> None:
+        # Runs in the main thread: from now on the kernel gives SIGINT to a worker thread.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        say("main blocks SIGINT")
+
+    signal.signal(signal.SIGUSR1, block_sigint)
+try:
+    if mode == "run":
+        pool.run()
+    else:
+        for finished in pool:
+            say(f"yielded {finished.result}")
+            if mode == "stream-body":
+                # The loop's body is busy (Ctrl-C lands here, not in the pool).
+                body_released.wait()
+except KeyboardInterrupt:
+    finished = [task for task in made if task.finished]
+    cancelled = sum(isinstance(task.err, Cancelled) for task in finished)
+    say(f"interrupted: {len(finished)} finished, {cancelled} cancelled")
+    workers = [t.name for t in threading.enumerate() if t.name.startswith("worker-")]
+    say(f"workers alive: {len(workers)}")
+    raise SystemExit(130)
+say("not interrupted")
+"""
+
+
+class Child:
+    """The child above, and a line-by-line view of what it says."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.said: list[str] = []
+
+    def read_until(self, line: str) -> None:
+        assert self.process.stdout is not None
+        while line not in self.said:
+            said = self.process.stdout.readline()
+            if not said:
+                raise AssertionError(f"the child ended before saying {line!r}: {self.said}")
+            self.said.append(said.rstrip("\n"))
+
+    def release(self, *numbers: int | str) -> None:
+        assert self.process.stdin is not None
+        for number in numbers:
+            self.process.stdin.write(f"{number}\n")
+        self.process.stdin.flush()
+
+    def ask_until(self, question: str, answer: str) -> None:
+        """Ask the child's listener `question` until it answers `answer` (polling, but nothing
+        depends on how soon it does)."""
+        assert self.process.stdout is not None
+        prefix = answer.split()[0] + " "
+        while True:
+            self.release(question)
+            while not (said := self.process.stdout.readline()).startswith(prefix):
+                if not said:
+                    raise AssertionError(f"the child ended: {self.said}")
+                self.said.append(said.rstrip("\n"))
+            if said.strip() == answer:
+                return
+            time.sleep(0.01)
+
+    def wait_until_workers_alive(self, count: int) -> None:
+        """A worker ends only after its task has finished: how the parent knows a task is over."""
+        self.ask_until("alive?", f"alive {count}")
+
+    def finish(self) -> int:
+        """Read the rest of what the child says, up to its exit (see child() for the backstop).
+
+        Read through the same file object as read_until: communicate() would read the pipe
+        itself and lose whatever readline() had already buffered.
+        """
+        assert self.process.stdout is not None
+        self.said += [line.rstrip("\n") for line in self.process.stdout]
+        return self.process.wait()
+
+    def started(self) -> list[int]:
+        return sorted(int(line.split()[1]) for line in self.said if line.startswith("start "))
+
+
+@contextmanager
+def child(mode: str, kind: str, *extra: str) -> Iterator[Child]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode, kind, *extra],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    # The backstop for a child that hangs: killed after 30 s, it ends its output, so every read
+    # above returns and the test fails on what the child said (or did not).
+    backstop = threading.Timer(30, process.kill)
+    backstop.start()
+    try:
+        yield Child(process)
+    finally:
+        backstop.cancel()
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_ctrl_c_stops_checkpointing_tasks_at_their_next_checkpoint_and_starts_no_more(
+    mode: str,
+) -> None:
+    # Nothing is ever released: the four running tasks can only end by seeing the cancel at a
+    # checkpoint. A pool that did not tell them would wait forever (the communicate timeout).
+    with child(mode, "checking") as running:
+        for number in range(4):
+            running.read_until(f"start {number}")
+        running.process.send_signal(signal.SIGINT)
+        status = running.finish()
+
+    assert status == 130
+    assert "interrupted: 4 finished, 4 cancelled" in running.said
+    assert running.started() == [0, 1, 2, 3]
+    assert running.said[-1] == "workers alive: 0"
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_a_ctrl_c_that_a_worker_thread_receives_still_stops_the_pool(mode: str) -> None:
+    # The kernel may give a process's SIGINT to any thread that does not block it. Here main
+    # blocks it, so a worker gets it: CPython then runs the handler (KeyboardInterrupt) in main
+    # only when main next runs bytecode. A main asleep in a lock for good would never stop.
+    with child(mode, "checking", "main-blocks-sigint") as running:
+        for number in range(4):
+            running.read_until(f"start {number}")
+        running.process.send_signal(signal.SIGUSR1)
+        running.read_until("main blocks SIGINT")
+        running.process.send_signal(signal.SIGINT)
+        status = running.finish()
+
+    assert status == 130
+    assert "interrupted: 4 finished, 4 cancelled" in running.said
+    assert running.said[-1] == "workers alive: 0"
+
+
+def test_ctrl_c_in_the_loops_body_stops_the_pool_when_the_loop_is_left() -> None:
+    with child("stream-body", "checking") as running:
+        for number in range(4):
+            running.read_until(f"start {number}")
+        running.release(0)
+        running.read_until("yielded 0")
+        # The loop's body is busy now; Ctrl-C lands there, the loop is left, and the generator
+        # is closed on the way out: that must cancel the three running tasks and wait for them.
+        running.process.send_signal(signal.SIGINT)
+        status = running.finish()
+
+    assert status == 130
+    started = running.started()
+    # Task 4 may have started as task 0 finished; nothing after the signal.
+    assert started in ([0, 1, 2, 3], [0, 1, 2, 3, 4])
+    assert f"interrupted: {len(started)} finished, {len(started) - 1} cancelled" in running.said
+    assert running.said[-1] == "workers alive: 0"
+
+
+def ctrl_c(running: Child) -> None:
+    """A real SIGINT, and wait until the child's pool has stopped (main took the signal)."""
+    running.process.send_signal(signal.SIGINT)
+    running.ask_until("stopped?", "stopped True")
+
+
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_ctrl_c_waits_for_tasks_that_never_check_and_starts_no_new_one(mode: str) -> None:
+    with child(mode, "deaf") as running:
+        for number in range(4):
+            running.read_until(f"start {number}")
+        ctrl_c(running)
+        running.release(0, 1, 2, 3)
+        status = running.finish()
+
+    assert status == 130
+    assert "interrupted: 4 finished, 0 cancelled" in running.said
+    assert running.started() == [0, 1, 2, 3]
+    assert running.said[-1] == "workers alive: 0"
+
+
+def test_a_second_ctrl_c_stops_the_wait_but_the_running_task_still_finishes_before_exit() -> None:
+    with child("run", "deaf") as running:
+        for number in range(4):
+            running.read_until(f"start {number}")
+        ctrl_c(running)
+        running.release(1, 2, 3)
+        for number in (1, 2, 3):
+            running.read_until(f"done {number}")
+        # Tasks 1-3 have returned once their workers have ended (after the first Ctrl-C, no
+        # worker takes another task): only task 0's worker is left.
+        running.wait_until_workers_alive(1)
+        # The second Ctrl-C: run() stops waiting for task 0 and re-raises at once...
+        running.process.send_signal(signal.SIGINT)
+        running.read_until("interrupted: 3 finished, 0 cancelled")
+        # ...but task 0's worker is not a daemon, so the interpreter waits for it at exit.
+        running.release(0)
+        status = running.finish()
+
+    assert status == 130
+    assert running.said.index("done 0") > running.said.index("interrupted: 3 finished, 0 cancelled")
+    assert running.started() == [0, 1, 2, 3]
+
+
+# A signal handler that cancels the pool, raised by main itself while it holds the pool's lock:
+# CPython runs the handler in main right after raise_signal returns, inside the `with`. With a
+# plain Lock the handler would wait for main, which waits for the handler: a hang.
+HANDLER = r"""
+import signal, sys, threading
+from beyond import Cancelled, Pool, Task, current_token
+
+started = threading.Barrier(3)
+
+def waits_for_cancel() -> int:
+    started.wait()
+    current_token().sleep(60)
+    return 0
+
+pool = Pool([Task(waits_for_cancel) for _ in range(2)] + [Task(lambda: 1) for _ in range(5)], 2)
+signal.signal(signal.SIGUSR1, lambda signum, frame: pool.cancel())
+runner = threading.Thread(target=pool.run)
+runner.start()
+started.wait()
+if sys.argv[1] == "while-main-holds-the-lock":
+    with pool._workers._lock:
+        signal.raise_signal(signal.SIGUSR1)
+        print("handler ran inside the lock:", pool.stopped is not None, flush=True)
+else:
+    print("waiting for the signal", flush=True)
+# The handler runs in main while it waits here (a join that is not interrupted by an exception is
+# fine; the handler does not raise).
+runner.join()
+print(pool.stopped.reason.name, [type(task.err).__name__ for task in pool.tasks])
+"""
+
+
+@pytest.mark.parametrize("when", ["from-outside", "while-main-holds-the-lock"])
+def test_a_signal_handler_can_cancel_the_pool(when: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HANDLER, when],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().strip()
+        if when == "from-outside":
+            assert first == "waiting for the signal"
+            process.send_signal(signal.SIGUSR1)
+        else:
+            assert first == "handler ran inside the lock: True"
+        rest, _ = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        process.wait()
+
+    assert process.returncode == 0
+    outcomes = ["Cancelled"] * 2 + ["NoneType"] * 5
+    assert rest.strip() == f"CANCELLED {outcomes}"
+
+
+# A child that may only map a little more memory than it has: each thread's stack needs address
+# space, so the system refuses a new thread after a handful (as in stage 3's test).
+LIMITED = r"""
+import resource, sys, threading
+
+def vm_size() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (64 << 20), resource.RLIM_INFINITY))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("how", ["run", "stream"])
+def test_a_thread_the_system_refuses_stops_the_pool_and_says_how_many_started(how: str) -> None:
+    program = (
+        LIMITED
+        + r"""
+import time
+from beyond import Pool, Task
+
+def job(number: int):
+    def run() -> int:
+        time.sleep(0.05)
+        return number
+    return run
+
+pool = Pool([Task(job(number)) for number in range(500)], 500)
+try:
+    if sys.argv[1] == "run":
+        pool.run()
+    else:
+        list(pool)
+except RuntimeError as error:
+    print(error)
+print(pool.stopped.reason.name)
+print(sorted(thread.name for thread in threading.enumerate()))
+"""
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", program, how],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    message, reason, threads = completed.stdout.splitlines()
+    started = int(message.split()[3])
+    assert 1 <= started < 500
+    assert message == f"could start only {started} of 500 worker threads: can't start new thread"
+    assert reason == "INTERRUPTED"
+    assert threads == "['MainThread']"
