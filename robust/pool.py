@@ -29,6 +29,7 @@ Sample run (`python -m robust`):
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -159,7 +160,7 @@ class Pool(Generic[Result]):
             # Go: `p.wg.Wait()`. Each worker ends once the deque is empty and its last task has
             # returned.
             workers.wait_until_ended(started)
-        except BaseException as stop:
+        except BaseException as raised:
             # Ctrl-C (KeyboardInterrupt) lands in the main thread, here, or a thread could not be
             # started. Start no more tasks, let the running ones finish (a thread cannot be stopped
             # from outside), then pass the exception on. Every worker that took a task had begun
@@ -168,6 +169,9 @@ class Pool(Generic[Result]):
             pending.clear()
             workers.wait_until_none_running()
             workers.join_ended()
+            stop = _ctrl_c_behind(raised)
+            if stop is not raised:
+                raise stop from None
             if isinstance(stop, RuntimeError) and started < len(threads):
                 raise RuntimeError(
                     f"could start only {started} of {len(threads)} worker threads: {stop}"
@@ -184,36 +188,48 @@ class Workers:
     Why main never waits in Thread.join() while a worker runs: on CPython 3.11 and 3.12, a join()
     interrupted by Ctrl-C marks a thread that is still running as stopped (the except clause of
     Thread._wait_for_tstate_lock releases the running thread's lock and calls _stop()). The
-    interpreter then exits without waiting for it, and the task it runs is killed mid-run. A
-    Condition.wait() interrupted by Ctrl-C only removes its own waiter and re-raises, so main waits
-    on this Condition, and joins a thread only once it has said it ended (it then has no task left
-    to lose).
+    interpreter then exits without waiting for it, and the task it runs is killed mid-run.
+
+    Why not Condition.wait() either: it releases its lock (`_release_save()`) a step before its
+    `try` begins, and CPython runs a signal handler after any call returns, so a Ctrl-C landing
+    there leaves the lock released with no `finally` to take it back; the `with` around the wait
+    then fails to release it, and a RuntimeError replaces the KeyboardInterrupt. So main sleeps in
+    SimpleQueue.get(), one call in C with no such step: a Ctrl-C either ends the get() or comes
+    just after it, and either way main still knows where it is. Each worker that ends puts a token
+    after updating the counts, and main reads the counts before each get(), so a wake-up is never
+    lost, and a token lost to a Ctrl-C costs nothing. Main joins a thread only once it has said it
+    ended (it then has no task left to lose).
     """
 
     def __init__(self) -> None:
-        # Guards the fields below; main sleeps on it until they say what it waits for.
-        self._changed = threading.Condition()
+        # Guards the two fields below.
+        self._lock = threading.Lock()
         # Workers that have begun and not yet ended.
         self._running = 0
         self._ended: list[threading.Thread] = []
+        # One token per worker that has ended; main sleeps on it.
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
 
     def begin(self) -> None:
         """A worker, before it takes its first task."""
-        with self._changed:
+        with self._lock:
             self._running += 1
 
     def end(self) -> None:
         """A worker, after its last task, as the last thing it does."""
-        with self._changed:
+        with self._lock:
             self._running -= 1
             self._ended.append(threading.current_thread())
-            self._changed.notify_all()
+        self._wakeups.put(None)
 
     def wait_until_ended(self, count: int) -> None:
         """Main: wait until `count` workers have ended."""
-        with self._changed:
-            while len(self._ended) < count:
-                self._changed.wait()
+        wakeups = self._wakeups
+        while True:
+            with self._lock:
+                if len(self._ended) >= count:
+                    return
+            wakeups.get()
 
     def wait_until_none_running(self) -> None:
         """Main: wait until every worker that has begun has ended.
@@ -221,13 +237,16 @@ class Workers:
         A worker that has been started but not yet begun is not waited for: main calls this only
         once no task is left to take, so such a worker will take none and end by itself.
         """
-        with self._changed:
-            while self._running:
-                self._changed.wait()
+        wakeups = self._wakeups
+        while True:
+            with self._lock:
+                if not self._running:
+                    return
+            wakeups.get()
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
-        with self._changed:
+        with self._lock:
             ended = list(self._ended)
         for thread in ended:
             thread.join()
@@ -253,6 +272,24 @@ def _work(pending: deque[Task[Result]], panics: list[BaseException], workers: Wo
                 return
     finally:
         workers.end()
+
+
+def _ctrl_c_behind(error: BaseException) -> BaseException:
+    """The Ctrl-C that `error` replaced, if it did; else `error` itself.
+
+    Thread.start() waits on an Event, and CPython's Condition.wait() can lose its lock to a Ctrl-C
+    that lands as it takes the lock back (in `_acquire_restore`, before the lock is acquired). The
+    `with` around the wait then fails to release it, and "RuntimeError: release unlocked lock"
+    replaces the KeyboardInterrupt, which is left only as its context. That is a Ctrl-C, not a
+    thread the system refused.
+    """
+    if isinstance(error, RuntimeError):
+        context = error.__context__
+        while context is not None:
+            if isinstance(context, KeyboardInterrupt):
+                return context
+            context = context.__context__
+    return error
 
 
 def _claim(tasks: list[Task[Result]], pool: Pool[Result]) -> None:

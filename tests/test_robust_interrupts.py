@@ -4,10 +4,10 @@ that is still running, and a thread the system refuses stops the pool cleanly.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,40 +16,68 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 # The child: 20 tasks on 4 workers. Each task says when it starts, then runs (sleeping, or
-# computing and so holding the GIL) until the parent releases it by writing its number on the
-# child's stdin, then says it is done. The parent decides every task's length, so no test here
-# depends on how fast the machine is.
+# computing and so holding the GIL) until the parent releases it, then says it is done. The parent
+# decides every task's length, and asks the child where it is instead of waiting a while, so no
+# test here depends on how fast the machine is. What the parent can write on the child's stdin:
 #
-# "0 once main waits" releases task 0 only once the child's main thread is seen asleep in
-# Condition.wait with no other worker alive: a pool that is waiting for task 0 is in exactly that
-# state, and a pool that has given up on it never is (it exits and cuts task 0 off instead).
+# - "release N": task N may end.
+# - "release N after ctrl-c": task N may end once main has taken the Ctrl-C, that is once it waits
+#   in the pool's after-a-stop wait (Workers.wait_until_none_running), where it has stopped
+#   handing out tasks. So a task that starts after that is one started after the signal.
+# - "release N once main waits": task N may end only once main is seen waiting inside the pool
+#   (its innermost frame is in robust/pool.py) with no other worker alive. A pool that is waiting
+#   for task N is in exactly that state; a pool that has given up on it never is (it exits and
+#   cuts task N off instead).
+# - "workers K": the child answers "workers K" once exactly K worker threads are left.
 CHILD = r"""
 import sys, threading, time
 from robust import Pool, Task
 
 computing = sys.argv[1] == "compute"
 released = [threading.Event() for _ in range(20)]
-main_waits_first = threading.Event()
-
-def listen() -> None:
-    for line in sys.stdin:
-        number, *when = line.split(maxsplit=1)
-        if when:
-            main_waits_first.set()
-        released[int(number)].set()
-
-threading.Thread(target=listen, name="listener", daemon=True).start()
-
-def main_waits_for_task_0() -> bool:
-    others = [t for t in threading.enumerate() if t.name.startswith("worker-")]
-    frame = sys._current_frames()[threading.main_thread().ident]
-    return others == [threading.current_thread()] and (
-        frame.f_code is threading.Condition.wait.__code__
-    )
+main = threading.main_thread()
 
 def say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+def workers_alive() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("worker-")]
+
+def main_in(function: str) -> bool:
+    frame = sys._current_frames()[main.ident]
+    while frame is not None:
+        if frame.f_code.co_name == function and frame.f_code.co_filename.endswith("pool.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+def main_waits_for(number: int) -> bool:
+    frame = sys._current_frames()[main.ident]
+    return len(workers_alive()) == 1 and frame.f_code.co_filename.endswith("robust/pool.py")
+
+def when(condition, then) -> None:
+    def watch() -> None:
+        while not condition():
+            time.sleep(0.001)
+        then()
+    threading.Thread(target=watch, name="watcher", daemon=True).start()
+
+def listen() -> None:
+    for line in sys.stdin:
+        command, number, *rest = line.split(maxsplit=2)
+        if command == "workers":
+            count = int(number)
+            when(lambda: len(workers_alive()) == count, lambda: say(f"workers {count}"))
+        elif not rest:
+            released[int(number)].set()
+        elif rest[0].strip() == "after ctrl-c":
+            when(lambda: main_in("wait_until_none_running"), released[int(number)].set)
+        else:
+            n = int(number)
+            when(lambda: main_waits_for(n), released[n].set)
+
+threading.Thread(target=listen, name="listener", daemon=True).start()
 
 def task(number: int):
     def run() -> int:
@@ -60,8 +88,6 @@ def task(number: int):
                 total += 1
         else:
             released[number].wait()
-        while main_waits_first.is_set() and not main_waits_for_task_0():
-            time.sleep(0.001)
         say(f"done {number}")
         return number
     return run
@@ -91,17 +117,19 @@ class Child:
                 raise AssertionError(f"the child ended before saying {line!r}: {self.said}")
             self.said.append(said.rstrip("\n"))
 
-    def release(self, *numbers: int, once_main_waits: bool = False) -> None:
+    def tell(self, *lines: str) -> None:
         assert self.process.stdin is not None
-        for number in numbers:
-            self.process.stdin.write(f"{number}{' once main waits' if once_main_waits else ''}\n")
+        for line in lines:
+            self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
 
     def finish(self) -> int:
+        """Read everything else the child says until it exits; its exit status."""
         assert self.process.stdout is not None
-        rest, _ = self.process.communicate(timeout=30)
-        self.said += rest.splitlines()
-        return self.process.returncode
+        # Not communicate(): with stdin a pipe too, it reads the raw pipe and would lose lines
+        # that readline() has already buffered.
+        self.said += [line.rstrip("\n") for line in self.process.stdout]
+        return self.process.wait(timeout=30)
 
 
 @contextmanager
@@ -121,12 +149,8 @@ def child(kind: str) -> Iterator[Child]:
 
 
 def ctrl_c(running: Child) -> None:
-    """A real SIGINT, as the terminal sends for Ctrl-C, then a moment for the child to take it."""
+    """A real SIGINT, as the terminal sends for Ctrl-C."""
     running.process.send_signal(signal.SIGINT)
-    # Margin only for "no task starts after the signal": the child's main thread must get to run
-    # its signal handler before we let tasks 1-3 end (a pool that never stops starting tasks
-    # fails that check however long we wait). Task 0's fate does not depend on it.
-    time.sleep(0.5)
 
 
 @pytest.mark.parametrize("kind", ["sleep", "compute"])
@@ -135,14 +159,13 @@ def test_ctrl_c_waits_for_a_longer_task_still_running_and_starts_no_new_one(kind
     # running. A pool that waits in Thread.join() here (CPython 3.11, 3.12) marks task 0's worker
     # as stopped, re-raises once tasks 1-3 are done, and the process exits with task 0 cut off.
     with child(kind) as running:
-        running.read_until("start 0")
-        for number in (1, 2, 3):
+        for number in range(4):
             running.read_until(f"start {number}")
         ctrl_c(running)
-        running.release(1, 2, 3)
+        running.tell(*(f"release {number} after ctrl-c" for number in (1, 2, 3)))
         for number in (1, 2, 3):
             running.read_until(f"done {number}")
-        running.release(0, once_main_waits=True)
+        running.tell("release 0 once main waits")
         status = running.finish()
 
     assert status == 130
@@ -158,14 +181,15 @@ def test_a_second_ctrl_c_stops_the_wait_but_the_running_task_still_finishes_befo
         for number in range(4):
             running.read_until(f"start {number}")
         ctrl_c(running)
-        running.release(1, 2, 3)
-        for number in (1, 2, 3):
-            running.read_until(f"done {number}")
+        running.tell(*(f"release {number} after ctrl-c" for number in (1, 2, 3)))
+        # Tasks 1-3 have returned (their workers are gone), task 0 still runs.
+        running.tell("workers 1")
+        running.read_until("workers 1")
         # The second Ctrl-C: run() stops waiting for task 0 and re-raises at once...
-        running.process.send_signal(signal.SIGINT)
+        ctrl_c(running)
         running.read_until("interrupted: 3 of 20 tasks finished")
         # ...but task 0's worker is not a daemon, so the interpreter waits for it at exit.
-        running.release(0)
+        running.tell("release 0")
         status = running.finish()
 
     assert status == 130
@@ -254,3 +278,108 @@ runpy.run_module("robust", run_name="__main__")
     (line,) = completed.stderr.splitlines()
     assert line.startswith("python -m robust: error: could start only ")
     assert line.endswith(" of 500 worker threads: can't start new thread")
+
+
+# A real SIGINT (signal.raise_signal: the process's own handler runs, as for Ctrl-C) at every
+# point of main's run() where CPython 3.11 runs a signal handler: after each call into C returns
+# (the CALL instruction's eval-breaker check) and on entering each Python function (RESUME),
+# threading's own code included. A profile hook (main's only) counts those points and raises the
+# signal at the n-th; one run for each n. Left out: points inside Thread.start(), where a Ctrl-C can
+# wedge CPython's own locks whatever the pool does (see the README), and weakref callbacks, where
+# CPython prints a KeyboardInterrupt and drops it.
+SWEEP = r"""
+import json, signal, sys, threading, time
+from robust import Pool, Task
+
+START = threading.Thread.start.__code__
+
+def a_point(frame, event) -> bool:
+    if event not in ("call", "c_return") or frame.f_code.co_name == "_remove":
+        return False
+    while frame is not None:
+        if frame.f_code is START:
+            return False
+        frame = frame.f_back
+    return True
+
+def job(number: int, started: list[int]):
+    # Long enough that main is waiting for the workers, not done before it starts to.
+    def run() -> int:
+        started.append(number)
+        time.sleep(0.005)
+        return number
+    return run
+
+def points_in_one_run() -> int:
+    seen = [0]
+    def count(frame, event, arg):
+        if a_point(frame, event):
+            seen[0] += 1
+    sys.setprofile(count)
+    try:
+        Pool([Task(job(number, [])) for number in range(6)], 3).run()
+    finally:
+        sys.setprofile(None)
+    return seen[0]
+
+def ctrl_c_at(point: int) -> dict[str, object]:
+    seen = [0]
+    def hook(frame, event, arg):
+        if a_point(frame, event):
+            seen[0] += 1
+            if seen[0] == point:
+                signal.raise_signal(signal.SIGINT)
+    started: list[int] = []
+    tasks = [Task(job(number, started)) for number in range(6)]
+    before = set(threading.enumerate())
+    sys.setprofile(hook)
+    try:
+        try:
+            Pool(tasks, 3).run()
+            outcome = "finished"
+        finally:
+            sys.setprofile(None)
+    except KeyboardInterrupt:
+        outcome = "KeyboardInterrupt"
+    except BaseException as error:
+        outcome = repr(error)
+    started_when_raised = len(started)
+    # A worker started but not yet begun when main stopped waiting takes no task and ends by
+    # itself; a thread whose start() the signal cut short before it ran never runs at all.
+    left = [thread for thread in set(threading.enumerate()) - before if thread.ident is not None]
+    for thread in left:
+        thread.join(10)
+    return {
+        "point": point,
+        # Main wakes a varying number of times, so a late point may lie past this run's end.
+        "signalled": seen[0] >= point,
+        "outcome": outcome,
+        "lost_results": sum(task.finished and task.result is None for task in tasks),
+        "still_running": sum(thread.is_alive() for thread in left),
+        "started_after_run_returned": len(started) - started_when_raised,
+    }
+
+total = points_in_one_run()
+print(json.dumps({"points": total, "runs": [ctrl_c_at(point) for point in range(1, total + 1)]}))
+"""
+
+
+def test_a_real_sigint_at_every_point_of_the_pools_own_code_is_a_clean_ctrl_c() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", SWEEP],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    sweep = json.loads(completed.stdout)
+    runs = sweep["runs"]
+    assert sweep["points"] >= 50  # the sweep reached into the pool, not just past it
+    assert len(runs) == sweep["points"]
+    assert sum(run["signalled"] for run in runs) >= 50
+    for run in runs:
+        assert run["outcome"] == ("KeyboardInterrupt" if run["signalled"] else "finished"), run
+        assert (run["lost_results"], run["still_running"]) == (0, 0), run
+        assert run["started_after_run_returned"] == 0, run
