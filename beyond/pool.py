@@ -44,7 +44,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 Result = TypeVar("Result")
 
@@ -213,6 +213,10 @@ class Pool(Generic[Result]):
     were already past their last check as it landed.
 
     `overdue_grace`: seconds a task may run past its deadline before it is reported overdue.
+
+    `backend`: where the tasks run: "threads" (the default: each worker runs its tasks in its own
+    thread), or another backend from beyond/backends.py ("asyncio", "processes", a
+    dask.distributed Client). The scheduling rules above are the same for all of them.
     """
 
     def __init__(
@@ -222,7 +226,11 @@ class Pool(Generic[Result]):
         *,
         max_errors: int | None = None,
         overdue_grace: float = DEFAULT_OVERDUE_GRACE,
+        backend: object = "threads",
     ) -> None:
+        # Where the tasks run (beyond/backends.py). Resolved first: a backend whose extra is not
+        # installed is refused with one line saying what to install, before anything else.
+        self.backend: Backend = backend_for(backend)
         # Refuse bad input now, before any task runs. bool is an int to Python, but never meant.
         if not isinstance(concurrency, int) or isinstance(concurrency, bool):
             raise TypeError(f"concurrency must be an int, got {type(concurrency).__name__}")
@@ -942,10 +950,52 @@ class InThisThread:
         _here.runner = None
 
 
+class Runner(Protocol):
+    """What a backend gives each worker thread: InThisThread's three members."""
+
+    @property
+    def task(self) -> Task[Any] | None: ...
+
+    def run(self, task: Task[Any]) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Where a Pool's tasks run. A backend whose tasks run from worker threads (threads,
+    processes, a Dask cluster) gives each worker a Runner; see beyond/backends.py."""
+
+    name: str
+
+    def runner(self, workers: Workers[Any], number: int) -> Runner: ...
+
+
+class Threads:
+    """The default backend: each worker runs its tasks in its own thread (InThisThread)."""
+
+    name = "threads"
+
+    def runner(self, workers: Workers[Any], number: int) -> Runner:
+        return InThisThread(workers, number)
+
+
+THREADS = Threads()
+
+
+def backend_for(backend: object) -> Backend:
+    """The Backend that `Pool(backend=...)` names. The others live in beyond/backends.py, which is
+    imported only when one of them is asked for."""
+    if backend == "threads":
+        return THREADS
+    from beyond.backends import backend_for as other_backend
+
+    return other_backend(backend)
+
+
 def _work(workers: Workers[Result], number: int) -> None:
     """One worker: run tasks until there is none to take. Go: `for task := range tasksChan`."""
     workers.begin()
-    runner = InThisThread(workers, number)
+    runner = workers._pool.backend.runner(workers, number)
     # Looked up once: this loop runs once per task.
     run, failures = runner.run, workers.failures
     try:
