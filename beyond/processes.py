@@ -39,6 +39,7 @@ children never outlive run() or the loop over the pool.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import pickle
@@ -139,11 +140,13 @@ def make_backend(argument: object) -> Processes:
 
 
 class InAChildProcess:
-    """How a worker runs a task here: in its child process, started at its first task.
+    """How a worker runs a task here: in its child process.
 
-    Started lazily, not in __init__, so that a process that cannot be started (too many
-    processes, no memory) is an error on the task that needed it, and so that a worker that
-    takes no task (the pool was cancelled) starts none.
+    The child is started as the worker begins, before it takes a task, so that a task's timeout
+    (which runs from the take) does not pay for it; after a death or a kill, the next task starts
+    a fresh one, and its timeout does include that start. A start that fails is not raised here,
+    where it would end the worker thread without a word to the pool: the next task tries again,
+    and the error lands on that task.
     """
 
     __slots__ = ("_connection", "_context", "_process", "number", "workers")
@@ -154,6 +157,10 @@ class InAChildProcess:
         self._context: Any = backend.context
         self._process: BaseProcess | None = None
         self._connection: Connection | None = None
+        if workers.stopped is None:
+            # A failed start is tried again, and raised on its task, by the first task.
+            with contextlib.suppress(Exception):
+                self._start()
 
     @property
     def task(self) -> Task[Any] | None:
