@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.connection
 import pickle
+import select
 import signal
 import threading
 import time
@@ -217,17 +217,23 @@ class InAChildProcess:
     def _wait_for_reply(self, task: Task[Any], token: Token, connection: Connection) -> bytes:
         process = self._process
         assert process is not None
-        watched: list[Connection | int] = [connection, process.sentinel]
+        # poll() on the pipe and the process's sentinel (readable once it has exited): one system
+        # call per wake-up, with nothing built per call as multiprocessing.connection.wait does.
+        pipe = connection.fileno()
+        watched = select.poll()
+        watched.register(pipe, select.POLLIN)
+        watched.register(process.sentinel, select.POLLIN)
         workers = self.workers
         while True:
             deadline = token.deadline
             wait = CANCEL_CHECK_SECONDS
             if deadline is not None:
                 wait = min(wait, max(deadline - time.monotonic(), 0.0))
-            if multiprocessing.connection.wait(watched, wait):
-                # Either the reply, or the child's end (EOF once it died, with its sentinel).
-                # The reply wins when both are there: it was sent before the child ended.
-                if connection.poll(0):
+            ready = watched.poll(wait * 1000)
+            if ready:
+                # The reply, or the child's end: EOF on the pipe and its sentinel once it died. The
+                # reply wins when both are there: it was sent before the child ended.
+                if any(fd == pipe for fd, _ in ready):
                     try:
                         return connection.recv_bytes()
                     except (EOFError, OSError):

@@ -34,6 +34,7 @@ COLOURS = {
     "robust": "#08306b",
     "beyond": "#e7298a",
     "beyond, streamed": "#e7298a",
+    "beyond (processes)": "#7a0177",
     "ThreadPoolExecutor.map": "#e6550d",
     "ThreadPoolExecutor.map, buffersize": "#fdae6b",
     "asyncio (TaskGroup + Semaphore)": "#31a354",

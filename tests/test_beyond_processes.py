@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -62,16 +61,20 @@ def our_children() -> list[int]:
     """This process's children, less multiprocessing's own helpers (its forkserver and resource
     tracker, started once per program and shared by every user of multiprocessing)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for listing in Path("/proc/self/task").glob("*/children"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes()
+            pids = [int(pid) for pid in listing.read_text().split()]
         except OSError:
-            continue  # it exited while we looked
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            continue  # that thread ended while we looked
+        for pid in pids:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # it exited while we looked
             if b"multiprocessing.forkserver" in command or b"resource_tracker" in command:
                 continue
-            found.append(int(stat.parent.name))
+            if exists(pid):
+                found.append(pid)
     return found
 
 
@@ -135,30 +138,30 @@ def test_each_error_comes_back_on_its_task_with_its_remote_traceback() -> None:
     assert fine.result == 42
 
 
-@pytest.mark.parametrize(
-    ("fn", "says"),
-    [
-        (partial(tasks.exit_now, 7), "exited with status 7"),
-        (tasks.segfault, "killed by SIGSEGV (signal 11)"),
-        (tasks.kill_myself, "killed by SIGKILL (signal 9)"),
-    ],
-    ids=["os._exit", "segfault", "SIGKILL"],
-)
-def test_a_task_whose_process_dies_gets_an_error_saying_how_and_a_fresh_process_runs_the_rest(
-    fn: Callable[[], Any], says: str
-) -> None:
-    # One worker: the tasks after the death can only run if a fresh process replaced the dead one.
+def test_a_task_whose_process_dies_gets_an_error_saying_how_and_a_fresh_process_runs_the_rest() -> (
+    None
+):
+    # One worker: the tasks after each death can only run if a fresh process replaced the dead one.
     before: Task[Any] = Task(tasks.pid)
-    dies: Task[Any] = Task(fn)
+    exits: Task[Any] = Task(partial(tasks.exit_now, 7))
+    segfaults: Task[Any] = Task(tasks.segfault)
+    killed: Task[Any] = Task(tasks.kill_myself)  # SIGKILL, as the out-of-memory killer sends
     after: Task[Any] = Task(tasks.pid)
     more: list[Task[Any]] = [Task(partial(tasks.double, number)) for number in range(3)]
-    pool = Pool([before, dies, after, *more], 1, backend="processes")
+    pool = Pool([before, exits, segfaults, killed, after, *more], 1, backend="processes")
     run(pool)
-    assert isinstance(dies.err, WorkerDied)
-    assert says in str(dies.err)
-    assert "task " in str(dies.err) and "a fresh process takes the next task" in str(dies.err)
-    assert before.result != after.result
+    for task, says, exitcode, signalled in [
+        (exits, "exited with status 7", 7, None),
+        (segfaults, "killed by SIGSEGV (signal 11)", -signal.SIGSEGV, signal.SIGSEGV),
+        (killed, "killed by SIGKILL (signal 9)", -signal.SIGKILL, signal.SIGKILL),
+    ]:
+        assert isinstance(task.err, WorkerDied), task
+        assert says in str(task.err)
+        assert str(task.err).startswith(f"the worker process running task {task._name()} died")
+        assert str(task.err).endswith("a fresh process takes the next task")
+        assert (task.err.exitcode, task.err.signal) == (exitcode, signalled)
     assert isinstance(before.result, int) and not exists(before.result)
+    assert after.result not in (None, before.result)
     assert [task.result for task in more] == [0, 2, 4]
     # A crash is the task's failure, not the pool's: nothing stopped.
     assert pool.stopped is None
@@ -166,22 +169,15 @@ def test_a_task_whose_process_dies_gets_an_error_saying_how_and_a_fresh_process_
 
 def test_process_pool_executor_instead_breaks_on_one_crash() -> None:
     # The contrast the README states: one dead worker fails the pending futures too.
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
+    with ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("forkserver")
+    ) as ex:
         dies = ex.submit(tasks.exit_now, 7)
         pending = ex.submit(tasks.double, 1)
         with pytest.raises(BrokenProcessPool):
             dies.result(RUN_LIMIT)
         with pytest.raises(BrokenProcessPool):
             pending.result(RUN_LIMIT)
-
-
-def test_the_signal_and_exit_status_are_on_the_error() -> None:
-    killed: Task[Any] = Task(tasks.kill_myself)
-    exited: Task[Any] = Task(partial(tasks.exit_now, 3))
-    run(Pool([killed, exited], 2, backend="processes"))
-    assert isinstance(killed.err, WorkerDied) and isinstance(exited.err, WorkerDied)
-    assert (killed.err.exitcode, killed.err.signal) == (-signal.SIGKILL, signal.SIGKILL)
-    assert (exited.err.exitcode, exited.err.signal) == (3, None)
 
 
 def test_a_task_or_result_that_cannot_be_pickled_fails_alone_with_a_clear_error() -> None:
