@@ -149,7 +149,7 @@ class InAChildProcess:
     and the error lands on that task.
     """
 
-    __slots__ = ("_connection", "_context", "_process", "number", "workers")
+    __slots__ = ("_connection", "_context", "_process", "_watched", "number", "workers")
 
     def __init__(self, backend: Processes, workers: Workers[Any], number: int) -> None:
         self.workers = workers
@@ -157,6 +157,9 @@ class InAChildProcess:
         self._context: Any = backend.context
         self._process: BaseProcess | None = None
         self._connection: Connection | None = None
+        # poll() on the child's pipe and its sentinel (readable once it has exited): one system
+        # call per wake-up, with nothing built per call as multiprocessing.connection.wait does.
+        self._watched = select.poll()
         if workers.stopped is None:
             # A failed start is tried again, and raised on its task, by the first task.
             with contextlib.suppress(Exception):
@@ -173,6 +176,7 @@ class InAChildProcess:
         """Stop the child: close its pipe (it exits at the end of it), wait, kill if need be."""
         connection, process = self._connection, self._process
         self._connection = self._process = None
+        self._unwatch(connection, process)
         if connection is not None:
             connection.close()
         if process is not None:
@@ -215,15 +219,7 @@ class InAChildProcess:
         return connection
 
     def _wait_for_reply(self, task: Task[Any], token: Token, connection: Connection) -> bytes:
-        process = self._process
-        assert process is not None
-        # poll() on the pipe and the process's sentinel (readable once it has exited): one system
-        # call per wake-up, with nothing built per call as multiprocessing.connection.wait does.
-        pipe = connection.fileno()
-        watched = select.poll()
-        watched.register(pipe, select.POLLIN)
-        watched.register(process.sentinel, select.POLLIN)
-        workers = self.workers
+        pipe, watched, workers = connection.fileno(), self._watched, self.workers
         while True:
             deadline = token.deadline
             wait = CANCEL_CHECK_SECONDS
@@ -266,17 +262,23 @@ class InAChildProcess:
         try:
             with _starting:
                 process.start()
+        except BaseException:
+            here.close()
+            raise
         finally:
             # The child has its own copy now; ours must go, or the child's death would never
             # show as the end of the pipe here.
             there.close()
         self._process, self._connection = process, here
+        self._watched.register(here.fileno(), select.POLLIN)
+        self._watched.register(process.sentinel, select.POLLIN)
         return here
 
     def _discard(self) -> None:
         """Kill the child (if it still runs) and forget it; the next task starts a fresh one."""
         connection, process = self._connection, self._process
         self._connection = self._process = None
+        self._unwatch(connection, process)
         if connection is not None:
             connection.close()
         if process is not None:
@@ -284,6 +286,14 @@ class InAChildProcess:
                 process.kill()
             process.join()
             process.close()
+
+    def _unwatch(self, connection: Connection | None, process: BaseProcess | None) -> None:
+        # Before the descriptors close: a number poll() still watched could be reused by the
+        # next child's pipe.
+        if connection is not None:
+            self._watched.unregister(connection.fileno())
+        if process is not None:
+            self._watched.unregister(process.sentinel)
 
 
 def _outcome(task: Task[Any], reply: bytes) -> Any:
