@@ -178,6 +178,8 @@ def test_process_pool_executor_instead_breaks_on_one_crash() -> None:
             dies.result(RUN_LIMIT)
         with pytest.raises(BrokenProcessPool):
             pending.result(RUN_LIMIT)
+        with pytest.raises(BrokenProcessPool):
+            ex.submit(tasks.double, 2)
 
 
 def test_a_task_or_result_that_cannot_be_pickled_fails_alone_with_a_clear_error() -> None:
