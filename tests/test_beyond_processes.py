@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
@@ -165,6 +166,28 @@ def test_a_task_whose_process_dies_gets_an_error_saying_how_and_a_fresh_process_
     assert [task.result for task in more] == [0, 2, 4]
     # A crash is the task's failure, not the pool's: nothing stopped.
     assert pool.stopped is None
+
+
+def test_a_child_killed_while_idle_is_replaced_and_the_next_task_runs_once() -> None:
+    # One worker, tasks from a generator: the second task is made only once the first has
+    # finished, and its making kills the (now idle) child that ran the first. Sending it then
+    # fails on the dead pipe; it never reached a child, so it goes to a fresh one, once.
+    first: Task[int] = Task(tasks.pid)
+
+    def made() -> Iterator[Task[int]]:
+        yield first
+        assert first.result is not None
+        os.kill(first.result, signal.SIGKILL)
+        end = time.monotonic() + RUN_LIMIT
+        while exists(first.result):
+            assert time.monotonic() < end
+            time.sleep(0.01)
+        yield Task(tasks.pid)
+
+    pool = Pool(made(), 1, backend="processes")
+    run(pool)
+    assert [task.err for task in pool.tasks] == [None, None]
+    assert pool.tasks[1].result not in (None, first.result)
 
 
 def test_process_pool_executor_instead_breaks_on_one_crash() -> None:
