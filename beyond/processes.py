@@ -59,7 +59,7 @@ from typing import Any
 from beyond.pool import Cancelled, Task, Token, Workers
 
 # How often a worker waiting on its child looks at the pool's cancel flag: the pool cannot wake a
-# thread blocked in select() on a pipe, so the wait is cut into slices this long. A finished task
+# thread blocked in poll() on a pipe, so the wait is cut into slices this long. A finished task
 # wakes it at once; only a cancel waits for the end of a slice.
 CANCEL_CHECK_SECONDS = 0.05
 
@@ -114,6 +114,11 @@ class Processes:
     name = "processes"
 
     def __init__(self, start_method: str | None = None) -> None:
+        if not hasattr(select, "poll"):
+            raise RuntimeError(
+                "backend='processes' needs select.poll(), which this platform lacks (it is "
+                "POSIX-only: Linux, macOS, the BSDs)"
+            )
         available = multiprocessing.get_all_start_methods()
         if start_method is None:
             start_method = "forkserver" if "forkserver" in available else "spawn"
