@@ -326,6 +326,11 @@ class LoopRun(Generic[Result]):
                 workers.finish_run()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
+        for worker in self.worker_tasks:
+            # A worker that let a panic out of the loop holds it; the pool raises it already, so
+            # asyncio need not log it as never retrieved.
+            if worker.done() and not worker.cancelled():
+                worker.exception()
 
     def raise_its_error(self) -> None:
         """A task's panic, or the tasks iterable's error, once every worker has ended."""
@@ -402,7 +407,7 @@ class LoopRun(Generic[Result]):
                     self._run_deadline_passed()
                     return
                 current[number] = task
-                panicked = False
+                panic: BaseException | None = None
                 try:
                     if task.timeout is None and run_deadline is None:
                         task.result = await _awaitable(task)
@@ -421,19 +426,28 @@ class LoopRun(Generic[Result]):
                     failures.append(None)
                     if len(failures) >= max_errors:
                         workers.reached_max_errors()
-                except BaseException as panic:
-                    # KeyboardInterrupt, SystemExit...: Go's panic. No new task starts, the
-                    # running ones finish, then run() raises it (see Pool.run).
-                    task.err = panic
-                    panicked = True
-                    workers.stop(StopReason.PANIC, f"a task raised {panic!r}", error=panic)
+                except BaseException as raised:
+                    # KeyboardInterrupt, SystemExit...: Go's panic. No new task starts, and the
+                    # running ones are cancelled (see below for where it goes next).
+                    task.err = panic = raised
+                    workers.stop(
+                        StopReason.PANIC, f"a task raised {raised!r}", error=raised, cancel=True
+                    )
                 finally:
                     task.finished = True
                     current[number] = None
                 if streaming:
                     self.done.append(task)
                     self._wake()
-                if panicked:
+                if panic is not None:
+                    if isinstance(panic, KeyboardInterrupt | SystemExit):
+                        # asyncio lets these two out of the loop at once (Task.__step re-raises
+                        # them), and closing the loop then cancels the tasks left and waits for
+                        # them. A Ctrl-C that asyncio.Runner did not turn into a cancel (the
+                        # second one) lands in whatever code runs, a task's included: it must
+                        # stop the run as it does when it lands in the loop's own code.
+                        raise panic
+                    # Any other: run() raises it once every worker has ended.
                     return
         finally:
             self.running -= 1

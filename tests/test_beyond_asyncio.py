@@ -760,26 +760,32 @@ def test_cancelling_the_task_awaiting_run_async_cancels_the_running_tasks_and_wa
     assert pool.stopped.message == "the task awaiting the pool was cancelled"
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_a_panic_is_raised_once_the_running_tasks_have_finished(loop: str, mode: str) -> None:
-    panic = SystemExit("stop everything")
-    other_may_finish = asyncio.Event()
+class Panic(BaseException):
+    """A BaseException of the task's own, neither KeyboardInterrupt nor SystemExit."""
 
-    async def panics() -> int:
-        await asyncio.sleep(0)
-        other_may_finish.set()
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("panic", [SystemExit("stop everything"), Panic("mine")], ids=repr)
+def test_a_panic_cancels_the_running_tasks_and_is_raised_once_they_have_unwound(
+    loop: str, mode: str, panic: BaseException
+) -> None:
+    # SystemExit (and KeyboardInterrupt) leave the loop at once, as asyncio makes them, and
+    # closing the loop cancels the rest; any other panic stops the pool, which cancels them.
+    sleepers = Sleepers(1)
+    running = sleepers.task()
+
+    async def panics_once_the_other_runs() -> int:
+        while not sleepers.all_started.is_set():
+            await asyncio.sleep(0)
         raise panic
 
-    async def finishes_after_the_panic() -> int:
-        await other_may_finish.wait()
-        return 2
-
     later = Task(returns(3))
-    pool = make_pool([Task(finishes_after_the_panic), Task(panics), later], 2, loop)
-    with pytest.raises(SystemExit) as raised:
+    pool = make_pool([running, Task(panics_once_the_other_runs), later], 2, loop)
+    with pytest.raises(type(panic)) as raised:
         drive(pool, mode, loop)
     assert raised.value is panic
-    assert (pool.tasks[0].result, pool.tasks[1].err, later.finished) == (2, panic, False)
+    assert (type(running.err), pool.tasks[1].err, later.finished) == (Cancelled, panic, False)
+    assert len(sleepers.cancelled) == 1
     assert pool.stopped is not None and pool.stopped.reason is StopReason.PANIC
 
 

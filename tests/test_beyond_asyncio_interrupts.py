@@ -5,12 +5,15 @@ over the pool raises KeyboardInterrupt once they have unwound, and no thread is 
 
 from __future__ import annotations
 
+import platform
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +21,8 @@ from tests.conftest import REPO_ROOT
 
 # The child: 20 tasks on 4 workers, from a generator. Task 0 returns at once; every other task
 # says when it starts and then awaits a 30 s sleep, which only a cancel ends. A "deaf" task
-# swallows the first cancel and sleeps again. The child ends by saying how far the pool got and
-# which threads are still alive.
+# swallows the first cancel and sleeps again; with "deaf-spinning", task 4 spins instead, never
+# awaiting again. The child ends by saying how far the pool got and which threads are alive.
 CHILD = r"""
 import asyncio, contextlib, os, sys, threading
 from beyond import Cancelled, Pool, Task
@@ -38,10 +41,14 @@ def task(number: int):
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
-            if kind != "deaf":
+            if not kind.startswith("deaf"):
                 say(f"cancelled {number}")
                 raise
             say(f"swallowed {number}")
+            if kind == "deaf-spinning" and number == 4:
+                say("spinning 4")
+                while True:  # never awaits: a Ctrl-C can only land in here
+                    pass
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:
@@ -178,13 +185,32 @@ def test_ctrl_c_in_the_loops_body_cancels_the_running_tasks_as_the_loop_is_left(
     assert running.said[-1] == "threads alive: 0"
 
 
+# x86_64 system call numbers (asm/unistd_64.h): the standard loop waits in epoll_wait, uvloop's
+# libuv in epoll_pwait.
+EPOLL_WAITS = {"232", "281"}
+
+
+def wait_until_blocked_in_epoll(pid: int) -> None:
+    """Until the child's main thread waits in its loop's epoll, running no Python code: a signal
+    then lands in the loop, not in a task. Linux on x86_64 tells, in /proc/PID/syscall."""
+    if platform.machine() != "x86_64" or not Path(f"/proc/{pid}/syscall").exists():
+        pytest.skip("needs /proc/PID/syscall with x86_64 system call numbers")
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/syscall").read_text().split()[0] not in EPOLL_WAITS:
+        assert time.monotonic() < deadline, "the child never waited in epoll"
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("loop", ["uvloop", "standard"])
-def test_a_second_ctrl_c_stops_the_wait_for_a_task_that_swallowed_the_first(loop: str) -> None:
+def test_a_second_ctrl_c_in_the_loop_ends_the_wait_and_the_tasks_are_cancelled_again(
+    loop: str,
+) -> None:
     with child(loop, "run", "deaf") as running:
         running.read_until(*RUNNING, "start 4")
         running.process.send_signal(signal.SIGINT)
         # Each task swallows its cancel and sleeps again: run() is still waiting for them.
         running.read_until(*(f"swallowed {n}" for n in (1, 2, 3, 4)))
+        wait_until_blocked_in_epoll(running.process.pid)
         running.process.send_signal(signal.SIGINT)
         status = running.finish()
 
@@ -194,4 +220,26 @@ def test_a_second_ctrl_c_stops_the_wait_for_a_task_that_swallowed_the_first(loop
         f"cancelled again {n}" for n in (1, 2, 3, 4)
     ]
     assert "interrupted: 5 finished, 4 cancelled" in running.said
+    assert running.said[-1] == "threads alive: 0"
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "standard"])
+def test_a_second_ctrl_c_inside_a_task_is_its_panic_and_ends_the_run_all_the_same(
+    loop: str,
+) -> None:
+    # The loop's thread runs the tasks, so a KeyboardInterrupt can land in a task's own code. It
+    # must end the run as it does in the loop's code, not pass for one task's failure.
+    with child(loop, "run", "deaf-spinning") as running:
+        running.read_until(*RUNNING, "start 4")
+        running.process.send_signal(signal.SIGINT)
+        running.read_until(*(f"swallowed {n}" for n in (1, 2, 3)), "spinning 4")
+        running.process.send_signal(signal.SIGINT)
+        status = running.finish()
+
+    assert status == 130, running.said
+    assert sorted(line for line in running.said if line.startswith("cancelled again")) == [
+        f"cancelled again {n}" for n in (1, 2, 3)
+    ]
+    # Task 4 keeps the KeyboardInterrupt as its error; the three others were cancelled.
+    assert "interrupted: 5 finished, 3 cancelled" in running.said
     assert running.said[-1] == "threads alive: 0"
