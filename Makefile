@@ -35,6 +35,12 @@ demo: $(INSTALLED)
 	@echo "== Stage 3: 30 jobs, the caller gives up after 10 errors =="
 	$(BIN)/python -m robust --jobs 30 --work-seconds 0.05 || test $$? -eq 1
 	@echo
+	@echo "== Stage 4: beyond, the pool itself stops at the 10th error and says what never started =="
+	$(BIN)/python -m beyond --jobs 30 --work-seconds 0.05 || test $$? -eq 1
+	@echo
+	@echo "== The same bug with asyncio: stage 2 with coroutines deadlocks, and the watchdog sees it (exit 2) =="
+	$(BIN)/python -m errors_channel --asyncio --error-capacity 1 --work-seconds 0.05 || test $$? -eq 2
+	@echo
 	@echo "== Benchmarks and plots (python -m plots: quick mode, about a minute) =="
 	$(BIN)/python -m plots
 
@@ -59,8 +65,11 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
+# Two workers, each taking whole files (a file's module-scoped fixtures then run once): most tests
+# wait on subprocesses, signals and sleeps rather than compute, so two at a time halve the wall time
+# on 2 cores.
 pytest: $(INSTALLED)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -10,7 +10,7 @@ import pytest
 from demo_args import MAX_JOBS, MAX_WORK_SECONDS, MAX_WORKERS
 from tests.conftest import REPO_ROOT, run_module
 
-COMMANDS = ["naive", "errors_channel", "robust", "plots", "plots.child"]
+COMMANDS = ["naive", "errors_channel", "robust", "beyond", "families", "plots", "plots.child"]
 
 
 @pytest.mark.parametrize("module", COMMANDS)
@@ -20,7 +20,7 @@ def test_every_command_has_help(module: str) -> None:
     assert completed.stdout.startswith("usage: python -m ")
 
 
-@pytest.mark.parametrize("module", ["naive", "errors_channel", "robust", "plots"])
+@pytest.mark.parametrize("module", ["naive", "errors_channel", "robust", "beyond", "plots"])
 def test_every_command_refuses_an_unknown_flag_on_one_line(module: str) -> None:
     completed = run_module(module, "--frobnicate")
     assert completed.returncode == 2
@@ -28,7 +28,7 @@ def test_every_command_refuses_an_unknown_flag_on_one_line(module: str) -> None:
     assert "unrecognized arguments: --frobnicate" in completed.stderr
 
 
-POOL_COMMANDS = ["naive", "errors_channel", "robust"]
+POOL_COMMANDS = ["naive", "errors_channel", "robust", "beyond"]
 
 
 @pytest.mark.parametrize("module", POOL_COMMANDS)
