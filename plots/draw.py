@@ -251,8 +251,9 @@ def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
             markersize=14,
             markeredgewidth=2,
             color=COLOURS["beyond (asyncio, uvloop)"],
-            label="beyond on asyncio's targets: "
-            + ", ".join(f"{e:g} at {w}" for w, e in asyncio_targets),
+            label="beyond on asyncio's targets\n("
+            + ", ".join(f"{e:g} at {w}" for w, e in asyncio_targets)
+            + ")",
         )
     axes.set_xscale("log", base=2)
     axes.set_ylim(0, 1.05)
