@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from dataclasses import dataclass, field
 from functools import partial
 
+import beyond
 import errors_channel.fixes
 import errors_channel.pool
 import naive.pool
@@ -195,6 +196,20 @@ def call_robust(run: Run) -> None:
             break  # the post's "Too many errors."
 
 
+def call_beyond_asyncio(run: Run) -> None:
+    """Stage 4 on asyncio as its users call it: coroutine functions, each task handed over as it
+    finishes, and the pool itself stops at the caller's limit (max_errors) rather than the caller
+    walking on after the run."""
+    tasks = [beyond.Task(partial(run.job_async, n)) for n in run.inputs]
+    inputs = dict(zip(tasks, run.inputs, strict=True))
+    pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after, backend="asyncio")
+    for task in pool:
+        if task.err is None:
+            run.result(task.result, inputs[task])
+        elif run.error(task.err, inputs[task]):
+            break  # leaving the loop cancels the running tasks and waits for them
+
+
 # --- concurrent.futures ---
 
 
@@ -339,6 +354,7 @@ CONTENDERS = (
     Contender("fix: room for every error", STAGE, call_room_for_every_error),
     Contender("fix: drain while waiting (capacity 1)", STAGE, call_draining_while_waiting),
     Contender("robust", STAGE, call_robust),
+    Contender("beyond on asyncio", STAGE, call_beyond_asyncio),
     Contender("ThreadPoolExecutor.map", STDLIB, call_thread_pool_map),
     Contender("ThreadPoolExecutor submit + as_completed", STDLIB, call_thread_pool_as_completed),
     Contender("ProcessPoolExecutor.map", STDLIB, call_process_pool_map),

@@ -574,6 +574,9 @@ def test_the_child_runner_has_help() -> None:
 
 
 REFERENCE = REPO_ROOT / "plots" / "reference" / "failures.csv"
+# Rows added to CONTENDERS since plots/reference was last measured: the next reference run
+# measures them, and this set is emptied with it (the test below fails until it is).
+NOT_YET_IN_THE_REFERENCE = {"beyond on asyncio"}
 
 
 def test_the_readme_table_is_the_reference_data() -> None:
@@ -588,4 +591,9 @@ def test_the_reference_run_was_quick_mode_and_says_so_in_the_readme() -> None:
     assert f"commit {about['commit']}" in readme
     assert "quick mode" in readme
     with REFERENCE.open(newline="") as file:
-        assert len(list(csv.DictReader(file))) == len(CONTENDERS) * len(PROPERTIES)
+        rows = list(csv.DictReader(file))
+    in_the_reference = list(dict.fromkeys(row["contender"] for row in rows))
+    assert in_the_reference == [
+        contender.name for contender in CONTENDERS if contender.name not in NOT_YET_IN_THE_REFERENCE
+    ]
+    assert len(rows) == len(in_the_reference) * len(PROPERTIES)
