@@ -23,6 +23,7 @@ from functools import partial
 import beyond
 import errors_channel.pool
 import naive.pool
+from beyond.asyncio_backend import Asyncio
 from robust import Pool, Task
 
 
@@ -166,6 +167,21 @@ def run_beyond(work: Workload, job_count: int, workers: int) -> list[int]:
     return [task.result for task in pool.tasks if task.result is not None]
 
 
+def run_beyond_asyncio(loop: str, work: Workload, job_count: int, workers: int) -> list[int]:
+    """Stage 4 on asyncio as its user calls it: coroutine functions, a list, run(), then walk."""
+    call = work.call_async
+    pool = beyond.Pool(
+        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
+        workers,
+        backend=Asyncio(loop),
+    )
+    pool.run()
+    for task in pool.tasks:
+        if task.err is not None:
+            raise WrongResults(f"beyond on asyncio: a task failed: {task.err!r}")
+    return [task.result for task in pool.tasks if task.result is not None]
+
+
 def preload_into_the_forkserver() -> None:
     """Have multiprocessing's forkserver import this program's modules once, before it forks.
 
@@ -271,6 +287,22 @@ PROCESSES_CHUNKED = Contender(
 BEYOND_PROCESSES = Contender("beyond (processes)", run_beyond_processes, "processes")
 
 STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST, BEYOND)
+
+
+def beyond_asyncio(loop: str | None = None) -> Contender:
+    """Stage 4 on asyncio, named after the loop that runs it: uvloop when installed by default."""
+    backend = Asyncio(loop)
+    name = "uvloop" if backend.loop == "uvloop" else "standard loop"
+    return Contender(
+        f"beyond (asyncio, {name})", partial(run_beyond_asyncio, backend.loop), "event loop"
+    )
+
+
+# uvloop when it is installed, and then the standard loop beside it; the standard loop alone if not.
+BEYOND_ASYNCIO = (
+    beyond_asyncio(),
+    *([beyond_asyncio("standard")] if Asyncio().loop == "uvloop" else []),
+)
 
 
 # --- Memory: how much a run of n tasks holds at its peak. Each consumes results as it can. ---

@@ -32,6 +32,7 @@ from plots.failures import CONTENDERS as FAILURE_CONTENDERS
 from plots.failures_measure import go_packages, measure_failures
 from plots.golang import GoPrograms, go_programs, pool_contender
 from plots.implementations import (
+    BEYOND_ASYNCIO,
     BEYOND_PROCESSES,
     LOOP,
     MEMORY_RUNS,
@@ -100,6 +101,8 @@ class Sizes:
     stop_task_seconds: float = 0.05
     stop_tasks: int = 40
     stop_max_errors: int = 5
+    # Stage 4 on asyncio's goals on the I/O benchmark (issue 11): (workers, efficiency) each.
+    io_asyncio_targets: tuple[tuple[int, float], ...] = ((64, 0.75), (256, 0.70), (1024, 0.33))
     benchmarks: tuple[str, ...] = field(
         default=(
             "dispatch",
@@ -619,7 +622,7 @@ GO_BENCHMARKS = ("dispatch", "io")
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
-    contenders: Sequence[Contender] = (*STAGES, *PEERS, *CPU_ONLY),
+    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, *CPU_ONLY),
     with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.

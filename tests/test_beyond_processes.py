@@ -337,6 +337,14 @@ def test_every_task_runs_once_and_keeps_its_own_outcome(
             assert task.err is None and task.result == number * 2
 
 
+def test_spawn_can_be_chosen_by_hand() -> None:
+    work: list[Task[int]] = [Task(partial(tasks.double, 3)), Task(tasks.pid)]
+    pool = Pool(work, 2, backend=Processes(start_method="spawn"))
+    run(pool)
+    assert pool.backend.name == "processes"
+    assert work[0].result == 6 and work[1].result not in (None, os.getpid())
+
+
 def test_bad_input_is_refused_before_any_process_starts() -> None:
     with pytest.raises(ValueError, match="must be at least 1"):
         Pool([Task(tasks.pid)], 0, backend="processes")

@@ -574,6 +574,9 @@ def test_the_child_runner_has_help() -> None:
 
 
 REFERENCE = REPO_ROOT / "plots" / "reference" / "failures.csv"
+# Rows added to CONTENDERS since plots/reference was last measured: the next reference run
+# measures them, and this set is emptied with it (the test below fails until it is).
+NOT_YET_IN_THE_REFERENCE = {"beyond on asyncio", "beyond on processes"}
 
 
 def test_the_readme_table_is_the_reference_data() -> None:
@@ -589,8 +592,8 @@ def test_the_reference_run_was_quick_mode_and_says_so_in_the_readme() -> None:
     assert "quick mode" in readme
     with REFERENCE.open(newline="") as file:
         rows = list(csv.DictReader(file))
-    # Every contender in the reference is still one, with every property. A contender added since
-    # (issue 11's backends) joins the reference when it is next measured in quick mode.
-    in_reference = list(dict.fromkeys(row["contender"] for row in rows))
-    assert set(in_reference) <= {contender.name for contender in CONTENDERS}
-    assert len(rows) == len(in_reference) * len(PROPERTIES)
+    in_the_reference = list(dict.fromkeys(row["contender"] for row in rows))
+    assert in_the_reference == [
+        contender.name for contender in CONTENDERS if contender.name not in NOT_YET_IN_THE_REFERENCE
+    ]
+    assert len(rows) == len(in_the_reference) * len(PROPERTIES)
