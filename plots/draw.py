@@ -36,6 +36,7 @@ COLOURS = {
     "beyond, streamed": "#e7298a",
     "beyond (asyncio, uvloop)": "#7a0177",
     "beyond (asyncio, standard loop)": "#c994c7",
+    "beyond (processes)": "#1b9e77",
     "ThreadPoolExecutor.map": "#e6550d",
     "ThreadPoolExecutor.map, buffersize": "#fdae6b",
     "asyncio (TaskGroup + Semaphore)": "#31a354",

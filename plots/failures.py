@@ -38,7 +38,7 @@ import beyond
 import errors_channel.fixes
 import errors_channel.pool
 import naive.pool
-from plots.implementations import quiet
+from plots.implementations import preload_into_the_forkserver, quiet
 from robust import Pool, Task
 
 # --- The jobs. Module-level, so that multiprocessing can pickle them into its workers. ---
@@ -210,6 +210,24 @@ def call_beyond_asyncio(run: Run) -> None:
             break  # leaving the loop cancels the running tasks and waits for them
 
 
+def call_beyond_processes(run: Run) -> None:
+    # Stage 4 on processes, called as its users would: the pool itself stops at the caller's
+    # limit (max_errors), and the walk afterwards reads every task that finished. The forkserver
+    # imports this program's modules once, instead of every worker process again (see
+    # preload_into_the_forkserver).
+    preload_into_the_forkserver()
+    tasks = [beyond.Task(partial(run.job, n)) for n in run.inputs]
+    pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after, backend="processes")
+    pool.run()
+    for n, task in zip(run.inputs, tasks, strict=True):
+        if not task.finished:
+            continue  # never started: the pool stopped first
+        if task.err is None:
+            run.result(task.result, n)
+        elif run.error(task.err, n):
+            break
+
+
 # --- concurrent.futures ---
 
 
@@ -355,6 +373,7 @@ CONTENDERS = (
     Contender("fix: drain while waiting (capacity 1)", STAGE, call_draining_while_waiting),
     Contender("robust", STAGE, call_robust),
     Contender("beyond on asyncio", STAGE, call_beyond_asyncio),
+    Contender("beyond on processes", STAGE, call_beyond_processes),
     Contender("ThreadPoolExecutor.map", STDLIB, call_thread_pool_map),
     Contender("ThreadPoolExecutor submit + as_completed", STDLIB, call_thread_pool_as_completed),
     Contender("ProcessPoolExecutor.map", STDLIB, call_process_pool_map),

@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import math
 import multiprocessing
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -181,6 +182,41 @@ def run_beyond_asyncio(loop: str, work: Workload, job_count: int, workers: int) 
     return [task.result for task in pool.tasks if task.result is not None]
 
 
+def preload_into_the_forkserver() -> None:
+    """Have multiprocessing's forkserver import this program's modules once, before it forks.
+
+    A forkserver child re-imports the parent's main module, and with it everything that module
+    imports: for `python -m plots`, matplotlib included, in every worker process. CPython 3.11 to
+    3.13 never preload __main__ into the server themselves (the server is handed 'main_path', a
+    key the preparation data does not have). set_forkserver_preload() is multiprocessing's
+    documented cure; it acts only before the server starts, and does nothing after. It is given
+    the project's modules this program has imported so far, less the main module itself: a child
+    runs that again anyway, as __mp_main__, and runpy warns when it finds it already imported.
+    """
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    main = spec.name if spec is not None else "__main__"
+    ours = ("beyond", "plots", "robust", "naive", "errors_channel")
+    multiprocessing.set_forkserver_preload(
+        sorted(name for name in list(sys.modules) if name.split(".")[0] in ours and name != main)
+    )
+
+
+def run_beyond_processes(work: Workload, job_count: int, workers: int) -> list[int]:
+    """Stage 4 on processes as its user calls it: picklable tasks, a list, run(), then walk."""
+    preload_into_the_forkserver()
+    call = work.call
+    pool = beyond.Pool(
+        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
+        workers,
+        backend="processes",
+    )
+    pool.run()
+    for task in pool.tasks:
+        if task.err is not None:
+            raise WrongResults(f"beyond on processes: a task failed: {task.err!r}")
+    return [task.result for task in pool.tasks if task.result is not None]
+
+
 def run_thread_pool_executor(work: Workload, job_count: int, workers: int) -> list[int]:
     with ThreadPoolExecutor(max_workers=workers) as executor:
         return list(executor.map(work.call, range(1, job_count + 1)))
@@ -247,6 +283,8 @@ PROCESSES_CHUNK_1 = Contender(
 PROCESSES_CHUNKED = Contender(
     "multiprocessing map, 4 chunks/worker", run_processes_chunked, "processes"
 )
+
+BEYOND_PROCESSES = Contender("beyond (processes)", run_beyond_processes, "processes")
 
 STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST, BEYOND)
 

@@ -33,6 +33,7 @@ from plots.failures_measure import go_packages, measure_failures
 from plots.golang import GoPrograms, go_programs, pool_contender
 from plots.implementations import (
     BEYOND_ASYNCIO,
+    BEYOND_PROCESSES,
     LOOP,
     MEMORY_RUNS,
     NO_OP,
@@ -55,7 +56,15 @@ from robust import Pool, Task
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # For CPU-bound work, one thread pool of each kind is enough to show the GIL, beside processes.
-CPU_CONTENDERS = (ROBUST, THREAD_POOL_EXECUTOR, PROCESSES_CHUNK_1, PROCESSES_CHUNKED)
+CPU_CONTENDERS = (
+    ROBUST,
+    THREAD_POOL_EXECUTOR,
+    PROCESSES_CHUNK_1,
+    PROCESSES_CHUNKED,
+    BEYOND_PROCESSES,
+)
+# In the CPU benchmark only: what a process pool costs per task shows there, against its peers.
+CPU_ONLY = (BEYOND_PROCESSES,)
 
 
 @dataclass(frozen=True)
@@ -613,7 +622,7 @@ GO_BENCHMARKS = ("dispatch", "io")
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
-    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS),
+    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, *CPU_ONLY),
     with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.
@@ -637,7 +646,7 @@ def measure_all(
         go = stack.enter_context(go_programs(programs, what)) if with_go and programs else None
         go_pool = pool_contender(go) if go is not None else None
         contenders_and_go = [
-            *contenders,
+            *(contender for contender in contenders if contender not in CPU_ONLY),
             *([go_pool.contender] if go_pool and go_pool.contender else []),
         ]
         benchmarks = {
