@@ -520,19 +520,22 @@ class _Watch:
     backend running on the client, and every event to the handler that was there before (a client
     has one handler per topic).
 
-    Installed by the first pool that runs on a client and left there for the client's life, idle
-    between pools. Removing it would race: a client that receives an event of a topic it has no
-    handler for unsubscribes from the topic (Client._handle_event, in its event loop thread), and
-    that can land just after the next pool subscribed again, silently undoing it (seen here: a
-    worker lost unseen, in a run right after another pool's).
+    Subscribed while pools run on the client, unsubscribed when the last one ends (a client still
+    subscribed to "all" as it closes makes the scheduler log a CRITICAL error: it sends that very
+    client the event of its own removal). Unsubscribing leaves the handler in the client's table
+    (distributed's Client.unsubscribe_topic only tells the scheduler), so a watch found there is
+    subscribed again, not taken as live: taking it as live lost every event of the next pool (seen
+    here: a killed worker unseen in a run right after another pool's).
     """
 
-    # Guards installing the handler on any client, and every watch's backends.
+    # Guards (un)subscribing on any client, and every watch's fields: the messages it sends go out
+    # in the order they are made (the client's event loop runs its callbacks in order).
     _lock = threading.Lock()
 
     def __init__(self, previous: Callable[[Any], Any] | None) -> None:
         self.previous = previous
         self.backends: set[DaskBackend] = set()
+        self.subscribed = False
 
     @classmethod
     def on(cls, client: Any, backend: DaskBackend) -> _Watch:
@@ -540,17 +543,22 @@ class _Watch:
             # distributed keeps the handlers in a private dict; read only to keep the one there.
             handlers: dict[str, Any] = getattr(client, "_event_handlers", {})
             current = handlers.get("all")
-            if isinstance(current, _Watch):
-                watch = current
-            else:
-                watch = _Watch(current)
+            watch = current if isinstance(current, _Watch) else _Watch(current)
+            if not watch.subscribed:
                 client.subscribe_topic("all", watch)
+                watch.subscribed = True
             watch.backends.add(backend)
             return watch
 
     def forget(self, backend: DaskBackend) -> None:
         with _Watch._lock:
             self.backends.discard(backend)
+            if self.backends or self.previous is not None:
+                # Pools still run, or the user subscribed first: stay subscribed.
+                return
+            self.subscribed = False
+            with contextlib.suppress(Exception):  # the client has closed: nothing to undo
+                backend.client.unsubscribe_topic("all")
 
     def __call__(self, event: tuple[float, Any]) -> Any:
         message = event[1]
