@@ -54,8 +54,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import os
 import threading
 import time
+import traceback
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
@@ -103,6 +105,35 @@ class NotStarted:
     """What a task sends back when its pool's stop reached its worker before it began."""
 
     __slots__ = ()
+
+
+class _Panicked:
+    """What a task sends back when fn raised a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt): the pool's panic, as in a thread. Raised in the worker's task thread, it
+    would shut the whole worker process down (distributed lets those two through, to stop the
+    worker), Dask would send the task to the next worker to do the same, up to allowed-failures
+    times, and the task would end as a KilledWorker error instead of stopping the pool. Sent back as
+    a value, it stops the pool, and Pool.run() raises it, as with threads; the worker lives on."""
+
+    __slots__ = ("args", "kind", "notes")
+
+    def __init__(self, error: BaseException) -> None:
+        # Sent as its type, arguments and notes, rebuilt by calling the type: pickling it whole
+        # goes through tblib, which distributed installs for every exception and which rebuilds it
+        # without calling its constructor (a SystemExit(3) came back with code None).
+        self.kind = type(error)
+        self.args = error.args
+        self.notes = list(getattr(error, "__notes__", ()))
+
+    @property
+    def error(self) -> BaseException:
+        try:
+            error = self.kind(*self.args)
+        except Exception as odd:
+            error = RuntimeError(f"a task raised {self.kind.__name__}{self.args!r}: {odd!r}")
+        for note in self.notes:
+            error.add_note(note)
+        return error
 
 
 class _TaskOnWorker:
@@ -177,6 +208,13 @@ def _run_on_worker(
     )
     try:
         return fn()
+    except Exception:
+        raise  # distributed sends it back with its traceback
+    except BaseException as panic:
+        # Its traceback does not travel with it: its text does, as a note.
+        where = "".join(traceback.format_tb(panic.__traceback__))
+        panic.add_note(f"raised on a Dask worker (pid {os.getpid()}):\n{where}")
+        return _Panicked(panic)
     finally:
         beyond.pool._here.runner = None
         with _marks_lock:
@@ -427,6 +465,9 @@ class DaskRunner:
                     "Dask did not run it again"
                 )
             )
+        elif isinstance(outcome, _Panicked):
+            # Task.run records it and raises it on: the worker thread stops the pool (_work).
+            outcome = _Raised(outcome.error)
         elif (attempts := _attempts(outcome, lost)) > 1:
             outcome = self._rerun(task, attempts, lost or [], outcome)
 

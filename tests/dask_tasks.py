@@ -86,3 +86,9 @@ def sleeps_until_stopped(log: str, name: str) -> str:
     record(log, start=name, pid=os.getpid())
     current_token().sleep(GATE_SECONDS)
     return "slept to the end: nothing stopped it"
+
+
+def exits(log: str, name: str, status: int) -> int:
+    """Record the start, then sys.exit(status): a panic, in the pool's words."""
+    record(log, start=name, pid=os.getpid())
+    raise SystemExit(status)

@@ -36,7 +36,7 @@ from beyond.dask_backend import DaskBackend, RerunWarning
 from plots.implementations import BEYOND_DASK
 from plots.measure import Sizes, measure_dispatch
 from tests.conftest import REPO_ROOT
-from tests.dask_tasks import TaskFailed, events, job, sleeps_until_stopped, starts
+from tests.dask_tasks import TaskFailed, events, exits, job, sleeps_until_stopped, starts
 
 # distributed is mostly untyped, and mypy --strict refuses calls into it: the tests hold it as Any.
 Client: Any = distributed.Client
@@ -240,6 +240,25 @@ def test_a_task_that_cannot_be_sent_fails_alone(client: Any, log: str) -> None:
     assert unsendable.finished and unsendable.err is not None
     assert "could not send task" in " ".join(getattr(unsendable.err, "__notes__", []))
     assert [(task.err, task.result) for task in others] == [(None, 0), (None, 1), (None, 2)]
+
+
+def test_sys_exit_in_a_task_stops_the_pool_as_a_panic_and_the_worker_lives_on(
+    client: Any, log: str
+) -> None:
+    workers_before = set(client.scheduler_info()["workers"])
+    exiting: Task[int] = Task(partial(exits, log, "exits", 3))
+    others: list[Task[int]] = [Task(partial(job, log, str(i), i)) for i in range(6)]
+    pool = Pool([exiting, *others], 1, backend=client)
+    with pytest.raises(SystemExit) as raised:
+        pool.run()
+
+    # As with threads: the task keeps it, no task starts after it, and run() raises it.
+    assert raised.value.code == 3 and exiting.err is raised.value
+    assert pool.stopped is not None and pool.stopped.reason is StopReason.PANIC
+    assert starts(log) == {"exits": 1} and not any(task.finished for task in others)
+    assert "raised on a Dask worker" in " ".join(raised.value.__notes__)
+    # Raised in the worker's thread, it would have shut the worker process down.
+    assert set(client.scheduler_info()["workers"]) == workers_before
 
 
 # --- At most `concurrency` tasks on the cluster. ---
