@@ -32,9 +32,14 @@ DASK_MODULE = "beyond.dask_backend"
 
 
 def backend_for(backend: object) -> Backend:
-    """The Backend for `Pool(backend=...)`: a name from MODULES, or a dask.distributed Client."""
+    """The Backend for `Pool(backend=...)`: a name from MODULES, a dask.distributed Client, or a
+    Backend made by hand (for example `beyond.asyncio_backend.Asyncio(loop="standard")`)."""
     if isinstance(backend, str) and backend in MODULES:
         module = MODULES[backend]
+    elif isinstance(getattr(backend, "name", None), str) and callable(
+        getattr(backend, "runner", None)
+    ):
+        return cast("Backend", backend)
     elif _looks_like_a_dask_client(backend):
         module = DASK_MODULE
     else:

@@ -42,9 +42,17 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 Result = TypeVar("Result")
 
@@ -122,7 +130,18 @@ class Task(Generic[Result]):
     # Slots: the pool touches these once per task, and slot access is the cheapest there is.
     __slots__ = ("_pool", "deadline", "err", "finished", "fn", "result", "timeout")
 
-    def __init__(self, fn: Callable[[], Result], *, timeout: float | None = None) -> None:
+    # A coroutine function (backend="asyncio") makes a Task of what it returns once awaited.
+    @overload
+    def __init__(
+        self: Task[Result], fn: Callable[[], Awaitable[Result]], *, timeout: float | None = None
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Task[Result], fn: Callable[[], Result], *, timeout: float | None = None
+    ) -> None: ...
+
+    def __init__(self, fn: Callable[[], Any], *, timeout: float | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"Task needs a callable with no arguments, got {type(fn).__name__}")
         if timeout is not None:
@@ -310,6 +329,10 @@ class Pool(Generic[Result]):
         If the system cannot start another thread, run() stops the workers it did start (after
         their current task) and raises RuntimeError saying how many it could start.
         """
+        if isinstance(self.backend, DrivesItsOwnRun):
+            # asyncio: the backend runs the whole pool itself, on its event loop.
+            self.backend.run_pool(self, timeout)
+            return
         workers = self._begin(streaming=False, timeout=timeout)
         threads = workers.threads()
         started = 0
@@ -365,7 +388,21 @@ class Pool(Generic[Result]):
         if timeout is not None:
             # Refused now, not at the loop's first step.
             _check_seconds("timeout", timeout)
+        if isinstance(self.backend, DrivesItsOwnRun):
+            return self.backend.stream_pool(self, timeout)
         return self._stream(timeout)
+
+    async def run_async(self, timeout: float | None = None) -> None:
+        """run(), for code already running an event loop: `await pool.run_async()`. Only for a
+        backend that runs on an event loop (backend="asyncio")."""
+        await _on_a_loop(self.backend, "run_async()").run_pool_async(self, timeout)
+
+    def stream_async(self, timeout: float | None = None) -> AsyncGenerator[Task[Result], None]:
+        """stream(), for code already running an event loop: `async for task in
+        pool.stream_async()`. Only for a backend that runs on an event loop (backend="asyncio")."""
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+        return _on_a_loop(self.backend, "stream_async()").stream_pool_async(self, timeout)
 
     def _stream(self, timeout: float | None) -> Generator[Task[Result], None, None]:
         workers = self._begin(streaming=True, timeout=timeout)
@@ -493,6 +530,9 @@ class Workers(Generic[Result]):
         self.current: list[Task[Result] | None] = [None] * concurrency
         self.overdue: list[Task[Result]] = []
         self._overdue_grace = overdue_grace
+        # Called (lock held) by every stop() with its reason and `cancel`, for a backend whose run
+        # waits elsewhere than on _wakeup (asyncio: its loop). It may do no more than stop() may.
+        self.on_stop: Callable[[StopReason, bool], None] | None = None
 
     # --- The run: set up by Pool, then the threads. ---
 
@@ -706,6 +746,8 @@ class Workers(Generic[Result]):
                     sleeper.release()
             self._room_freed.notify_all()
             self._wake_main()
+            if self.on_stop is not None:
+                self.on_stop(reason, cancel)
 
     def _wake_main(self) -> None:
         """Lock held: wake main (or the consumer) if it sleeps, to look again at what it waits
@@ -968,6 +1010,34 @@ class Backend(Protocol):
     name: str
 
     def runner(self, workers: Workers[Any], number: int) -> Runner: ...
+
+
+@runtime_checkable
+class DrivesItsOwnRun(Protocol):
+    """A backend that runs the whole pool itself instead of giving worker threads a Runner
+    (asyncio: worker coroutines on an event loop). Pool.run(), stream(), run_async() and
+    stream_async() hand it the pool; it keeps the rules above with the pool's own Workers."""
+
+    def run_pool(self, pool: Pool[Any], timeout: float | None) -> None: ...
+
+    def stream_pool(
+        self, pool: Pool[Result], timeout: float | None
+    ) -> Generator[Task[Result], None, None]: ...
+
+    async def run_pool_async(self, pool: Pool[Any], timeout: float | None) -> None: ...
+
+    def stream_pool_async(
+        self, pool: Pool[Result], timeout: float | None
+    ) -> AsyncGenerator[Task[Result], None]: ...
+
+
+def _on_a_loop(backend: Backend, what: str) -> DrivesItsOwnRun:
+    if not isinstance(backend, DrivesItsOwnRun):
+        raise TypeError(
+            f"{what} needs a backend that runs on an event loop (backend='asyncio'); this pool's "
+            f"backend is {backend.name!r}: use run() or `for task in pool`"
+        )
+    return backend
 
 
 class Threads:

@@ -34,6 +34,8 @@ COLOURS = {
     "robust": "#08306b",
     "beyond": "#e7298a",
     "beyond, streamed": "#e7298a",
+    "beyond (asyncio, uvloop)": "#7a0177",
+    "beyond (asyncio, standard loop)": "#c994c7",
     "ThreadPoolExecutor.map": "#e6550d",
     "ThreadPoolExecutor.map, buffersize": "#fdae6b",
     "asyncio (TaskGroup + Semaphore)": "#31a354",
@@ -204,6 +206,17 @@ def io_target(meta: dict[str, object], rows: list[Row]) -> tuple[int, float] | N
     return workers, float(str(sizes["io_target_efficiency"]))
 
 
+def io_asyncio_targets(meta: dict[str, object], rows: list[Row]) -> list[tuple[int, float]]:
+    """Stage 4 on asyncio's (workers, efficiency) goals within the data's worker counts, when an
+    asyncio backend was measured; none from metadata that does not record them."""
+    if not any(row["implementation"].startswith("beyond (asyncio") for row in rows):
+        return []
+    measured = {int(row["workers"]) for row in rows}
+    targets = sizes_of(meta).get("io_asyncio_targets") or []
+    assert isinstance(targets, list)
+    return [(int(w), float(e)) for w, e in targets if int(w) in measured]
+
+
 def io_axis_label(meta: dict[str, object]) -> str:
     tasks = sizes_of(meta)["io_tasks_per_worker"]
     return f"workers (log scale); each runs {tasks} tasks that sleep 1 ms"
@@ -234,6 +247,20 @@ def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
             linewidth=1,
             linestyle="--",
             label=f"robust's target: {efficiency:g} at {workers} workers",
+        )
+    asyncio_targets = io_asyncio_targets(meta, rows)
+    if asyncio_targets:
+        axes.plot(
+            [workers for workers, _ in asyncio_targets],
+            [efficiency for _, efficiency in asyncio_targets],
+            linestyle="none",
+            marker="_",
+            markersize=14,
+            markeredgewidth=2,
+            color=COLOURS["beyond (asyncio, uvloop)"],
+            label="beyond on asyncio's targets\n("
+            + ", ".join(f"{e:g} at {w}" for w, e in asyncio_targets)
+            + ")",
         )
     axes.set_xscale("log", base=2)
     axes.set_ylim(0, 1.05)

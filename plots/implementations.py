@@ -24,6 +24,7 @@ from typing import Any
 import beyond
 import errors_channel.pool
 import naive.pool
+from beyond.asyncio_backend import Asyncio
 from robust import Pool, Task
 
 
@@ -167,6 +168,21 @@ def run_beyond(work: Workload, job_count: int, workers: int) -> list[int]:
     return [task.result for task in pool.tasks if task.result is not None]
 
 
+def run_beyond_asyncio(loop: str, work: Workload, job_count: int, workers: int) -> list[int]:
+    """Stage 4 on asyncio as its user calls it: coroutine functions, a list, run(), then walk."""
+    call = work.call_async
+    pool = beyond.Pool(
+        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
+        workers,
+        backend=Asyncio(loop),
+    )
+    pool.run()
+    for task in pool.tasks:
+        if task.err is not None:
+            raise WrongResults(f"beyond on asyncio: a task failed: {task.err!r}")
+    return [task.result for task in pool.tasks if task.result is not None]
+
+
 # The LocalCluster the Dask contender runs on, and its client: started on first use, outside any
 # timed region (a cluster takes seconds to start), kept for the whole measurement, and closed by
 # close_dask() (measure_all does). Two worker processes of one thread: one per core here.
@@ -290,6 +306,22 @@ BEYOND_DASK = Contender(
 )
 
 STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST, BEYOND)
+
+
+def beyond_asyncio(loop: str | None = None) -> Contender:
+    """Stage 4 on asyncio, named after the loop that runs it: uvloop when installed by default."""
+    backend = Asyncio(loop)
+    name = "uvloop" if backend.loop == "uvloop" else "standard loop"
+    return Contender(
+        f"beyond (asyncio, {name})", partial(run_beyond_asyncio, backend.loop), "event loop"
+    )
+
+
+# uvloop when it is installed, and then the standard loop beside it; the standard loop alone if not.
+BEYOND_ASYNCIO = (
+    beyond_asyncio(),
+    *([beyond_asyncio("standard")] if Asyncio().loop == "uvloop" else []),
+)
 
 
 # --- Memory: how much a run of n tasks holds at its peak. Each consumes results as it can. ---

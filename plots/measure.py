@@ -32,6 +32,7 @@ from plots.failures import CONTENDERS as FAILURE_CONTENDERS
 from plots.failures_measure import go_packages, measure_failures
 from plots.golang import GoPrograms, go_programs, pool_contender
 from plots.implementations import (
+    BEYOND_ASYNCIO,
     BEYOND_DASK,
     LOOP,
     MEMORY_RUNS,
@@ -100,6 +101,8 @@ class Sizes:
     stop_task_seconds: float = 0.05
     stop_tasks: int = 40
     stop_max_errors: int = 5
+    # Stage 4 on asyncio's goals on the I/O benchmark (issue 11): (workers, efficiency) each.
+    io_asyncio_targets: tuple[tuple[int, float], ...] = ((64, 0.75), (256, 0.70), (1024, 0.33))
     # The pool on a Dask LocalCluster in the dispatch and CPU benchmarks. Its cluster takes seconds
     # to start, on top of whatever the sizes are: the smoke test leaves it out
     # (tests/test_beyond_dask.py runs the contender on its own cluster).
@@ -628,7 +631,7 @@ GO_BENCHMARKS = ("dispatch", "io")
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
-    contenders: Sequence[Contender] = (*STAGES, *PEERS, BEYOND_DASK),
+    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, BEYOND_DASK),
     with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.

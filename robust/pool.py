@@ -41,6 +41,12 @@ Result = TypeVar("Result")
 # the same task cannot both claim it. Held once per Pool, never while a task runs.
 _claiming = threading.Lock()
 
+# The longest main sleeps before it looks again. A Ctrl-C normally wakes it at once, but the
+# kernel may hand the process's SIGINT to any thread that does not block it (seen here: about one
+# Ctrl-C in eight under load went to another thread), and CPython then only sets a flag that main
+# acts on when it next runs bytecode. Main asleep for good would never notice the Ctrl-C.
+SIGNAL_CHECK_SECONDS = 0.05
+
 
 class Task(Generic[Result]):
     """One call to make. After the pool has run it, `err` or `result` says how it went.
@@ -195,10 +201,11 @@ class Workers:
     there leaves the lock released with no `finally` to take it back; the `with` around the wait
     then fails to release it, and a RuntimeError replaces the KeyboardInterrupt. So main sleeps in
     SimpleQueue.get(), one call in C with no such step: a Ctrl-C either ends the get() or comes
-    just after it, and either way main still knows where it is. Each worker that ends puts a token
-    after updating the counts, and main reads the counts before each get(), so a wake-up is never
-    lost, and a token lost to a Ctrl-C costs nothing. Main joins a thread only once it has said it
-    ended (it then has no task left to lose).
+    just after it, and either way main still knows where it is. It sleeps there for at most
+    SIGNAL_CHECK_SECONDS at a time, in case the Ctrl-C went to another thread. Each worker that
+    ends puts a token after updating the counts, and main reads the counts before each get(), so
+    a wake-up is never lost, and a token lost to a Ctrl-C costs nothing. Main joins a thread only
+    once it has said it ended (it then has no task left to lose).
     """
 
     def __init__(self) -> None:
@@ -229,7 +236,7 @@ class Workers:
             with self._lock:
                 if len(self._ended) >= count:
                     return
-            wakeups.get()
+            _sleep_on(wakeups)
 
     def wait_until_none_running(self) -> None:
         """Main: wait until every worker that has begun has ended.
@@ -242,7 +249,7 @@ class Workers:
             with self._lock:
                 if not self._running:
                     return
-            wakeups.get()
+            _sleep_on(wakeups)
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
@@ -272,6 +279,15 @@ def _work(pending: deque[Task[Result]], panics: list[BaseException], workers: Wo
                 return
     finally:
         workers.end()
+
+
+def _sleep_on(wakeups: queue.SimpleQueue[None]) -> None:
+    """Main: sleep until a worker ends, or SIGNAL_CHECK_SECONDS have passed."""
+    try:
+        wakeups.get(timeout=SIGNAL_CHECK_SECONDS)
+    except queue.Empty:
+        # Nothing ended. Returning runs bytecode, where a Ctrl-C another thread took is raised.
+        return
 
 
 def _ctrl_c_behind(error: BaseException) -> BaseException:

@@ -723,7 +723,7 @@ def test_a_pool_runs_once_whether_run_or_iterated(first: str, second: str) -> No
         (lambda: Pool([], 1, overdue_grace=-1), ValueError),
         (lambda: Task(returns(1), timeout=-0.5), ValueError),
         (lambda: Task(returns(1), timeout=float("nan")), ValueError),
-        (lambda: Task(returns(1), timeout="1"), TypeError),  # type: ignore[arg-type]
+        (lambda: Task(returns(1), timeout="1"), TypeError),  # type: ignore[call-overload]
         (lambda: Pool([], 1).run(timeout=float("inf")), ValueError),
         (lambda: Pool([], 1).stream(timeout=-1), ValueError),
     ],
