@@ -92,3 +92,27 @@ def exits(log: str, name: str, status: int) -> int:
     """Record the start, then sys.exit(status): a panic, in the pool's words."""
     record(log, start=name, pid=os.getpid())
     raise SystemExit(status)
+
+
+# A pool in a child process, on the cluster at argv[1]: six tasks that sleep with the pool's token,
+# four in flight; the test sends it a real SIGINT. Prints what the pool and its tasks say.
+CTRL_C_CHILD = """
+import sys
+from functools import partial
+
+from distributed import Client
+
+from beyond import Pool, Task
+from tests.dask_tasks import sleeps_until_stopped
+
+address, log = sys.argv[1:3]
+with Client(address) as client:
+    tasks = [Task(partial(sleeps_until_stopped, log, str(i))) for i in range(6)]
+    pool = Pool(tasks, 4, backend=client)
+    try:
+        pool.run()
+    except KeyboardInterrupt:
+        outcomes = [type(task.err).__name__ if task.finished else "not-run" for task in tasks]
+        print(pool.stopped.reason.name, *outcomes, flush=True)
+        raise
+"""

@@ -36,7 +36,15 @@ from beyond.dask_backend import DaskBackend, RerunWarning
 from plots.implementations import BEYOND_DASK
 from plots.measure import Sizes, measure_dispatch
 from tests.conftest import REPO_ROOT
-from tests.dask_tasks import TaskFailed, events, exits, job, sleeps_until_stopped, starts
+from tests.dask_tasks import (
+    CTRL_C_CHILD,
+    TaskFailed,
+    events,
+    exits,
+    job,
+    sleeps_until_stopped,
+    starts,
+)
 
 # distributed is mostly untyped, and mypy --strict refuses calls into it: the tests hold it as Any.
 Client: Any = distributed.Client
@@ -374,6 +382,37 @@ def test_a_task_that_never_checks_is_reported_overdue_and_still_waited_for(
 
     # Dask cannot stop a running task: it ran to its end, and keeps its result.
     assert (stubborn.err, stubborn.result) == (None, 5)
+
+
+def test_ctrl_c_tells_the_running_tasks_on_the_cluster_and_starts_no_more(
+    cluster: Any, client: Any, log: str
+) -> None:
+    # A real SIGINT, to a child whose pool runs on this cluster through its address: the code a
+    # cluster of many machines runs.
+    child = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_CHILD, cluster.scheduler_address, log],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: len(starts(log)) == 2 and tasks_on_scheduler(client) == 4, "4 sent, 2 run")
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    # KeyboardInterrupt, re-raised once the running tasks had stopped at their token's sleep:
+    # the two queued never started.
+    assert child.returncode in (-signal.SIGINT, 130), err[-2000:]
+    reason, *outcomes = out.split()
+    assert reason == "INTERRUPTED"
+    assert sorted(outcomes) == ["Cancelled", "Cancelled", *["not-run"] * 4]
+    assert sorted(starts(log).values()) == [1, 1]
+    wait_for(lambda: tasks_on_scheduler(client) == 0, "the scheduler forgot the pool's tasks")
 
 
 # --- Streaming. ---
