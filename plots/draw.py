@@ -42,6 +42,7 @@ COLOURS = {
     "asyncio (TaskGroup + Semaphore)": "#31a354",
     "multiprocessing map, chunksize 1": "#756bb1",
     "multiprocessing map, 4 chunks/worker": "#bcbddc",
+    "beyond (Dask LocalCluster, 2 processes)": "#d95f02",
 }
 # The Go pool's name carries its Go version ("Go 1.19 pool (goroutines)"); Go's own blue.
 GO_COLOUR = "#00add8"
@@ -105,10 +106,16 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     }
     floor = points.pop("plain loop")
     names = sorted(points, key=lambda name: points[name][0], reverse=True)
+    # A contender that ran fewer tasks than the title says (Dask) says how many, at its bar.
+    counts = {name: int(group[0]["tasks"]) for (name,), group in by_name.items()}
+    labels = [
+        name if counts[name] == int(rows[0]["tasks"]) else f"{name}, {counts[name]:,} tasks"
+        for name in names
+    ]
     figure, axes = plt.subplots(figsize=(8, 4.2), layout="constrained")
     medians = [points[name][0] for name in names]
     axes.barh(
-        names,
+        labels,
         medians,
         xerr=[[points[n][1] for n in names], [points[n][2] for n in names]],
         color=[colour(name) or "#999999" for name in names],
@@ -129,7 +136,7 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         # A row of its own, on top where the fastest bar would be: a reader looking for the Go
         # pool finds why it is not there.
         missing_row = len(names)
-        axes.set_yticks([*range(len(names)), missing_row], [*names, "Go pool (goroutines)"])
+        axes.set_yticks([*range(len(names)), missing_row], [*labels, "Go pool (goroutines)"])
         axes.text(
             0.02,
             missing_row,

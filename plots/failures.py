@@ -25,14 +25,20 @@ once per matrix run and starts it instead of `plots.failures_child`, and it writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import beyond
 import errors_channel.fixes
@@ -228,6 +234,79 @@ def call_beyond_processes(run: Run) -> None:
             break
 
 
+# A LocalCluster in a process of its own, in a session of its own: its workers import the jobs'
+# module (a second or more on a busy machine, which is the cluster's start, not the run), then it
+# prints its scheduler's address, and closes once its stdin does (the caller closes it, or dies).
+CLUSTER_SCRIPT = """
+import importlib
+import sys
+from distributed import Client, LocalCluster
+
+if __name__ == "__main__":
+    with LocalCluster(
+        n_workers=int(sys.argv[1]), threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        with Client(cluster) as client:
+            client.run(importlib.import_module, "plots.failures")
+        print(cluster.scheduler_address, flush=True)
+        sys.stdin.read()
+"""
+
+
+class BeyondOnDask:
+    """Stage 4 on a Dask cluster, one worker process per pool worker, called as its users call it:
+    a Client connected to the scheduler's address, each task handed over as it finishes, and the
+    pool itself stopping at the caller's limit (max_errors).
+
+    The cluster is the user's, not the pool's: `prepare()` starts it and connects the client (many
+    seconds on a busy machine, importing distributed included) before the run's clock starts
+    (plots.failures_child), the cluster in a session of its own, as a cluster on other machines
+    would be. The caller closes the client when it is done, and the cluster is killed after the
+    report of what the caller left running.
+    """
+
+    def __init__(self) -> None:
+        self.client: Any = None
+
+    @contextlib.contextmanager
+    def prepare(self, workers: int) -> Iterator[None]:
+        cluster = subprocess.Popen(
+            [sys.executable, "-c", CLUSTER_SCRIPT, str(workers)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert cluster.stdout is not None
+            address = cluster.stdout.readline().strip()
+            if not address:
+                raise RuntimeError(f"the Dask cluster did not start (exit status {cluster.wait()})")
+            # Any: distributed is mostly untyped, and mypy --strict refuses calls into it.
+            distributed: Any = importlib.import_module("distributed")
+            self.client = distributed.Client(address)
+            yield
+        finally:
+            if self.client is not None:
+                self.client.close()  # closed by the caller already, unless it never ran
+            # At once, workers and all (its group): how it closes is no part of this run.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait()
+
+    def __call__(self, run: Run) -> None:
+        with self.client as client:
+            tasks = [beyond.Task(partial(run.job, n)) for n in run.inputs]
+            inputs = dict(zip(tasks, run.inputs, strict=True))
+            pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after, backend=client)
+            for task in pool:
+                if task.err is None:
+                    run.result(task.result, inputs[task])
+                elif run.error(task.err, inputs[task]):
+                    break  # leaving the loop cancels the pool: no task starts after it
+
+
 # --- concurrent.futures ---
 
 
@@ -374,6 +453,7 @@ CONTENDERS = (
     Contender("robust", STAGE, call_robust),
     Contender("beyond on asyncio", STAGE, call_beyond_asyncio),
     Contender("beyond on processes", STAGE, call_beyond_processes),
+    Contender("beyond on Dask (LocalCluster)", STAGE, BeyondOnDask()),
     Contender("ThreadPoolExecutor.map", STDLIB, call_thread_pool_map),
     Contender("ThreadPoolExecutor submit + as_completed", STDLIB, call_thread_pool_as_completed),
     Contender("ProcessPoolExecutor.map", STDLIB, call_process_pool_map),

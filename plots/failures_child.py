@@ -13,6 +13,7 @@ code raises is reported and then raised again, so the exit status is the one the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import threading
 import traceback
@@ -85,13 +86,19 @@ def main() -> None:
         events=args.events,
         give_up_after=workload.give_up_after,
     )
-    record(args.events, {"caller": "started"})
-    try:
-        call(run)
-    except BaseException as unwound:
-        report(run, unwound)
-        raise
-    report(run, None)
+    with contextlib.ExitStack() as resources:
+        # A caller that needs something that is not its pool's (a Dask cluster, which takes
+        # seconds to start) gets it before the clock starts, and lets it go after the report.
+        prepare = getattr(call, "prepare", None)
+        if prepare is not None:
+            resources.enter_context(prepare(WORKERS))
+        record(args.events, {"caller": "started"})
+        try:
+            call(run)
+        except BaseException as unwound:
+            report(run, unwound)
+            raise
+        report(run, None)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ refused (`WrongResults`) before its time is recorded.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import math
 import multiprocessing
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import beyond
 import errors_channel.pool
@@ -217,6 +219,50 @@ def run_beyond_processes(work: Workload, job_count: int, workers: int) -> list[i
     return [task.result for task in pool.tasks if task.result is not None]
 
 
+# The LocalCluster the Dask contender runs on, and its client: started on first use, outside any
+# timed region (a cluster takes seconds to start), kept for the whole measurement, and closed by
+# close_dask() (measure_all does). Two worker processes of one thread: one per core here.
+_dask: list[Any] = []
+
+
+def dask_client() -> Any:
+    if not _dask:
+        # Any: distributed is mostly untyped, and mypy --strict refuses calls into it.
+        distributed: Any = importlib.import_module("distributed")
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        _dask.extend([cluster, distributed.Client(cluster)])
+    return _dask[1]
+
+
+def close_dask() -> None:
+    if _dask:
+        cluster, client = _dask
+        _dask.clear()
+        client.close()
+        cluster.close()
+
+
+def run_beyond_dask(work: Workload, job_count: int, workers: int) -> tuple[list[int], float]:
+    """Stage 4 on a Dask LocalCluster, as its user calls it: a list, run(), then walk the tasks.
+    Times itself, so that the cluster's start (on first use) is not in the time."""
+    client = dask_client()
+    call = work.call
+    start = time.perf_counter()
+    pool = beyond.Pool(
+        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
+        workers,
+        backend=client,
+    )
+    pool.run()
+    seconds = time.perf_counter() - start
+    for task in pool.tasks:
+        if task.err is not None:
+            raise WrongResults(f"beyond on Dask: a task failed: {task.err!r}")
+    return [task.result for task in pool.tasks if task.result is not None], seconds
+
+
 def run_thread_pool_executor(work: Workload, job_count: int, workers: int) -> list[int]:
     with ThreadPoolExecutor(max_workers=workers) as executor:
         return list(executor.map(work.call, range(1, job_count + 1)))
@@ -267,6 +313,9 @@ class Contender:
     # Set for a contender in another program that times its own run (the Go pool, plots.golang):
     # timing it from here would add a process start to every run. None: timed around `run`.
     run_timed: TimedImplementation | None = None
+    # At most this many tasks in the dispatch benchmark, for a contender whose per-task cost
+    # would make the benchmark's full count take minutes (Dask: about a millisecond a task).
+    max_tasks: int | None = None
 
 
 LOOP = Contender("plain loop", run_loop, "none")
@@ -285,6 +334,13 @@ PROCESSES_CHUNKED = Contender(
 )
 
 BEYOND_PROCESSES = Contender("beyond (processes)", run_beyond_processes, "processes")
+BEYOND_DASK = Contender(
+    "beyond (Dask LocalCluster, 2 processes)",
+    lambda work, job_count, workers: run_beyond_dask(work, job_count, workers)[0],
+    "cluster",
+    run_timed=run_beyond_dask,
+    max_tasks=1000,
+)
 
 STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST, BEYOND)
 

@@ -33,6 +33,7 @@ from plots.failures_measure import go_packages, measure_failures
 from plots.golang import GoPrograms, go_programs, pool_contender
 from plots.implementations import (
     BEYOND_ASYNCIO,
+    BEYOND_DASK,
     BEYOND_PROCESSES,
     LOOP,
     MEMORY_RUNS,
@@ -48,6 +49,7 @@ from plots.implementations import (
     Contender,
     Workload,
     check,
+    close_dask,
     cpu_workload,
     has_map_buffersize,
     iterations_for,
@@ -56,12 +58,14 @@ from robust import Pool, Task
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # For CPU-bound work, one thread pool of each kind is enough to show the GIL, beside processes.
+# And the pool on a Dask cluster, for what a cluster's per-task cost does to 1 ms tasks.
 CPU_CONTENDERS = (
     ROBUST,
     THREAD_POOL_EXECUTOR,
     PROCESSES_CHUNK_1,
     PROCESSES_CHUNKED,
     BEYOND_PROCESSES,
+    BEYOND_DASK,
 )
 # In the CPU benchmark only: what a process pool costs per task shows there, against its peers.
 CPU_ONLY = (BEYOND_PROCESSES,)
@@ -103,6 +107,10 @@ class Sizes:
     stop_max_errors: int = 5
     # Stage 4 on asyncio's goals on the I/O benchmark (issue 11): (workers, efficiency) each.
     io_asyncio_targets: tuple[tuple[int, float], ...] = ((64, 0.75), (256, 0.70), (1024, 0.33))
+    # The pool on a Dask LocalCluster in the dispatch and CPU benchmarks. Its cluster takes seconds
+    # to start, on top of whatever the sizes are: the smoke test leaves it out
+    # (tests/test_beyond_dask.py runs the contender on its own cluster).
+    dask: bool = True
     benchmarks: tuple[str, ...] = field(
         default=(
             "dispatch",
@@ -183,6 +191,7 @@ class Sizes:
             stop_task_seconds=0.01,
             stop_tasks=12,
             stop_max_errors=2,
+            dask=False,
             # The failure matrix waits out its hangs, which takes seconds whatever the sizes:
             # tests/test_failures.py measures it on its own, so the smoke test leaves it out.
             benchmarks=(
@@ -258,16 +267,18 @@ def measure_dispatch(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict
     progress = Progress("dispatch", len(plan))
     rows: list[dict[str, object]] = []
     for repeat, contender, w in plan:
-        seconds = timed_run(contender, NO_OP, tasks, w)
+        # Fewer tasks for a contender that asks (Dask): the figure is per task.
+        count = min(tasks, contender.max_tasks or tasks)
+        seconds = timed_run(contender, NO_OP, count, w)
         rows.append(
             {
                 "implementation": contender.name,
                 "runs_on": contender.runs_on,
                 "workers": w,
-                "tasks": tasks,
+                "tasks": count,
                 "repeat": repeat,
                 "seconds": seconds,
-                "us_per_task": seconds / tasks * 1e6,
+                "us_per_task": seconds / count * 1e6,
             }
         )
         progress.step(contender.name)
@@ -285,6 +296,8 @@ def measure_io(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, 
         for workers in sizes.io_workers
         for contender in (STATIC_THREADS, *contenders)
         if contender.runs_on != "processes" or workers <= sizes.io_max_processes
+        # A cluster's millisecond per task would swamp 1 ms sleeps: dispatch and CPU show it.
+        if contender.runs_on != "cluster"
     ]
     plan = list(interleaved(sizes.repeats, configurations))
     # A run's cost grows with its worker count: threads to start, tasks to run.
@@ -622,7 +635,7 @@ GO_BENCHMARKS = ("dispatch", "io")
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
-    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, *CPU_ONLY),
+    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, *CPU_ONLY, BEYOND_DASK),
     with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.
@@ -634,7 +647,10 @@ def measure_all(
     benchmarks' metadata record its version, or why it is missing.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    contenders = [c for c in contenders if sizes.dask or c.runs_on != "cluster"]
     with ExitStack() as stack:
+        # The Dask contender's cluster, if a benchmark started one: closed with the run.
+        stack.callback(close_dask)
         wanted = {
             "Go pool": ["bench"] if set(GO_BENCHMARKS) & set(sizes.benchmarks) else [],
             "Go rows of the failure matrix": (
