@@ -132,6 +132,9 @@ def _code_of(owner: object, name: str) -> CodeType | None:
 
 # The Python-level places a thread can sleep that the watchdog knows how to read.
 _CONDITION_WAIT = _code_of(threading.Condition, "wait")
+# Thread.start() waits (on an Event) until the new thread runs; until then that thread has no
+# frame for sys._current_frames() to show, so the waiter can look like the last thread awake.
+_THREAD_START = _code_of(threading.Thread, "start")
 _JOIN_WAIT = _code_of(threading.Thread, "_wait_for_tstate_lock")
 _EXIT_WAIT = _code_of(threading, "_shutdown")
 # Only where join() has no Python-level wait below it is join() itself the place it sleeps (3.13).
@@ -423,6 +426,8 @@ def _classify(frame: FrameType, counts_switches: bool) -> _Wait | None:
         waiter, condition = local.get("waiter"), local.get("self")
         waiters = getattr(condition, "_waiters", ())
         if local.get("timeout") is None and waiter is not None and waiter in waiters:
+            if _starting_a_thread(frame):
+                return None  # the new thread will run and wake it (seen under load: > 0.3 s)
             return _Wait("condition", code, frame.f_lasti, waiter)
         return None
     if code is _JOIN_WAIT:
@@ -448,6 +453,13 @@ def _classify(frame: FrameType, counts_switches: bool) -> _Wait | None:
     if counts_switches:
         return _simple_queue_get(frame)
     return None
+
+
+def _starting_a_thread(frame: FrameType) -> bool:
+    """Condition.wait() inside Event.wait() inside Thread.start(): waiting for a new thread."""
+    caller = frame.f_back
+    outer = caller.f_back if caller is not None else None
+    return outer is not None and outer.f_code is _THREAD_START
 
 
 def _exit_wait(frame: FrameType) -> _Wait | None:

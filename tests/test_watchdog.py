@@ -182,6 +182,54 @@ def test_a_notified_condition_waiter_is_awake_before_it_has_run() -> None:
     assert after_notify is None
 
 
+def test_a_thread_waiting_in_thread_start_for_the_new_thread_to_begin_is_awake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Thread.start() waits until the new thread has begun, and until then that thread runs no
+    # Python, so sys._current_frames() does not show it: under load (seen at load 20) the starter
+    # looked like the last thread awake, and a healthy run was reported. Here the new thread is
+    # held before it runs any of threading's code, as a kernel slow to schedule it would.
+    gate, go = threading.Event(), threading.Event()
+    # What Thread.start() calls to make the OS thread: 3.13 renamed it.
+    name = "_start_joinable_thread" if sys.version_info >= (3, 13) else "_start_new_thread"
+    begin = getattr(threading, name)
+
+    def begin_later(function: Callable[..., None], *args: object, **kwargs: object) -> object:
+        def held(*inner: object) -> None:
+            gate.wait()
+            function(*inner)
+
+        return begin(held, *args, **kwargs)
+
+    def start_new() -> None:
+        go.wait()
+        new.start()
+
+    new = threading.Thread(target=lambda: None, daemon=True)
+    starter = daemon(start_new)
+    monkeypatch.setattr(threading, name, begin_later)
+    go.set()
+    try:
+        deadline = time.monotonic() + 10
+        while not in_thread_start(starter) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert in_thread_start(starter)
+        assert sampled(starter) is None
+    finally:
+        gate.set()
+        starter.join(10)
+        new.join(10)
+
+
+def in_thread_start(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names[:3] == ["wait", "wait", "start"]
+
+
 @linux_only
 @pytest.mark.skipif(
     sys.version_info >= (3, 13),
