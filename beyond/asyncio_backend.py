@@ -566,9 +566,9 @@ def _awaitable(task: Task[Any]) -> Awaitable[Any]:
     if type(awaitable) is CoroutineType or inspect.isawaitable(awaitable):
         return awaitable
     raise TypeError(
-        f"task {task._name()} returned a {type(awaitable).__name__}, not an awaitable: "
-        "backend='asyncio' runs coroutine functions (async def); a plain function runs on the "
-        "loop's thread and holds up every other task"
+        f"task {task._name()} returned a value of type {type(awaitable).__name__}, not an "
+        "awaitable: backend='asyncio' runs coroutine functions (async def); a plain function "
+        "runs on the loop's thread and holds up every other task"
     )
 
 

@@ -696,7 +696,7 @@ def test_a_task_that_is_not_a_coroutine_function_fails_alone_with_a_clear_error(
     make_pool(tasks, 2, loop).run()
     assert type(tasks[0].err) is TypeError
     assert str(tasks[0].err).startswith("task 'test_a_task_that_is_not_a_coroutine_function")
-    assert "returned a int, not an awaitable" in str(tasks[0].err)
+    assert "returned a value of type int, not an awaitable" in str(tasks[0].err)
     assert [task.result for task in tasks[1:]] == [2, 2]
 
 
