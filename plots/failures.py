@@ -202,6 +202,20 @@ def call_robust(run: Run) -> None:
             break  # the post's "Too many errors."
 
 
+def call_beyond(run: Run) -> None:
+    """Stage 4 on its threads as its users call it: each task handed over as it finishes, and the
+    pool itself stops at the caller's limit (max_errors) rather than the caller walking on after
+    the run."""
+    tasks = [beyond.Task(partial(run.job, n)) for n in run.inputs]
+    inputs = dict(zip(tasks, run.inputs, strict=True))
+    pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after)
+    for task in pool:
+        if task.err is None:
+            run.result(task.result, inputs[task])
+        elif run.error(task.err, inputs[task]):
+            break  # leaving the loop cancels the pool: no task starts after it
+
+
 def call_beyond_asyncio(run: Run) -> None:
     """Stage 4 on asyncio as its users call it: coroutine functions, each task handed over as it
     finishes, and the pool itself stops at the caller's limit (max_errors) rather than the caller
@@ -451,6 +465,7 @@ CONTENDERS = (
     Contender("fix: room for every error", STAGE, call_room_for_every_error),
     Contender("fix: drain while waiting (capacity 1)", STAGE, call_draining_while_waiting),
     Contender("robust", STAGE, call_robust),
+    Contender("beyond", STAGE, call_beyond),
     Contender("beyond on asyncio", STAGE, call_beyond_asyncio),
     Contender("beyond on processes", STAGE, call_beyond_processes),
     Contender("beyond on Dask (LocalCluster)", STAGE, BeyondOnDask()),
