@@ -233,6 +233,34 @@ def test_the_first_panic_is_reraised_not_a_later_one() -> None:
     assert (pool.tasks[0].err, pool.tasks[1].err) == (first, second)
 
 
+def test_a_ctrl_c_inside_thread_start_is_a_ctrl_c_not_a_refused_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Thread.start() waits in Condition.wait(); a Ctrl-C landing as that wait takes its lock back
+    # leaves the lock released, the `with` around it raises RuntimeError("release unlocked lock"),
+    # and the KeyboardInterrupt is only its __context__. Made to happen here on purpose, after the
+    # second worker has really started.
+    start = threading.Thread.start
+    threads_before = set(threading.enumerate())
+
+    def start_then_interrupted(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name == "worker-2":
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("release unlocked lock") from None
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    pool = Pool([Task(returns(n)) for n in range(10)], concurrency=3)
+    with pytest.raises(KeyboardInterrupt):
+        pool.run()
+    monkeypatch.undo()
+
+    # Not "could start only 1 of 3 worker threads": the third was never refused.
+    assert set(threading.enumerate()) == threads_before
+
+
 @pytest.mark.parametrize(
     "make_pool, error",
     [
