@@ -3,9 +3,11 @@
 `python -m tools.mutate` (or `make mutate`). Each entry of MUTANTS below is one deliberate bug: a
 file, an exact snippet of its source, what replaces it, a name that says what the bug is, and the
 test files that should catch it. For each mutant the run edits a scratch copy of the repository
-(never the working tree), runs those test files there with `pytest -x` and a timeout, and calls
-the mutant killed if any test fails or the run times out (a pool that hangs is caught that way,
-and the progress line says so), survived if every test passes.
+(never the working tree), runs those test files there with `pytest -x`, a timeout per test (30 s;
+no test of this suite needs more, and a hang is caught in about that time) and one for the whole
+run, and calls the mutant killed if any test fails or the run times out (a pool that hangs is
+caught that way, and the progress line says so), survived if every test passes. pytest then exits
+at once (tools/pytest_exit_at_once.py) rather than wait for the threads a deadlocked mutant left.
 
 Why a table and not mutmut or cosmic-ray: mutmut 3.8 makes 1846 mutants of these four files, and
 most of the behaviour under test runs in subprocesses (Ctrl-C, deadlocks, the watchdog's reports),
@@ -978,6 +980,8 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdi
         "no:cacheprovider",
         "-p",
         "no:xdist",
+        "-p",
+        "tools.pytest_exit_at_once",
         f"--timeout={timeout}",
         *mutant.tests,
     ]
@@ -1030,7 +1034,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jobs", type=int, default=2, help="mutants run at once, each in its own copy (default 2)"
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds a test may take (default 60)"
+        "--timeout", type=float, default=30.0, help="seconds a test may take (default 30)"
     )
     parser.add_argument(
         "--python",
