@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tools.mutate import MUTANTS, Mutant, main, stale
 
 
@@ -48,3 +50,30 @@ def test_an_unknown_mutant_name_is_refused_with_status_2(
         main(["--only", "no-such-mutant", "--check"])
     assert exited.value.code == 2
     assert "no mutant is named no-such-mutant" in capsys.readouterr().err
+
+
+def development_notes() -> str:
+    readme = (REPO_ROOT / "README.md").read_text()
+    return readme.split("\n## Development notes\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_test_the_development_notes_cite_exists() -> None:
+    cited = set(re.findall(r"\b(test_\w+)", development_notes()))
+    sources = "".join(path.read_text() for path in (REPO_ROOT / "tests").glob("test_*.py"))
+    defined = set(re.findall(r"^def (test_\w+)", sources, flags=re.MULTILINE))
+    files = {path.stem for path in (REPO_ROOT / "tests").glob("test_*.py")}
+    assert len(cited) > 10
+    assert cited - defined - files == set()
+
+
+def test_every_mutant_the_development_notes_name_is_in_the_table() -> None:
+    named = set(
+        re.findall(r"`((?:robust|ec|fix|go|naive|watchdog|beyond)-[a-z-]+)`", development_notes())
+    )
+    assert named
+    assert named - {mutant.name for mutant in MUTANTS} == set()
+
+
+def test_every_mutant_that_may_survive_is_listed_in_the_development_notes() -> None:
+    notes = development_notes()
+    assert [m.name for m in MUTANTS if m.survives and f"`{m.name}`" not in notes] == []
