@@ -647,6 +647,17 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if not _same_waits(asleep, expected):\n            return None",
         "        if False:\n            return None",
         T_WATCHDOG,
+        survives=(
+            "Not equivalent, not killable by a test: a report is built only after every thread "
+            "has slept in the same waits for the grace period, when nothing inside the process "
+            "can wake any of them (signal handlers and timers are ruled out first), so a fresh "
+            "sample with every thread asleep again is a deadlock whichever waits they are in. "
+            "The second look matters only for waits that stillness alone proves (a SimpleQueue "
+            "getter just handed an item, 3.13's exit wait in C) and a thread that wakes in the "
+            "microseconds before the report. The first run's kill "
+            "(test_two_watchdogs_do_not_hide_a_deadlock_from_each_other, at a load average near"
+            " 30) did not repeat."
+        ),
     ),
     _mutant(
         "watchdog-exit-lock-not-checked",
@@ -654,6 +665,16 @@ MUTANTS: tuple[Mutant, ...] = (
         '        if lock is not None and lock.locked():\n            return _Wait("exit"',
         '        if lock is not None:\n            return _Wait("exit"',
         T_WATCHDOG,
+        survives=(
+            "Not equivalent, not killable by a test: acquire() takes a free lock without "
+            "releasing the GIL (Modules/_threadmodule.c tries without blocking first), so the "
+            "watchdog, which samples with the GIL, sees main at that acquire() with the lock "
+            "free only while main wakes from it, and main moves on well within the grace "
+            "period. The mutant reports falsely only if main then gets no CPU for the whole "
+            "grace period; the first run, at a load average near 30, may have seen that once "
+            "(test_threads_taking_turns_at_simple_queue_gets_are_never_reported failed); it did"
+            " not repeat."
+        ),
     ),
     _mutant(
         "watchdog-awake-hint-never-rechecked",
