@@ -533,6 +533,37 @@ def test_a_run_timeout_stops_new_tasks_and_tells_running_ones(streaming: bool) -
     assert pool.stopped is not None and pool.stopped.reason is StopReason.TIMEOUT
 
 
+def test_no_task_starts_after_the_runs_deadline_before_anyone_has_stopped_the_pool() -> None:
+    # While the loop's body runs, no thread of the pool watches the run's deadline: the worker's own
+    # check as it takes a task is all that keeps a task from starting after it. Here the worker
+    # gets its second task from the generator only once the deadline has passed.
+    started_late = threading.Event()
+    timeout = 0.1
+
+    def late() -> int:
+        started_late.set()
+        return 1
+
+    def source() -> Iterator[Task[int]]:
+        yield Task(returns(0))
+        while time.monotonic() < start + timeout + 0.05:
+            time.sleep(0.001)
+        yield Task(late)
+
+    pool = Pool(source(), 1)
+    start = time.monotonic()
+    stream = pool.stream(timeout)
+    first = next(stream)
+    wait_for(
+        lambda: started_late.is_set() or not worker_threads(),
+        "the worker has started the late task or ended",
+    )
+    rest = list(stream)
+
+    assert not started_late.is_set()
+    assert (first.result, rest) == (0, [])
+
+
 # --- A bad tasks iterable is the caller's bug. ---
 
 

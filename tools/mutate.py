@@ -773,13 +773,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "if self.run_deadline is not None and self._run_deadline_passed():",
         "if False:",
         T_BEYOND,
-        survives=(
-            "Not equivalent, killed only sometimes: "
-            "test_a_run_timeout_stops_new_tasks_and_tells_running_ones catches it when a worker"
-            " takes its next task after the deadline and before the waiting thread wakes to "
-            "stop the pool (two runs of three here). A test that opens that window on purpose "
-            "is still to write."
-        ),
     ),
     _mutant(
         "beyond-leaving-the-loop-does-not-tell-running-tasks",
