@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import sys
 import threading
 import time
@@ -532,6 +533,37 @@ def test_a_run_timeout_stops_new_tasks_and_tells_running_ones(streaming: bool) -
     assert pool.stopped is not None and pool.stopped.reason is StopReason.TIMEOUT
 
 
+def test_no_task_starts_after_the_runs_deadline_before_anyone_has_stopped_the_pool() -> None:
+    # While the loop's body runs, no thread of the pool watches the run's deadline: the worker's own
+    # check as it takes a task is all that keeps a task from starting after it. Here the worker
+    # gets its second task from the generator only once the deadline has passed.
+    started_late = threading.Event()
+    timeout = 0.1
+
+    def late() -> int:
+        started_late.set()
+        return 1
+
+    def source() -> Iterator[Task[int]]:
+        yield Task(returns(0))
+        while time.monotonic() < start + timeout + 0.05:
+            time.sleep(0.001)
+        yield Task(late)
+
+    pool = Pool(source(), 1)
+    start = time.monotonic()
+    stream = pool.stream(timeout)
+    first = next(stream)
+    wait_for(
+        lambda: started_late.is_set() or not worker_threads(),
+        "the worker has started the late task or ended",
+    )
+    rest = list(stream)
+
+    assert not started_late.is_set()
+    assert (first.result, rest) == (0, [])
+
+
 # --- A bad tasks iterable is the caller's bug. ---
 
 
@@ -652,6 +684,47 @@ def test_a_panic_in_iteration_is_raised_after_the_panicking_task_is_yielded() ->
     assert raised.value is panic
     assert [task.err for task in yielded] == [panic]
     assert pool.stopped is not None and pool.stopped.reason is StopReason.PANIC
+
+
+def test_a_ctrl_c_that_a_worker_thread_takes_reaches_main_though_nothing_wakes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The kernel may hand the process's SIGINT to any thread; CPython's C handler then only notes
+    # it, and the Python handler (KeyboardInterrupt) runs in main when main next runs bytecode.
+    # Here no task ends until the pool is cancelled, so no worker wakes main: it must look on its
+    # own, every SIGNAL_CHECK_SECONDS (restored from the minute the fixture above sets). Sent to
+    # one worker with pthread_kill, so it cannot go to main.
+    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 0.05)
+    running: list[threading.Thread] = []
+    both_running = threading.Barrier(3, timeout=10)
+
+    def until_cancelled() -> int:
+        running.append(threading.current_thread())
+        both_running.wait()
+        current_token().sleep(60)
+        return 0
+
+    pool = Pool([Task(until_cancelled) for _ in range(2)], 2)
+
+    def interrupt_a_worker() -> None:
+        both_running.wait()
+        signal.pthread_kill(running[0].ident or 0, signal.SIGINT)
+
+    sender = threading.Thread(target=interrupt_a_worker)
+    sender.start()
+    # Backstop for a main that never looks: cancel() wakes it, and run() then returns, unraised.
+    backstop = threading.Timer(10, pool.cancel)
+    backstop.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.run()
+    finally:
+        backstop.cancel()
+        backstop.join()
+        sender.join()
+
+    assert pool.stopped is not None and pool.stopped.reason is StopReason.INTERRUPTED
+    assert [type(task.err) for task in pool.tasks] == [Cancelled, Cancelled]
 
 
 def test_a_ctrl_c_inside_thread_start_is_a_ctrl_c_not_a_refused_thread(

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -231,6 +232,88 @@ def test_the_first_panic_is_reraised_not_a_later_one() -> None:
 
     assert raised.value is first
     assert (pool.tasks[0].err, pool.tasks[1].err) == (first, second)
+
+
+def test_run_returns_only_once_every_worker_thread_has_ended() -> None:
+    # A worker thread outlives the pool's own code: CPython clears the thread's local data
+    # (PyThreadState_Clear, which runs __del__ methods) before it marks the thread ended, and
+    # join() waits for that mark. An object in a thread-local that waits in __del__ holds the
+    # worker thread there after it has told the pool it ended; run() must still wait for it.
+    in_last_act, release = threading.Event(), threading.Event()
+    per_thread = threading.local()
+
+    class HoldsItsThread:
+        def __del__(self) -> None:
+            in_last_act.set()
+            release.wait(10)
+
+    def leave_something_behind() -> int:
+        workers.append(threading.current_thread())
+        per_thread.held = HoldsItsThread()
+        return 1
+
+    workers: list[threading.Thread] = []
+    pool = Pool([Task(leave_something_behind)], concurrency=1)
+    returned = threading.Event()
+
+    def run() -> None:
+        pool.run()
+        returned.set()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert in_last_act.wait(10)
+        # Now run() either returns (wrong) or waits in Thread.join (right); poll for either.
+        deadline = time.monotonic() + 10
+        while not (returned.is_set() or in_join(runner)):
+            assert time.monotonic() < deadline, "run() neither returned nor joined the worker"
+            time.sleep(0.001)
+        assert not returned.is_set()
+    finally:
+        release.set()
+        runner.join(10)
+    assert returned.is_set()
+    assert pool.tasks[0].result == 1
+    assert not any(worker.is_alive() for worker in workers)
+
+
+def in_join(thread: threading.Thread) -> bool:
+    """Is `thread` inside Thread.join() right now?"""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code is threading.Thread.join.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_ctrl_c_inside_thread_start_is_a_ctrl_c_not_a_refused_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Thread.start() waits in Condition.wait(); a Ctrl-C landing as that wait takes its lock back
+    # leaves the lock released, the `with` around it raises RuntimeError("release unlocked lock"),
+    # and the KeyboardInterrupt is only its __context__. Made to happen here on purpose, after the
+    # second worker has really started.
+    start = threading.Thread.start
+    threads_before = set(threading.enumerate())
+
+    def start_then_interrupted(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name == "worker-2":
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("release unlocked lock") from None
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    pool = Pool([Task(returns(n)) for n in range(10)], concurrency=3)
+    with pytest.raises(KeyboardInterrupt):
+        pool.run()
+    monkeypatch.undo()
+
+    # Not "could start only 1 of 3 worker threads": the third was never refused.
+    assert set(threading.enumerate()) == threads_before
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,1140 @@
+"""Mutation run: break the pools and the watchdog one named bug at a time; the tests must notice.
+
+`python -m tools.mutate` (or `make mutate`). Each entry of MUTANTS below is one deliberate bug: a
+file, an exact snippet of its source, what replaces it, a name that says what the bug is, and the
+test files that should catch it. For each mutant the run edits a scratch copy of the repository
+(never the working tree), runs those test files there with `pytest -x`, a timeout per test (30 s;
+no test of this suite needs more, and a hang is caught in about that time) and one for the whole
+run, and calls the mutant killed if any test fails or the run times out (a pool that hangs is
+caught that way, and the progress line says so), survived if every test passes. pytest then exits
+at once (tools/pytest_exit_at_once.py) rather than wait for the threads a deadlocked mutant left.
+
+Why a table and not mutmut or cosmic-ray: mutmut 3.8 makes 1846 mutants of these four files, and
+most of the behaviour under test runs in subprocesses (Ctrl-C, deadlocks, the watchdog's reports),
+which mutmut cannot map to tests; at 10-30 s per mutant that is hours, not minutes. Here each
+mutant is a bug somebody could write, and the table doubles as the list of bugs the suite is known
+to catch.
+
+A table goes stale when the code changes: every snippet must occur exactly once in its file, or
+the run refuses to start and names the stale entries (tests/test_mutate.py checks this in
+`make test`). A mutant the suite is known not to catch says why in `survives`: "Equivalent:" when
+no behaviour changes, else why no test of behaviour can catch it. It still counts as survived,
+but does not fail the run; the README's development notes list them.
+
+The last line is `mutants: K killed, S survived`. Exit status 0 if only mutants with a reason
+survived, 1 if another did, 2 for a stale table or bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberate bug: each (original, replacement) edit is applied to `path`."""
+
+    name: str
+    path: str
+    edits: tuple[tuple[str, str], ...]
+    tests: tuple[str, ...]
+    # Why the suite cannot catch it ("Equivalent: ..." if no behaviour changes); empty if it must.
+    survives: str = ""
+
+
+def _mutant(
+    name: str,
+    path: str,
+    original: str,
+    replacement: str,
+    tests: Sequence[str],
+    survives: str = "",
+) -> Mutant:
+    return Mutant(name, path, ((original, replacement),), tuple(tests), survives)
+
+
+ROBUST = "robust/pool.py"
+EC_POOL = "errors_channel/pool.py"
+EC_FIXES = "errors_channel/fixes.py"
+GO_PRIMITIVES = "errors_channel/go_primitives.py"
+NAIVE = "naive/pool.py"
+WATCHDOG = "errors_channel/watchdog.py"
+BEYOND = "beyond/pool.py"
+
+# Test files, most likely killer first: -x stops at the first failure.
+T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py")
+T_ROBUST_INTERRUPTS = ("tests/test_robust_interrupts.py", "tests/test_robust.py")
+T_ROBUST_START = ("tests/test_robust_interrupts.py", "tests/test_thread_limits.py")
+T_EC = ("tests/test_errors_channel.py",)
+T_EC_START = ("tests/test_thread_limits.py", "tests/test_errors_channel.py")
+T_GO = ("tests/test_go_primitives.py", "tests/test_errors_channel.py")
+T_NAIVE = ("tests/test_naive.py",)
+T_NAIVE_START = ("tests/test_thread_limits.py", "tests/test_naive.py")
+T_WATCHDOG = (
+    "tests/test_watchdog.py",
+    "tests/test_watchdog_signals.py",
+    "tests/test_watchdog_asyncio.py",
+)
+T_WATCHDOG_SIGNALS = (
+    "tests/test_watchdog_signals.py",
+    "tests/test_watchdog.py",
+    "tests/test_watchdog_asyncio.py",
+)
+T_WATCHDOG_ASYNCIO = (
+    "tests/test_watchdog_asyncio.py",
+    "tests/test_watchdog.py",
+    "tests/test_watchdog_signals.py",
+)
+T_BEYOND = (
+    "tests/test_beyond.py",
+    "tests/test_beyond_interrupts.py",
+    "tests/test_beyond_demo.py",
+)
+T_BEYOND_INTERRUPTS = (
+    "tests/test_beyond_interrupts.py",
+    "tests/test_beyond.py",
+    "tests/test_beyond_demo.py",
+)
+
+MUTANTS: tuple[Mutant, ...] = (
+    # --- robust/pool.py ---
+    _mutant(
+        "robust-ctrl-c-does-not-wait-for-running-workers",
+        ROBUST,
+        "            pending.clear()\n            workers.wait_until_none_running()\n",
+        "            pending.clear()\n",
+        T_ROBUST_INTERRUPTS,
+    ),
+    _mutant(
+        "robust-starts-concurrency-threads-however-few-tasks",
+        ROBUST,
+        "for number in range(1, min(self.concurrency, len(self.tasks)) + 1)",
+        "for number in range(1, self.concurrency + 1)",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-reraises-the-last-panic-not-the-first",
+        ROBUST,
+        "            raise panics[0]",
+        "            raise panics[-1]",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-a-panic-does-not-stop-new-tasks",
+        ROBUST,
+        "                pending.clear()\n                panics.append(panic)",
+        "                panics.append(panic)",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-a-panic-is-swallowed",
+        ROBUST,
+        "        if panics:\n            raise panics[0]",
+        "        if False:\n            raise panics[0]",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-a-tasks-error-is-dropped",
+        ROBUST,
+        "            self.err = error\n",
+        "            pass\n",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-run-returns-before-the-last-worker-ends",
+        ROBUST,
+        "workers.wait_until_ended(started)",
+        "workers.wait_until_ended(started - 1)",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-ended-workers-are-not-joined",
+        ROBUST,
+        "        workers.join_ended()\n        if panics:",
+        "        if panics:",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-a-task-can-be-claimed-by-two-pools",
+        ROBUST,
+        "            if task._pool is not None:",
+        "            if False:",
+        T_ROBUST,
+    ),
+    _mutant(
+        "robust-a-ctrl-c-inside-thread-start-is-taken-for-a-refused-thread",
+        ROBUST,
+        "    if isinstance(error, RuntimeError):\n        context = error.__context__",
+        "    if False:\n        context = error.__context__",
+        T_ROBUST_INTERRUPTS,
+    ),
+    _mutant(
+        "robust-a-refused-thread-miscounts-the-started-ones",
+        ROBUST,
+        'f"could start only {started} of',
+        'f"could start only {started + 1} of',
+        T_ROBUST_START,
+    ),
+    _mutant(
+        "robust-a-refused-thread-leaves-the-started-ones-running",
+        ROBUST,
+        "            pending.clear()\n            workers.wait_until_none_running()\n"
+        "            workers.join_ended()\n",
+        "            pass\n",
+        T_ROBUST_START,
+    ),
+    # --- errors_channel/pool.py (stage 2 must keep the post's bug, and only that bug) ---
+    _mutant("ec-done-never-called", EC_POOL, "    wait_group.done()", "    pass", T_EC),
+    _mutant(
+        "ec-wait-group-counts-one-worker-fewer",
+        EC_POOL,
+        "wait_group.add(worker_count)",
+        "wait_group.add(worker_count - 1)",
+        T_EC,
+    ),
+    _mutant(
+        "ec-errors-queue-one-bigger",
+        EC_POOL,
+        "channel(error_capacity)",
+        "channel(error_capacity + 1)",
+        T_EC,
+    ),
+    _mutant(
+        "ec-results-queue-sized-like-errors",
+        EC_POOL,
+        "channel(results_capacity)",
+        "channel(error_capacity)",
+        T_EC,
+    ),
+    _mutant(
+        "ec-main-reads-every-error-not-one",
+        EC_POOL,
+        "first_error = [errors.get_nowait()]",
+        "first_error = drain(errors)",
+        T_EC,
+    ),
+    _mutant(
+        "ec-loses-a-result",
+        EC_POOL,
+        "collected = drain(results)",
+        "collected = drain(results)[1:]",
+        T_EC,
+    ),
+    _mutant(
+        "ec-workers-not-joined",
+        EC_POOL,
+        "    for thread in workers:\n        thread.join()\n    return Outcome",
+        "    for thread in workers:\n        pass\n    return Outcome",
+        T_EC,
+    ),
+    _mutant("ec-no-wait-group-wait", EC_POOL, "    wait_group.wait()", "    pass", T_EC),
+    _mutant("ec-even-jobs-fail", EC_POOL, "if job % 2 == 1:", "if job % 2 == 0:", T_EC),
+    _mutant(
+        "ec-one-end-marker-short",
+        EC_POOL,
+        "    for _ in workers:\n        jobs.put(NO_MORE_JOBS)",
+        "    for _ in workers[1:]:\n        jobs.put(NO_MORE_JOBS)",
+        T_EC,
+    ),
+    _mutant(
+        "ec-refused-thread-one-end-marker-short",
+        EC_POOL,
+        "for _ in range(started):",
+        "for _ in range(started - 1):",
+        T_EC_START,
+    ),
+    _mutant(
+        "ec-refused-thread-started-ones-not-joined",
+        EC_POOL,
+        "                running.join()",
+        "                pass",
+        T_EC_START,
+    ),
+    _mutant(
+        "ec-refused-thread-raw-error",
+        EC_POOL,
+        "raise ThreadStartFailed(message) from error",
+        "raise",
+        T_EC_START,
+    ),
+    _mutant(
+        "ec-refused-thread-miscounts",
+        EC_POOL,
+        "could start only {started} of",
+        "could start only {started + 1} of",
+        T_EC_START,
+    ),
+    # --- errors_channel/fixes.py ---
+    _mutant(
+        "fix-room-too-small",
+        EC_FIXES,
+        "room = max(job_count, 1)",
+        "room = max(job_count // 2 + 1, 1)",
+        T_EC,
+    ),
+    _mutant(
+        "fix-room-workers-not-joined",
+        EC_FIXES,
+        "    for thread in workers:\n        thread.join()\n    return Outcome(results=drain",
+        "    for thread in workers:\n        pass\n    return Outcome(results=drain",
+        T_EC,
+    ),
+    _mutant(
+        "fix-room-drains-before-the-wait",
+        EC_FIXES,
+        "    wait_group.wait()\n    for thread in workers:\n        thread.join()\n"
+        "    return Outcome(results=drain",
+        "    for thread in workers:\n        pass\n    return Outcome(results=drain",
+        T_EC,
+    ),
+    _mutant("fix-drain-no-end-marker", EC_FIXES, "        items.put(None)", "        pass", T_EC),
+    _mutant(
+        "fix-drain-collector-not-joined", EC_FIXES, "        collector.join()", "        pass", T_EC
+    ),
+    _mutant(
+        "fix-drain-errors-collected-as-results",
+        EC_FIXES,
+        "args=(errors, outcome.errors)",
+        "args=(errors, outcome.results)",
+        T_EC,
+    ),
+    _mutant(
+        "fix-drain-collectors-stopped-before-the-wait",
+        EC_FIXES,
+        "    wait_group.wait()\n    for thread in workers:\n        thread.join()\n"
+        "    stop(running)",
+        "    stop(running)\n    wait_group.wait()\n"
+        "    for thread in workers:\n        thread.join()",
+        T_EC,
+    ),
+    _mutant(
+        "fix-drain-workers-not-joined",
+        EC_FIXES,
+        "    for thread in workers:\n        thread.join()\n    stop(running)",
+        "    for thread in workers:\n        pass\n    stop(running)",
+        T_EC,
+    ),
+    _mutant(
+        "fix-refused-thread-leaves-collectors-running",
+        EC_FIXES,
+        "        stop(running)\n        if isinstance",
+        "        pass\n        if isinstance",
+        T_EC_START,
+    ),
+    _mutant(
+        "fix-refused-thread-raw-error",
+        EC_FIXES,
+        "raise ThreadStartFailed(message) from error",
+        "raise",
+        T_EC_START,
+    ),
+    # --- errors_channel/go_primitives.py ---
+    _mutant(
+        "go-unbuffered-put-returns-before-its-item-is-taken",
+        GO_PRIMITIVES,
+        "my_turn = self._items_put\n",
+        "my_turn = self._items_put - 1\n",
+        T_GO,
+    ),
+    _mutant(
+        "go-unbuffered-has-two-slots",
+        GO_PRIMITIVES,
+        "super().__init__(maxsize=1)",
+        "super().__init__(maxsize=2)",
+        T_GO,
+    ),
+    _mutant(
+        "go-unbuffered-take-wakes-one-sender",
+        GO_PRIMITIVES,
+        "self._taken.notify_all()",
+        "self._taken.notify()",
+        T_GO,
+        survives=(
+            "Equivalent: the queue has one slot and a sender puts only into an empty queue, so "
+            "at most one sender ever waits for its item to be taken; notify() and notify_all() "
+            "wake the same thread."
+        ),
+    ),
+    _mutant(
+        "go-unbuffered-take-wakes-no-sender",
+        GO_PRIMITIVES,
+        "self._taken.notify_all()",
+        "pass",
+        T_GO,
+    ),
+    _mutant(
+        "go-unbuffered-sender-checks-its-turn-once",
+        GO_PRIMITIVES,
+        "while self._items_taken < my_turn:",
+        "if self._items_taken < my_turn:",
+        T_GO,
+        survives=(
+            "Equivalent: while a sender waits, its item fills the one slot, so the next get() "
+            "takes that item, and that get() is the only notify; Condition.wait() has no "
+            "spurious wake-ups."
+        ),
+    ),
+    _mutant(
+        "go-unbuffered-channel-is-unbounded",
+        GO_PRIMITIVES,
+        "return UnbufferedQueue()",
+        "return queue.Queue()",
+        T_GO,
+    ),
+    _mutant(
+        "go-wait-group-done-goes-negative",
+        GO_PRIMITIVES,
+        "if self._count == 0:\n                # Go",
+        "if self._count < 0:\n                # Go",
+        T_GO,
+    ),
+    _mutant(
+        "go-wait-group-wakes-one-waiter",
+        GO_PRIMITIVES,
+        "self._all_done.notify_all()",
+        "self._all_done.notify()",
+        T_GO,
+    ),
+    _mutant(
+        "go-wait-group-never-wakes",
+        GO_PRIMITIVES,
+        "            if self._count == 0:\n                self._all_done.notify_all()",
+        "            if self._count == 0:\n                pass",
+        T_GO,
+    ),
+    _mutant(
+        "go-wait-group-waiter-checks-once",
+        GO_PRIMITIVES,
+        "while self._count > 0:",
+        "if self._count > 0:",
+        T_GO,
+    ),
+    _mutant(
+        "go-wait-group-add-goes-negative",
+        GO_PRIMITIVES,
+        "if count < 0:",
+        "if count < -1:",
+        T_GO,
+    ),
+    _mutant(
+        "go-drain-stops-after-one",
+        GO_PRIMITIVES,
+        "drained.append(items.get_nowait())",
+        "drained.append(items.get_nowait())\n            break",
+        T_GO,
+    ),
+    # --- naive/pool.py ---
+    _mutant(
+        "naive-workers-not-joined",
+        NAIVE,
+        "    for thread in workers:\n        thread.join()\n    return collected",
+        "    for thread in workers:\n        pass\n    return collected",
+        T_NAIVE,
+    ),
+    _mutant(
+        "naive-one-result-short",
+        NAIVE,
+        "for _ in range(job_count)]",
+        "for _ in range(job_count - 1)]",
+        T_NAIVE,
+    ),
+    _mutant(
+        "naive-refused-thread-one-end-marker-short",
+        NAIVE,
+        "for _ in range(started):",
+        "for _ in range(started - 1):",
+        T_NAIVE_START,
+    ),
+    _mutant(
+        "naive-refused-thread-started-ones-not-joined",
+        NAIVE,
+        "                running.join()",
+        "                pass",
+        T_NAIVE_START,
+    ),
+    # --- errors_channel/watchdog.py ---
+    _mutant(
+        "watchdog-timed-condition-wait-counts-as-asleep",
+        WATCHDOG,
+        'if local.get("timeout") is None and waiter is not None and waiter in waiters:',
+        "if waiter is not None and waiter in waiters:",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-notified-waiter-counts-as-asleep",
+        WATCHDOG,
+        'if local.get("timeout") is None and waiter is not None and waiter in waiters:',
+        'if local.get("timeout") is None and waiter is not None:',
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-grace-period-ignored",
+        WATCHDOG,
+        "return now - self._since >= self._grace",
+        "return True",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-timed-join-counts-as-asleep",
+        WATCHDOG,
+        'untimed = local.get("block") is True and local.get("timeout") == -1',
+        'untimed = local.get("block") is True',
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-waiter-identity-check-removed",
+        WATCHDOG,
+        "return self.code is other.code and self.lasti == other.lasti"
+        " and self.token is other.token",
+        "return self.code is other.code and self.lasti == other.lasti",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-context-switch-check-removed",
+        WATCHDOG,
+        "if self._count_switches is not None:",
+        "if False:",
+        T_WATCHDOG,
+    ),
+    Mutant(
+        "watchdog-every-has-it-moved-guard-removed",
+        WATCHDOG,
+        (
+            (
+                "return self.code is other.code and self.lasti == other.lasti"
+                " and self.token is other.token",
+                "return self.code is other.code and self.lasti == other.lasti",
+            ),
+            ("if self._count_switches is not None:", "if False:"),
+        ),
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-unreadable-switch-count-accepted",
+        WATCHDOG,
+        "if switches != self._switches or unreadable:",
+        "if switches != self._switches:",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-signal-handlers-ignored",
+        WATCHDOG,
+        "        if not _is_asyncio_sigint(handler):\n            return True",
+        "        if not _is_asyncio_sigint(handler):\n            continue",
+        T_WATCHDOG_SIGNALS,
+    ),
+    _mutant(
+        "watchdog-asyncios-sigint-handler-counts-as-a-way-out",
+        WATCHDOG,
+        "        if not _is_asyncio_sigint(handler):\n            return True",
+        "        if True:\n            return True",
+        T_WATCHDOG_ASYNCIO,
+    ),
+    _mutant(
+        "watchdog-armed-timer-ignored",
+        WATCHDOG,
+        "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
+        "if False:",
+        T_WATCHDOG_SIGNALS,
+    ),
+    _mutant(
+        "watchdog-timer-for-an-ignored-sigalrm-counts",
+        WATCHDOG,
+        "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
+        "if timer_armed:",
+        T_WATCHDOG_SIGNALS,
+    ),
+    _mutant(
+        "watchdog-simple-queue-item-waiting-ignored",
+        WATCHDOG,
+        "if not isinstance(simple_queue, queue.SimpleQueue) or not queue.SimpleQueue.empty("
+        "simple_queue):",
+        "if not isinstance(simple_queue, queue.SimpleQueue):",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-simple-queue-timeout-ignored",
+        WATCHDOG,
+        'if not arguments.get("block", True) or arguments.get("timeout") is not None:',
+        'if not arguments.get("block", True):',
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-nonblocking-simple-queue-get-counts-as-asleep",
+        WATCHDOG,
+        'if not arguments.get("block", True) or arguments.get("timeout") is not None:',
+        'if arguments.get("timeout") is not None:',
+        T_WATCHDOG,
+        survives=(
+            "Equivalent: get(block=False) tries the lock without releasing the GIL "
+            "(Modules/_queuemodule.c), so the watchdog, which samples with the GIL, never sees "
+            "a thread waiting inside it; one seen at that call has returned and runs on, and "
+            "the grace period and the context-switch count (SimpleQueue waits are read only "
+            "where it exists) rule it out."
+        ),
+    ),
+    _mutant(
+        "watchdog-simple-queue-get-never-recognised",
+        WATCHDOG,
+        "    if counts_switches:\n        return _simple_queue_get(frame)",
+        "    if False:\n        return _simple_queue_get(frame)",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-loop-ready-callbacks-ignored",
+        WATCHDOG,
+        "        if loop._ready:\n            return None",
+        "        if False:\n            return None",
+        T_WATCHDOG_ASYNCIO,
+    ),
+    _mutant(
+        "watchdog-loop-registered-files-ignored",
+        WATCHDOG,
+        "if registered != {loop._ssock.fileno()}:",
+        "if False:",
+        T_WATCHDOG_ASYNCIO,
+    ),
+    _mutant(
+        "watchdog-loop-select-timeout-ignored",
+        WATCHDOG,
+        'if run_once.f_locals.get("timeout") is not None:',
+        "if False:",
+        T_WATCHDOG_ASYNCIO,
+    ),
+    _mutant(
+        "watchdog-idle-loop-never-recognised",
+        WATCHDOG,
+        "    if code in _SELECT_CALLS:\n        return _idle_loop(frame)",
+        "    if False:\n        return _idle_loop(frame)",
+        T_WATCHDOG_ASYNCIO,
+    ),
+    _mutant(
+        "watchdog-select-call-position-unchecked",
+        WATCHDOG,
+        "if select.f_lasti not in _SELECT_CALLS[select.f_code]:",
+        "if False:",
+        T_WATCHDOG_ASYNCIO,
+        survives=(
+            "Equivalent: inside selectors' select() but outside its system call, a loop runs "
+            "dict look-ups and list appends that cannot block, so it never stays at one "
+            "instruction for the grace period, and the same-wait check (code, instruction, "
+            "object) sees it move."
+        ),
+    ),
+    _mutant(
+        "watchdog-other-watchdogs-count-as-awake",
+        WATCHDOG,
+        "                if _is_watchdog(frame):\n                    continue\n",
+        "",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-reports-without-a-second-look",
+        WATCHDOG,
+        "        if not _same_waits(asleep, expected):\n            return None",
+        "        if False:\n            return None",
+        T_WATCHDOG,
+        survives=(
+            "Not equivalent, not killable by a test: a report is built only after every thread "
+            "has slept in the same waits for the grace period, when nothing inside the process "
+            "can wake any of them (signal handlers and timers are ruled out first), so a fresh "
+            "sample with every thread asleep again is a deadlock whichever waits they are in. "
+            "The second look matters only for waits that stillness alone proves (a SimpleQueue "
+            "getter just handed an item, 3.13's exit wait in C) and a thread that wakes in the "
+            "microseconds before the report. The first run's kill "
+            "(test_two_watchdogs_do_not_hide_a_deadlock_from_each_other, at a load average near"
+            " 30) did not repeat."
+        ),
+    ),
+    _mutant(
+        "watchdog-exit-lock-not-checked",
+        WATCHDOG,
+        '        if lock is not None and lock.locked():\n            return _Wait("exit"',
+        '        if lock is not None:\n            return _Wait("exit"',
+        T_WATCHDOG,
+        survives=(
+            "Not equivalent, not killable by a test: acquire() takes a free lock without "
+            "releasing the GIL (Modules/_threadmodule.c tries without blocking first), so the "
+            "watchdog, which samples with the GIL, sees main at that acquire() with the lock "
+            "free only while main wakes from it, and main moves on well within the grace "
+            "period. The mutant reports falsely only if main then gets no CPU for the whole "
+            "grace period; the first run, at a load average near 30, may have seen that once "
+            "(test_threads_taking_turns_at_simple_queue_gets_are_never_reported failed); it did"
+            " not repeat."
+        ),
+    ),
+    _mutant(
+        "watchdog-awake-hint-never-rechecked",
+        WATCHDOG,
+        "if hint in frames and hint != me and _classify(frames[hint], self._counts_switches)"
+        " is None:",
+        "if hint in frames and hint != me:",
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-timed-join-in-c-counts-as-asleep",
+        WATCHDOG,
+        'if local.get("timeout") is None and handle is not None and not handle.is_done():',
+        "if handle is not None and not handle.is_done():",
+        T_WATCHDOG,
+        survives=(
+            "Equivalent on Python 3.11 and 3.12, where this line (join() waiting in C) never "
+            "runs. On 3.13 test_a_timed_join_is_a_way_out kills it: --python with a 3.13 "
+            "interpreter."
+        ),
+    ),
+    # --- beyond/pool.py ---
+    _mutant(
+        "beyond-takers-see-only-the-stop-not-the-failure-count",
+        BEYOND,
+        "if self.stopped is not None or len(failures) >= max_errors:",
+        "if self.stopped is not None:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-failure-is-never-recorded",
+        BEYOND,
+        "                failures.append(None)",
+        "                pass",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-stops-one-failure-late",
+        BEYOND,
+        "if len(failures) >= workers.max_errors:",
+        "if len(failures) > workers.max_errors:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-cancelled-counts-as-a-failure",
+        BEYOND,
+        "except Cancelled as cancelled:",
+        "except ZeroDivisionError as cancelled:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-plain-lock-for-the-pool",
+        BEYOND,
+        "self._lock = threading.RLock()",
+        "self._lock = threading.Lock()",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-no-backpressure",
+        BEYOND,
+        "while self._room == 0 and self.stopped is None:",
+        "while False:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-the-consumer-is-never-woken",
+        BEYOND,
+        "                self._done.append(finished)\n                self._wake_main()",
+        "                self._done.append(finished)",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-running-tasks-are-never-told-to-stop",
+        BEYOND,
+        "if cancel and not self.cancelled:",
+        "if False:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-checkpoints-ignore-deadlines",
+        BEYOND,
+        "if deadline is not None and time.monotonic() >= deadline:",
+        "if False:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-task-is-never-overdue",
+        BEYOND,
+        "if now >= deadline + self._overdue_grace:",
+        "if False:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-tasks-start-after-the-runs-deadline",
+        BEYOND,
+        "if self.run_deadline is not None and self._run_deadline_passed():",
+        "if False:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-leaving-the-loop-does-not-tell-running-tasks",
+        BEYOND,
+        'StopReason.CANCELLED, "the loop over the pool ended early", cancel=True',
+        'StopReason.CANCELLED, "the loop over the pool ended early", cancel=False',
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-generator-tasks-are-not-claimed",
+        BEYOND,
+        "if self._sequence is None:",
+        "if False:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-workers-end-wakes-nobody",
+        BEYOND,
+        "            self._ended.append(threading.current_thread())\n            self._wake_main()",
+        "            self._ended.append(threading.current_thread())",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-the-consumer-never-frees-room",
+        BEYOND,
+        "                    self._room += 1\n",
+        "\n",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-failures-are-not-counted",
+        BEYOND,
+        "            self.err = error\n            return True",
+        "            self.err = error\n            return False",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-the-last-stop-reason-wins",
+        BEYOND,
+        "            if self.stopped is None:\n"
+        "                self.stopped = Stopped(reason, message)",
+        "            if True:\n                self.stopped = Stopped(reason, message)",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-finished-tasks-are-not-handed-over",
+        BEYOND,
+        "if self._streaming and not self._hand_over(current[number]):",
+        "if self._streaming and not self._hand_over(None):",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-the-waiting-thread-never-wakes-for-a-deadline",
+        BEYOND,
+        "        if not self._watching_deadlines:\n            return math.inf",
+        "        if True:\n            return math.inf",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-checkpoint-does-nothing",
+        BEYOND,
+        "    if here is not None and here.task is not None:\n        Token(",
+        "    if False:\n        Token(",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-ctrl-c-does-not-tell-running-tasks",
+        BEYOND,
+        "stop = _what_stopped(raised)\n"
+        '            workers.stop(StopReason.INTERRUPTED, f"interrupted by {stop!r}", cancel=True)',
+        "stop = _what_stopped(raised)\n"
+        '            workers.stop(StopReason.INTERRUPTED, f"interrupted by {stop!r}", '
+        "cancel=False)",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-bad-sources-error-is-not-raised",
+        BEYOND,
+        "            if error is not None and self.error is None:\n"
+        "                self.error = error",
+        "            if False:\n                self.error = error",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-the-overdue-report-is-made-every-wake",
+        BEYOND,
+        "            if deadline is None or task is None or task in self.overdue:",
+        "            if deadline is None or task is None:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-stopped-pool-still-hands-out-its-list",
+        BEYOND,
+        "            if self._pending is not None:\n                self._pending.clear()\n"
+        "            if cancel",
+        "            if cancel",
+        T_BEYOND,
+        survives=(
+            "Equivalent: stop() sets `stopped` (under the lock) before it empties the deque, "
+            "and take() checks `stopped` after each pop and before the task starts, so a task "
+            "popped after a stop never starts; emptying the deque only spares the pops."
+        ),
+    ),
+    _mutant(
+        "beyond-main-sleeps-on-however-long",
+        BEYOND,
+        "self._wakeup.acquire(timeout=min(timeout, SIGNAL_CHECK_SECONDS))",
+        "self._wakeup.acquire(timeout=-1 if timeout == math.inf else timeout)",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-stale-wake-up-is-not-taken-back",
+        BEYOND,
+        "                self._wakeup.acquire(blocking=False)\n",
+        "\n",
+        T_BEYOND,
+        survives=(
+            "Not equivalent, not killed: a worker's wake-up must land just as main's timed "
+            "sleep expires, and a second one within the few bytecodes before main sleeps again;"
+            " the second release() then raises RuntimeError in that worker. No test of "
+            "behaviour can force two such races without replacing the pool's private lock; a "
+            "stress test (SIGNAL_CHECK_SECONDS=0, 5 x 20,000 streamed tasks) ran over a minute "
+            "on this machine without a verdict, too slow for the suite."
+        ),
+    ),
+    _mutant(
+        "beyond-a-cancel-does-not-wake-sleeping-tasks",
+        BEYOND,
+        "                for sleeper in self._sleepers:\n                    sleeper.release()",
+        "                pass",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-ctrl-c-inside-thread-start-is-taken-for-a-refused-thread",
+        BEYOND,
+        "    if isinstance(raised, RuntimeError) and isinstance(raised.__context__, "
+        "KeyboardInterrupt):",
+        "    if False:",
+        T_BEYOND_INTERRUPTS,
+    ),
+)
+
+
+def stale(mutants: Sequence[Mutant], root: Path = REPO_ROOT) -> list[str]:
+    """One line per edit whose original snippet does not occur exactly once in its file."""
+    problems = []
+    for mutant in mutants:
+        text = (root / mutant.path).read_text()
+        for original, replacement in mutant.edits:
+            count = text.count(original)
+            if count != 1:
+                problems.append(f"{mutant.name}: its snippet occurs {count} times in {mutant.path}")
+            if original == replacement:
+                problems.append(f"{mutant.name}: its replacement changes nothing")
+        for test in mutant.tests:
+            if not (root / test).is_file():
+                problems.append(f"{mutant.name}: no test file {test}")
+    names = [mutant.name for mutant in mutants]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    problems += [f"{name}: two mutants have this name" for name in twice]
+    return problems
+
+
+def scratch_copy(destination: Path) -> None:
+    """Copy the repository's files (tracked and new, as they are now; not .venv) to destination."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if not source.is_file():
+            continue  # deleted in the working tree but not yet in the index
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def child_environment(copy: Path) -> dict[str, str]:
+    # The project is installed editable from the working tree; PYTHONPATH puts the copy first, and
+    # no bytecode is written, so a mutant's .pyc can never stand in for the restored source.
+    return {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def check_imports_come_from(copy: Path, python: str) -> None:
+    program = "import beyond.pool, errors_channel.watchdog, robust.pool; "
+    program += "print(robust.pool.__file__)"
+    where = subprocess.run(
+        [python, "-c", program],
+        cwd=copy,
+        env=child_environment(copy),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if not Path(where).is_relative_to(copy):
+        raise SystemExit(f"mutate: the scratch copy imports the pools from {where}, not {copy}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    mutant: Mutant
+    killed: bool
+    how: str
+    seconds: float
+
+
+def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdict:
+    """Apply mutant to the copy, run its tests, put the file back."""
+    target = copy / mutant.path
+    original_text = target.read_text()
+    text = original_text
+    for original, replacement in mutant.edits:
+        text = text.replace(original, replacement, 1)
+    target.write_text(text)
+    command = [
+        python,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:xdist",
+        "-p",
+        "tools.pytest_exit_at_once",
+        f"--timeout={timeout}",
+        *mutant.tests,
+    ]
+    start = time.monotonic()
+    try:
+        # A whole-run limit as well as pytest-timeout's per-test one: a hang outside a test (a
+        # fixture, a thread left behind at exit) is caught too.
+        done = subprocess.run(
+            command,
+            cwd=copy,
+            env=child_environment(copy),
+            capture_output=True,
+            text=True,
+            timeout=timeout * 3,
+        )
+    except subprocess.TimeoutExpired:
+        limit = timeout * 3
+        return Verdict(mutant, True, f"timeout: the tests ran over {limit:.0f} s", limit)
+    finally:
+        target.write_text(original_text)
+    seconds = time.monotonic() - start
+    lines = done.stdout.splitlines()
+    if done.returncode == 0:
+        return Verdict(mutant, False, lines[-1] if lines else "", seconds)
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    how = failed[0] if failed else (lines[-1] if lines else done.stderr.strip()[-200:])
+    # What pytest-timeout says when it stops a test that hangs.
+    if "from pytest-timeout" in done.stdout:
+        how = f"timeout (a test hung): {how}"
+    return Verdict(mutant, True, how, seconds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.mutate",
+        description="Run each named mutant of the pools and the watchdog against its tests, on a "
+        "scratch copy of the repository. Last line: 'mutants: K killed, S survived'.",
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        help="run only this mutant (repeatable; a prefix such as 'robust-' selects a group)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the mutants' names and stop")
+    parser.add_argument(
+        "--check", action="store_true", help="only check that every snippet occurs once"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="mutants run at once, each in its own copy (default 2)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds a test may take (default 30)"
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs the tests (with pytest, pytest-timeout and hypothesis "
+        "installed); default: this one",
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.jobs < 1 or arguments.timeout <= 0:
+        parser.error("--jobs must be at least 1 and --timeout more than 0")
+
+    mutants = list(MUTANTS)
+    if arguments.only:
+        mutants = [m for m in MUTANTS if any(m.name.startswith(o) for o in arguments.only)]
+        if not mutants:
+            parser.error(f"no mutant is named {' or '.join(arguments.only)} (see --list)")
+    if arguments.list:
+        for mutant in mutants:
+            print(mutant.name)
+        return 0
+    problems = stale(mutants)
+    if problems:
+        print("mutate: the table is stale; fix these entries in tools/mutate.py:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if arguments.check:
+        print(f"mutate: all {len(mutants)} mutants apply")
+        return 0
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mutate-") as scratch:
+        copies: list[Path] = []
+        for number in range(min(arguments.jobs, len(mutants))):
+            copy = Path(scratch) / f"copy-{number}"
+            scratch_copy(copy)
+            check_imports_come_from(copy, arguments.python)
+            copies.append(copy)
+        print(
+            f"mutate: {len(mutants)} mutants, {len(copies)} at a time, in copies under {scratch}",
+            flush=True,
+        )
+        free = list(copies)
+        free_lock = threading.Lock()
+        verdicts: list[Verdict] = []
+
+        def one(mutant: Mutant) -> Verdict:
+            with free_lock:
+                copy = free.pop()
+            try:
+                verdict = run_mutant(mutant, copy, arguments.timeout, arguments.python)
+            finally:
+                with free_lock:
+                    free.append(copy)
+            with free_lock:
+                verdicts.append(verdict)
+                word = "killed" if verdict.killed else "SURVIVED"
+                if not verdict.killed and mutant.survives:
+                    word = "survived (known)"
+                print(
+                    f"[{len(verdicts)}/{len(mutants)}] {word:8} {mutant.name} "
+                    f"({verdict.seconds:.0f} s): {verdict.how[:160]}",
+                    flush=True,
+                )
+            return verdict
+
+        with ThreadPoolExecutor(max_workers=len(copies)) as executor:
+            list(executor.map(one, mutants))
+
+    killed = sum(verdict.killed for verdict in verdicts)
+    survivors = [verdict.mutant for verdict in verdicts if not verdict.killed]
+    unexplained = [mutant.name for mutant in survivors if not mutant.survives]
+    for mutant in survivors:
+        reason = mutant.survives or "NOT EXPLAINED: kill it with a test, or say why it survives"
+        print(f"survivor {mutant.name}: {reason}")
+    print(f"mutate: {time.monotonic() - started:.0f} s in all")
+    print(f"mutants: {killed} killed, {len(survivors)} survived")
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
