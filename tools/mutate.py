@@ -119,6 +119,13 @@ MUTANTS: tuple[Mutant, ...] = (
         T_ROBUST_INTERRUPTS,
     ),
     _mutant(
+        "robust-main-sleeps-until-a-worker-ends-whatever-signal-came",
+        ROBUST,
+        "wakeups.get(timeout=SIGNAL_CHECK_SECONDS)",
+        "wakeups.get()",
+        T_ROBUST_INTERRUPTS,
+    ),
+    _mutant(
         "robust-starts-concurrency-threads-however-few-tasks",
         ROBUST,
         "for number in range(1, min(self.concurrency, len(self.tasks)) + 1)",
