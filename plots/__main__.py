@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m plots",
         description="Measure the stages and their peers (ThreadPoolExecutor, asyncio, "
         "multiprocessing), write NAME.csv and its metadata NAME.json for each benchmark, and draw "
-        "NAME.png from them. Quick mode (the default) takes about a minute and a half on 2 cores.",
+        "NAME.png from them. Quick mode (the default) takes about five minutes on 2 cores.",
     )
     parser.add_argument(
         "--full",
