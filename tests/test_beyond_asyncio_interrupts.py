@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import platform
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.child_process import Child, spawn
 
 # The child: 20 tasks on 4 workers, from a generator. Task 0 returns at once; every other task
 # says when it starts and then awaits a 30 s sleep, which only a cancel ends. A "deaf" task
@@ -98,48 +95,10 @@ say("not interrupted")
 """
 
 
-class Child:
-    """The child above, and a line-by-line view of what it says."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.said: list[str] = []
-
-    def read_until(self, *lines: str) -> None:
-        assert self.process.stdout is not None
-        while not set(lines) <= set(self.said):
-            said = self.process.stdout.readline()
-            if not said:
-                raise AssertionError(f"the child ended before saying {lines}: {self.said}")
-            self.said.append(said.rstrip("\n"))
-
-    def finish(self) -> int:
-        assert self.process.stdout is not None
-        self.said += [line.rstrip("\n") for line in self.process.stdout]
-        return self.process.wait()
-
-    def started(self) -> list[int]:
-        return sorted(int(line.split()[1]) for line in self.said if line.startswith("start "))
-
-
 @contextmanager
 def child(loop: str, mode: str, kind: str = "awaiting") -> Iterator[Child]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, loop, mode, kind],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    # The backstop for a child that hangs: killed after 30 s, its output ends, so every read above
-    # returns and the test fails on what the child said (or did not).
-    backstop = threading.Timer(30, process.kill)
-    backstop.start()
-    try:
-        yield Child(process)
-    finally:
-        backstop.cancel()
-        process.kill()
-        process.wait()
+    with spawn(Child, CHILD, loop, mode, kind, stdin=False) as running:
+        yield running
 
 
 RUNNING = ("start 1", "start 2", "start 3")

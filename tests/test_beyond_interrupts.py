@@ -8,13 +8,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from tests.child_process import Child, spawn
 from tests.conftest import REPO_ROOT
 
 # The child: 20 tasks on 4 workers, from a generator. Each task says when it starts, then runs
@@ -99,26 +99,11 @@ say("not interrupted")
 """
 
 
-class Child:
-    """The child above, and a line-by-line view of what it says."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.said: list[str] = []
-
-    def read_until(self, line: str) -> None:
-        assert self.process.stdout is not None
-        while line not in self.said:
-            said = self.process.stdout.readline()
-            if not said:
-                raise AssertionError(f"the child ended before saying {line!r}: {self.said}")
-            self.said.append(said.rstrip("\n"))
+class Listening(Child):
+    """The child above, whose listener also answers questions and releases tasks."""
 
     def release(self, *numbers: int | str) -> None:
-        assert self.process.stdin is not None
-        for number in numbers:
-            self.process.stdin.write(f"{number}\n")
-        self.process.stdin.flush()
+        self.tell(*(str(number) for number in numbers))
 
     def ask_until(self, question: str, answer: str) -> None:
         """Ask the child's listener `question` until it answers `answer` (polling, but nothing
@@ -139,39 +124,11 @@ class Child:
         """A worker ends only after its task has finished: how the parent knows a task is over."""
         self.ask_until("alive?", f"alive {count}")
 
-    def finish(self) -> int:
-        """Read the rest of what the child says, up to its exit (see child() for the backstop).
-
-        Read through the same file object as read_until: communicate() would read the pipe
-        itself and lose whatever readline() had already buffered.
-        """
-        assert self.process.stdout is not None
-        self.said += [line.rstrip("\n") for line in self.process.stdout]
-        return self.process.wait()
-
-    def started(self) -> list[int]:
-        return sorted(int(line.split()[1]) for line in self.said if line.startswith("start "))
-
 
 @contextmanager
-def child(mode: str, kind: str, *extra: str) -> Iterator[Child]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode, kind, *extra],
-        cwd=REPO_ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    # The backstop for a child that hangs: killed after 30 s, it ends its output, so every read
-    # above returns and the test fails on what the child said (or did not).
-    backstop = threading.Timer(30, process.kill)
-    backstop.start()
-    try:
-        yield Child(process)
-    finally:
-        backstop.cancel()
-        process.kill()
-        process.wait()
+def child(mode: str, kind: str, *extra: str) -> Iterator[Listening]:
+    with spawn(Listening, CHILD, mode, kind, *extra) as running:
+        yield running
 
 
 @pytest.mark.parametrize("mode", ["run", "stream"])
@@ -229,7 +186,7 @@ def test_ctrl_c_in_the_loops_body_stops_the_pool_when_the_loop_is_left() -> None
     assert running.said[-1] == "workers alive: 0"
 
 
-def ctrl_c(running: Child) -> None:
+def ctrl_c(running: Listening) -> None:
     """A real SIGINT, and wait until the child's pool has stopped (main took the signal)."""
     running.process.send_signal(signal.SIGINT)
     running.ask_until("stopped?", "stopped True")
@@ -307,31 +264,17 @@ print(pool.stopped.reason.name, [type(task.err).__name__ for task in pool.tasks]
 
 @pytest.mark.parametrize("when", ["from-outside", "while-main-holds-the-lock"])
 def test_a_signal_handler_can_cancel_the_pool(when: str) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-c", HANDLER, when],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline().strip()
-        if when == "from-outside":
-            assert first == "waiting for the signal"
-            process.send_signal(signal.SIGUSR1)
-        else:
-            assert first == "handler ran inside the lock: True"
-        # Not communicate(): it reads the raw pipe, and would miss a line that readline() above
-        # has already buffered along with the first (seen under load). pytest-timeout backs this.
-        rest = process.stdout.read()
-        process.wait(timeout=20)
-    finally:
-        process.kill()
-        process.wait()
+    outside = when == "from-outside"
+    first = "waiting for the signal" if outside else "handler ran inside the lock: True"
+    with spawn(Child, HANDLER, when, stdin=False) as running:
+        running.read_until(first)
+        if outside:
+            running.process.send_signal(signal.SIGUSR1)
+        status = running.finish()
 
-    assert process.returncode == 0
+    assert status == 0
     outcomes = ["Cancelled"] * 2 + ["NoneType"] * 5
-    assert rest.strip() == f"CANCELLED {outcomes}"
+    assert running.said == [first, f"CANCELLED {outcomes}"]
 
 
 # A child that may only map a little more memory than it has: each thread's stack needs address

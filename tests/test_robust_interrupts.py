@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.child_process import Child, spawn
 from tests.conftest import REPO_ROOT
 
 # The child: 20 tasks on 4 workers. Each task says when it starts, then runs (sleeping, or
@@ -105,50 +106,10 @@ say("not interrupted")
 """
 
 
-class Child:
-    """The child above, and a line-by-line view of what it says."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.process = process
-        self.said: list[str] = []
-
-    def read_until(self, line: str) -> None:
-        assert self.process.stdout is not None
-        while line not in self.said:
-            said = self.process.stdout.readline()
-            if not said:
-                raise AssertionError(f"the child ended before saying {line!r}: {self.said}")
-            self.said.append(said.rstrip("\n"))
-
-    def tell(self, *lines: str) -> None:
-        assert self.process.stdin is not None
-        for line in lines:
-            self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def finish(self) -> int:
-        """Read everything else the child says until it exits; its exit status."""
-        assert self.process.stdout is not None
-        # Not communicate(): with stdin a pipe too, it reads the raw pipe and would lose lines
-        # that readline() has already buffered.
-        self.said += [line.rstrip("\n") for line in self.process.stdout]
-        return self.process.wait(timeout=30)
-
-
 @contextmanager
 def child(kind: str) -> Iterator[Child]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", CHILD, kind],
-        cwd=REPO_ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield Child(process)
-    finally:
-        process.kill()
-        process.wait()
+    with spawn(Child, CHILD, kind) as running:
+        yield running
 
 
 def ctrl_c(running: Child) -> None:
