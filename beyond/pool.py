@@ -56,7 +56,7 @@ from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 Result = TypeVar("Result")
 
-# Guards Task._pool while a Pool claims its tasks, so that two pools built at the same moment from
+# Guards Task._owner while a Pool claims its tasks, so that two pools built at the same moment from
 # the same task cannot both claim it. Held once per Pool for a list, once per task taken from a
 # generator; never while a task runs.
 _claiming = threading.Lock()
@@ -128,7 +128,7 @@ class Task(Generic[Result]):
     """
 
     # Slots: the pool touches these once per task, and slot access is the cheapest there is.
-    __slots__ = ("_pool", "deadline", "err", "finished", "fn", "result", "timeout")
+    __slots__ = ("_owner", "deadline", "err", "finished", "fn", "result", "timeout")
 
     # A coroutine function (backend="asyncio") makes a Task of what it returns once awaited.
     @overload
@@ -157,8 +157,8 @@ class Task(Generic[Result]):
         self.result: Result | None = None
         # False for a task that never ran (the run was stopped before its turn).
         self.finished = False
-        # The Pool that holds this task, once one does.
-        self._pool: Pool[Result] | None = None
+        # The mark of the Pool that holds this task, once one does (see Pool.__init__).
+        self._owner: object | None = None
 
     def _name(self) -> str:
         """fn's name, quoted, for messages; never raises."""
@@ -263,6 +263,11 @@ class Pool(Generic[Result]):
             if max_errors < 1:
                 raise ValueError(f"max_errors must be at least 1, got {max_errors}")
         _check_seconds("overdue_grace", overdue_grace)
+        # What a task of this pool holds to say so. Not the Pool: a task that held its pool, in
+        # a pool that holds its tasks, would make a reference cycle, and a finished run's tasks
+        # would then wait for the cyclic garbage collector, which costs about as much per task as
+        # the rest of the pool together when it comes. Without a cycle they are freed at once.
+        self._mark = object()
         self.tasks: list[Task[Result]]
         source: Iterator[Task[Result]] | None = None
         if isinstance(tasks, Sequence):
@@ -270,7 +275,7 @@ class Pool(Generic[Result]):
             for task in self.tasks:
                 if not isinstance(task, Task):
                     raise TypeError(f"Pool takes Task objects, got {type(task).__name__}")
-            _claim(self.tasks, self)
+            _claim(self.tasks, self._mark)
         else:
             # Taken lazily: each task is checked and claimed as a worker takes it (Workers.take).
             self.tasks = []
@@ -279,7 +284,7 @@ class Pool(Generic[Result]):
         self.max_errors = max_errors
         # The run's shared state, made now so that cancel() works before the run starts too.
         self._workers: Workers[Result] = Workers(
-            self, source, concurrency, max_errors, overdue_grace
+            self.tasks, source, self.backend, self._mark, concurrency, max_errors, overdue_grace
         )
         self._started = False
         self._start_once = threading.Lock()
@@ -473,13 +478,18 @@ class Workers(Generic[Result]):
 
     def __init__(
         self,
-        pool: Pool[Result],
+        tasks: list[Task[Result]],
         source: Iterator[Task[Result]] | None,
+        backend: Backend,
+        mark: object,
         concurrency: int,
         max_errors: int | None,
         overdue_grace: float,
     ) -> None:
-        self._pool = pool
+        # The pool's, not the pool itself (see Pool.__init__): pool.tasks, its backend, its mark.
+        self._tasks = tasks
+        self.backend = backend
+        self._mark = mark
         # Guards every field below unless it says otherwise.
         self._lock = threading.RLock()
         # Workers waiting for the consumer to make room (iteration only) sleep here. Only workers
@@ -498,7 +508,7 @@ class Workers(Generic[Result]):
         # Where tasks come from. A list's tasks wait in a deque, popped without a lock (as in stage
         # 3); any other iterable is read under _taking, a lock only the workers take, so that main
         # never waits for the iterable's own code to return.
-        self._sequence = pool.tasks if source is None else None
+        self._sequence = tasks if source is None else None
         self._pending: deque[Task[Result]] | None = None
         self._source = source
         self._taking = threading.Lock()
@@ -553,7 +563,7 @@ class Workers(Generic[Result]):
                     self._pending = deque(self._sequence)
             elif not streaming:
                 # run() keeps every task it takes from a generator in pool.tasks.
-                self._keep = self._pool.tasks
+                self._keep = self._tasks
             if timeout is not None:
                 self.run_timeout = timeout
                 self.run_deadline = time.monotonic() + timeout
@@ -682,7 +692,7 @@ class Workers(Generic[Result]):
             if self._sequence is None:
                 # A task from a generator is claimed as it is taken: a task runs at most once.
                 try:
-                    _claim([task], self._pool)
+                    _claim([task], self._mark)
                 except ValueError as given_twice:
                     self._source = None
                     self._stop_for_source(given_twice, str(given_twice))
@@ -1065,7 +1075,7 @@ def backend_for(backend: object) -> Backend:
 def _work(workers: Workers[Result], number: int) -> None:
     """One worker: run tasks until there is none to take. Go: `for task := range tasksChan`."""
     workers.begin()
-    runner = workers._pool.backend.runner(workers, number)
+    runner = workers.backend.runner(workers, number)
     # Looked up once: this loop runs once per task.
     run, failures = runner.run, workers.failures
     try:
@@ -1111,17 +1121,17 @@ def _check_seconds(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
-def _claim(tasks: list[Task[Result]], pool: Pool[Result]) -> None:
-    """Make `pool` the owner of every task, or of none: a task runs at most once."""
+def _claim(tasks: list[Task[Result]], mark: object) -> None:
+    """Make the pool with this mark the owner of every task, or of none: a task runs once."""
     with _claiming:
         for claimed, task in enumerate(tasks):
-            if task._pool is not None:
-                where = "twice in this Pool" if task._pool is pool else "to another Pool already"
+            if task._owner is not None:
+                where = "twice in this Pool" if task._owner is mark else "to another Pool already"
                 # Undo this pool's claims so far: the Pool is refused as a whole.
                 for earlier in tasks[:claimed]:
-                    earlier._pool = None
+                    earlier._owner = None
                 raise ValueError(
                     f"task {claimed} ({task!r}) was given {where}; a Task runs at most once, "
                     "so make a new Task for each run"
                 )
-            task._pool = pool
+            task._owner = mark

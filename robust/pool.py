@@ -37,7 +37,7 @@ from typing import Generic, TypeVar
 
 Result = TypeVar("Result")
 
-# Guards Task._pool while a Pool claims its tasks, so that two pools built at the same moment from
+# Guards Task._owner while a Pool claims its tasks, so that two pools built at the same moment from
 # the same task cannot both claim it. Held once per Pool, never while a task runs.
 _claiming = threading.Lock()
 
@@ -57,7 +57,7 @@ class Task(Generic[Result]):
     """
 
     # Slots: the pool touches these once per task, and slot access is the cheapest there is.
-    __slots__ = ("_pool", "err", "finished", "fn", "result")
+    __slots__ = ("_owner", "err", "finished", "fn", "result")
 
     def __init__(self, fn: Callable[[], Result]) -> None:
         if not callable(fn):
@@ -69,8 +69,8 @@ class Task(Generic[Result]):
         self.result: Result | None = None
         # False for a task that never ran (the run was stopped before its turn).
         self.finished = False
-        # The Pool that holds this task, once one does.
-        self._pool: Pool[Result] | None = None
+        # The mark of the Pool that holds this task, once one does (see Pool.__init__).
+        self._owner: object | None = None
 
     def run(self) -> None:
         """Call fn once and keep its outcome. The pool's workers call this; a task runs once."""
@@ -121,7 +121,12 @@ class Pool(Generic[Result]):
         for task in self.tasks:
             if not isinstance(task, Task):
                 raise TypeError(f"Pool takes Task objects, got {type(task).__name__}")
-        _claim(self.tasks, self)
+        # What a task of this pool holds to say so. Not the Pool: a task that held its pool, in
+        # a pool that holds its tasks, would make a reference cycle, and a finished run's tasks
+        # would then wait for the cyclic garbage collector, which costs about as much per task as
+        # the rest of the pool together when it comes. Without a cycle they are freed at once.
+        self._mark = object()
+        _claim(self.tasks, self._mark)
         self.concurrency = concurrency
         self._started = False
         self._start_once = threading.Lock()
@@ -308,17 +313,17 @@ def _ctrl_c_behind(error: BaseException) -> BaseException:
     return error
 
 
-def _claim(tasks: list[Task[Result]], pool: Pool[Result]) -> None:
-    """Make `pool` the owner of every task, or of none: a task runs at most once."""
+def _claim(tasks: list[Task[Result]], mark: object) -> None:
+    """Make the pool with this mark the owner of every task, or of none: a task runs once."""
     with _claiming:
         for claimed, task in enumerate(tasks):
-            if task._pool is not None:
-                where = "twice in this Pool" if task._pool is pool else "to another Pool already"
+            if task._owner is not None:
+                where = "twice in this Pool" if task._owner is mark else "to another Pool already"
                 # Undo this pool's claims so far: the Pool is refused as a whole.
                 for earlier in tasks[:claimed]:
-                    earlier._pool = None
+                    earlier._owner = None
                 raise ValueError(
                     f"task {claimed} ({task!r}) was given {where}; a Task runs at most once, "
                     "so make a new Task for each run"
                 )
-            task._pool = pool
+            task._owner = mark

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import signal
 import sys
@@ -618,6 +619,41 @@ def test_a_generator_giving_a_task_twice_stops_the_pool() -> None:
     with pytest.raises(ValueError, match="twice in this Pool"):
         pool.run()
     assert [task.finished for task in pool.tasks] == [True]
+
+
+@pytest.mark.parametrize(
+    "how", ["list, run()", "generator, run()", "generator, iteration", "deadlines", "asyncio"]
+)
+def test_a_finished_pools_tasks_are_freed_without_the_cyclic_garbage_collector(how: str) -> None:
+    # A task that referred to its pool, or Workers to its Pool, would make a cycle: a finished
+    # run's tasks would stay in memory until the cyclic collector ran, and pay for it then. (A
+    # failed task makes one all the same: its error's traceback holds the worker's frame, and
+    # that the pool. Only successes are freed at once.)
+    def job() -> int:
+        return 1
+
+    async def job_async() -> int:
+        return 1
+
+    gc.disable()
+    try:
+        if how == "asyncio":
+            pool = Pool([Task(job_async) for _ in range(100)], 4, backend="asyncio")
+        elif how == "deadlines":
+            pool = Pool([Task(job, timeout=60) for _ in range(100)], 4)
+        else:
+            tasks = [Task(job) for _ in range(100)]
+            pool = Pool(iter(tasks) if how.startswith("generator") else tasks, 4)
+            del tasks
+        if how == "generator, iteration":
+            assert sum(task.result == 1 for task in pool) == 100
+        else:
+            pool.run(timeout=60 if how == "deadlines" else None)
+        del pool
+        left = [o for o in gc.get_objects() if isinstance(o, Task) and o.fn in (job, job_async)]
+    finally:
+        gc.enable()
+    assert left == []
 
 
 def test_the_first_stop_reason_wins() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import signal
 import subprocess
@@ -383,6 +384,24 @@ def test_a_task_held_by_a_pool_that_has_not_run_yet_is_refused_by_another() -> N
         Pool([task], 1)
     first.run()
     assert (task.err, task.result) == (None, 1)
+
+
+def test_a_finished_pools_tasks_are_freed_without_the_cyclic_garbage_collector() -> None:
+    # A task that referred to its pool, in a pool that holds its tasks, would make a cycle: the
+    # tasks would stay in memory until the cyclic collector ran, and it would pay for them then.
+    def job() -> int:
+        return 1
+
+    gc.disable()
+    try:
+        pool = Pool([Task(job) for _ in range(100)], 4)
+        pool.run()
+        assert all(task.result == 1 for task in pool.tasks)
+        del pool
+        left = [o for o in gc.get_objects() if isinstance(o, Task) and o.fn is job]
+    finally:
+        gc.enable()
+    assert left == []
 
 
 def test_running_a_task_twice_by_hand_is_refused() -> None:

@@ -177,7 +177,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-a-task-can-be-claimed-by-two-pools",
         ROBUST,
-        "            if task._pool is not None:",
+        "            if task._owner is not None:",
         "            if False:",
         T_ROBUST,
     ),
