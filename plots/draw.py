@@ -29,6 +29,8 @@ Row = dict[str, str]
 COLOURS = {
     "plain loop": "#555555",
     "hand-written threads, static split": "#000000",
+    "hand-written coroutines, static split (uvloop)": "#000000",
+    "hand-written coroutines, static split (standard loop)": "#000000",
     "naive": "#9ecae1",
     "errors_channel": "#4292c6",
     "robust": "#08306b",
@@ -183,6 +185,8 @@ def line_chart(
             markersize=4,
             capsize=3,
             linewidth=2.2 if name == "robust" else 1.4,
+            # The two hand-written references are both black: the event loop's dashed.
+            linestyle="--" if name.startswith("hand-written coroutines") else "-",
         )
 
 

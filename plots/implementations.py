@@ -133,6 +133,24 @@ def run_static_threads(work: Workload, job_count: int, workers: int) -> list[int
     return [result for results in slices for result in results]
 
 
+def run_static_coroutines(work: Workload, job_count: int, workers: int) -> list[int]:
+    """The same for an event loop: one coroutine per worker, each with its own slice of the jobs,
+    on uvloop when it is installed (as the asyncio backend is). No pool, no Task objects: the
+    loop's own cost per sleep (a future, a timer, a task step) and nothing more."""
+    call = work.call_async
+    slices: list[list[int]] = [[] for _ in range(workers)]
+
+    async def run_slice(number: int) -> None:
+        slices[number] = [await call(job) for job in range(number + 1, job_count + 1, workers)]
+
+    async def main() -> None:
+        await asyncio.gather(*(run_slice(number) for number in range(workers)))
+
+    with asyncio.Runner(loop_factory=Asyncio().loop_factory) as runner:
+        runner.run(main())
+    return [result for results in slices for result in results]
+
+
 def run_naive(work: Workload, job_count: int, workers: int) -> list[int]:
     return naive.pool.run(job_count, workers, work.call, quiet)
 
@@ -320,6 +338,13 @@ class Contender:
 
 LOOP = Contender("plain loop", run_loop, "none")
 STATIC_THREADS = Contender("hand-written threads, static split", run_static_threads, "threads")
+# The event loop's reference, on the loop the asyncio backend uses by default.
+STATIC_COROUTINES = Contender(
+    "hand-written coroutines, static split"
+    + (" (uvloop)" if Asyncio().loop == "uvloop" else " (standard loop)"),
+    run_static_coroutines,
+    "event loop",
+)
 NAIVE = Contender("naive", run_naive, "threads")
 ERRORS_CHANNEL = Contender("errors_channel", run_errors_channel, "threads")
 ROBUST = Contender("robust", run_robust, "threads")

@@ -45,6 +45,7 @@ from plots.implementations import (
     ROBUST,
     SLEEP_1MS,
     STAGES,
+    STATIC_COROUTINES,
     STATIC_THREADS,
     THREAD_POOL_EXECUTOR,
     Contender,
@@ -307,12 +308,16 @@ def measure_io(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, 
     """2. Tasks that sleep 1 ms: how close each pool gets to the ideal as workers grow.
 
     Hand-written threads with a static split stand beside them as a reference: no pool, no
-    sharing, just the threads and the sleeps, which is what the GIL and this machine allow.
+    sharing, just the threads and the sleeps, which is what the GIL and this machine allow. And
+    hand-written coroutines, the same for an event loop, when an asyncio pool is measured.
     """
+    references = [STATIC_THREADS]
+    if any(contender.runs_on == "event loop" for contender in contenders):
+        references.append(STATIC_COROUTINES)
     configurations = [
         (contender, workers)
         for workers in sizes.io_workers
-        for contender in (STATIC_THREADS, *contenders)
+        for contender in (*references, *contenders)
         if contender.runs_on != "processes" or workers <= sizes.io_max_processes
         # A cluster's millisecond per task would swamp 1 ms sleeps: dispatch and CPU show it.
         if contender.runs_on != "cluster"
