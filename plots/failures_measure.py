@@ -265,6 +265,8 @@ def run_child(
                 raise CallerBroken(f"{contender.name}: the caller did not start")
             if workload is SIGINT:
                 wait_until(child, events, enough_started, timeout)
+                if contender.says_when_it_waits:
+                    wait_until(child, events, caller_waiting, timeout)
                 time.sleep(job_seconds / 2)
                 if child.poll() is not None:
                     raise CallerBroken(f"{contender.name}: exited before the SIGINT")
@@ -315,6 +317,10 @@ def run_child(
 # all the same, since `record` writes each event with json.dumps's fixed spacing.
 def caller_started(events: str) -> bool:
     return '{"caller": "started"}' in events
+
+
+def caller_waiting(events: str) -> bool:
+    return '{"caller": "waiting"}' in events
 
 
 def enough_started(events: str) -> bool:
