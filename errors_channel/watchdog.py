@@ -108,6 +108,7 @@ from __future__ import annotations
 import contextlib
 import dis
 import functools
+import gc
 import importlib
 import os
 import queue
@@ -123,6 +124,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
+
+
+def current_frames() -> dict[int, FrameType]:
+    """sys._current_frames(), with the cyclic garbage collector held off while it runs.
+
+    On CPython 3.11, sys._current_frames() holds the runtime's thread-list lock while it makes
+    the dict it returns; an allocation there can start a collection, and freeing a
+    threading.local in it takes that same lock (local_dealloc): the calling thread then waits on
+    itself for ever (CPython gh-106883, fixed in 3.12; the 3.11 backport was not merged). Seen
+    here: a test's main thread stuck in _PyThread_CurrentFrames -> gc_collect_main ->
+    PyThread_acquire_lock_timed, where no timeout could reach it. With the collector disabled,
+    no collection starts there.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _code_of(owner: object, name: str) -> CodeType | None:
@@ -327,7 +348,7 @@ class Watchdog:
 
     def _everyone_asleep(self) -> dict[int, _Wait] | None:
         """Every other thread's wait, or None as soon as one thread is (or may be) awake."""
-        frames = sys._current_frames()
+        frames = current_frames()
         me = threading.get_ident()
         hint = self._last_awake
         if hint in frames and hint != me and _classify(frames[hint], self._counts_switches) is None:
@@ -349,7 +370,7 @@ class Watchdog:
 
     def _report(self, expected: dict[int, _Wait]) -> DeadlockReport | None:
         """The report, built from a fresh look at every thread; None if anything has moved."""
-        frames = sys._current_frames()
+        frames = current_frames()
         me = threading.get_ident()
         frames.pop(me, None)
         if _signal_or_timer_can_wake():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import itertools
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -27,6 +26,7 @@ from beyond import (
     checkpoint,
     current_token,
 )
+from errors_channel.watchdog import current_frames
 from tests.conftest import finish_within
 
 
@@ -66,7 +66,7 @@ def parked_in(thread: threading.Thread, *functions: Callable[..., object]) -> bo
     """Is `thread` blocked right now in one of `functions`: waiting for a lock there (the
     innermost frame), or in a threading wait that one of them called?"""
     codes: set[CodeType] = {function.__code__ for function in functions}
-    frame = sys._current_frames().get(thread.ident or -1)
+    frame = current_frames().get(thread.ident or -1)
     while frame is not None and frame.f_code.co_filename == threading.__file__:
         frame = frame.f_back
     return frame is not None and frame.f_code in codes

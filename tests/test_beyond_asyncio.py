@@ -15,7 +15,6 @@ import itertools
 import os
 import selectors
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -30,6 +29,7 @@ from hypothesis import strategies as st
 import beyond.asyncio_backend
 from beyond import Cancelled, OverdueWarning, Pool, StopReason, Task
 from beyond.asyncio_backend import Asyncio
+from errors_channel.watchdog import current_frames
 from tests.conftest import finish_within
 
 LOOPS = ["uvloop", "standard"]
@@ -478,7 +478,7 @@ def test_cancel_from_another_thread_cancels_running_tasks_at_their_await_and_sta
 def main_waits_in_the_loop() -> bool:
     """Is the main thread inside the event loop with no Python code of its own running: in the
     standard loop's selector, or in uvloop's C code below asyncio.Runner.run?"""
-    frame = sys._current_frames().get(threading.main_thread().ident or -1)
+    frame = current_frames().get(threading.main_thread().ident or -1)
     return frame is not None and (
         (frame.f_code.co_name == "select" and frame.f_code.co_filename == selectors.__file__)
         or (frame.f_code is asyncio.Runner.run.__code__)

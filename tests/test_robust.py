@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from errors_channel.watchdog import current_frames
 from robust import Pool, Task
 from tests.conftest import REPO_ROOT, finish_within, run_module
 
@@ -281,7 +282,7 @@ def test_run_returns_only_once_every_worker_thread_has_ended() -> None:
 
 def in_join(thread: threading.Thread) -> bool:
     """Is `thread` inside Thread.join() right now?"""
-    frame = sys._current_frames().get(thread.ident or -1)
+    frame = current_frames().get(thread.ident or -1)
     while frame is not None:
         if frame.f_code is threading.Thread.join.__code__:
             return True

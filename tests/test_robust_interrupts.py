@@ -34,6 +34,7 @@ from tests.conftest import REPO_ROOT
 CHILD = r"""
 import signal, sys, threading, time
 from robust import Pool, Task
+from errors_channel.watchdog import current_frames
 
 computing = sys.argv[1] == "compute"
 released = [threading.Event() for _ in range(20)]
@@ -47,7 +48,7 @@ def workers_alive() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name.startswith("worker-")]
 
 def main_in(function: str) -> bool:
-    frame = sys._current_frames()[main.ident]
+    frame = current_frames()[main.ident]
     while frame is not None:
         if frame.f_code.co_name == function and frame.f_code.co_filename.endswith("pool.py"):
             return True
@@ -55,7 +56,7 @@ def main_in(function: str) -> bool:
     return False
 
 def main_waits_for(number: int) -> bool:
-    frame = sys._current_frames()[main.ident]
+    frame = current_frames()[main.ident]
     return len(workers_alive()) == 1 and frame.f_code.co_filename.endswith("robust/pool.py")
 
 def when(condition, then) -> None:

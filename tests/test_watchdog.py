@@ -8,6 +8,7 @@ process.
 from __future__ import annotations
 
 import queue
+import subprocess
 import sys
 import threading
 import time
@@ -16,7 +17,8 @@ from collections.abc import Callable
 
 import pytest
 
-from errors_channel.watchdog import Watchdog, _Stillness, _Wait
+from errors_channel.watchdog import Watchdog, _Stillness, _Wait, current_frames
+from tests.conftest import REPO_ROOT
 from tests.watchdog_scenarios import (
     asleep_in,
     assert_healthy_then_reported,
@@ -222,7 +224,7 @@ def test_a_thread_waiting_in_thread_start_for_the_new_thread_to_begin_is_awake(
 
 
 def in_thread_start(thread: threading.Thread) -> bool:
-    frame = sys._current_frames().get(thread.ident or 0)
+    frame = current_frames().get(thread.ident or 0)
     names = []
     while frame is not None:
         names.append(frame.f_code.co_name)
@@ -298,11 +300,11 @@ def parked_in_a_call(thread: threading.Thread, code: types.CodeType) -> None:
     """Wait until the thread runs `code`, stopped at one call (fail after 10 s)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        frame = sys._current_frames()[thread.ident or 0]
+        frame = current_frames()[thread.ident or 0]
         if frame.f_code is code:
             lasti = frame.f_lasti
             thread.join(0.05)
-            if sys._current_frames()[thread.ident or 0].f_lasti == lasti:
+            if current_frames()[thread.ident or 0].f_lasti == lasti:
                 return
         thread.join(0.001)
     raise AssertionError(f"{code.co_name} never stopped in a call")
@@ -387,3 +389,57 @@ def test_a_simple_queue_get_whose_count_cannot_be_read_is_never_a_deadlock() -> 
     assert samples_until_deadlock(unreadable(), lambda: simple_queue) is None
     condition = {1: _Wait("condition", SITE, 10, object())}
     assert samples_until_deadlock(unreadable(), lambda: condition) is not None
+
+
+# Garbage that holds a threading.local, a collection at every allocation, and a look at the
+# threads from a fresh frame each time (sys._current_frames() allocates the frame object of a
+# frame that has none yet, while it holds the runtime's thread-list lock).
+LOOK_WHILE_THE_COLLECTOR_FREES_A_THREAD_LOCAL = """
+import gc, sys, threading
+from errors_channel.watchdog import current_frames
+look = sys._current_frames if sys.argv[1] == "sys._current_frames" else current_frames
+class Holder: pass
+def make_garbage():
+    holder = Holder()
+    holder.local = threading.local()
+    holder.me = holder
+def fresh_frame():
+    return look()
+gc.collect()
+gc.set_threshold(1)
+for _ in range(200):
+    make_garbage()
+    fresh_frame()
+print("looked 200 times")
+"""
+
+
+def look_at_the_threads_while_the_collector_frees_a_thread_local(
+    look: str, timeout: float
+) -> subprocess.CompletedProcess[str] | None:
+    """The scenario in a process of its own (it may hang for good); None if it hung."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", LOOK_WHILE_THE_COLLECTOR_FREES_A_THREAD_LOCAL, look],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def test_looking_at_the_threads_never_deadlocks_with_the_garbage_collector() -> None:
+    done = look_at_the_threads_while_the_collector_frees_a_thread_local("current_frames", 60)
+    assert done is not None, "current_frames() hung"
+    assert (done.returncode, done.stdout) == (0, "looked 200 times\n"), done.stderr
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="CPython fixed gh-106883 in 3.12")
+def test_on_3_11_the_same_look_through_sys_current_frames_hangs_for_good() -> None:
+    # What current_frames() is for: the scenario above is a real deadlock on this Python.
+    assert (
+        look_at_the_threads_while_the_collector_frees_a_thread_local("sys._current_frames", 5)
+        is None
+    )

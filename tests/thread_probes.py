@@ -7,12 +7,13 @@ internals, as errors_channel/watchdog.py does: `sys._current_frames()`, and the 
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
+
+from errors_channel.watchdog import current_frames
 
 _CONDITION_WAIT = threading.Condition.wait.__code__
 
@@ -25,7 +26,7 @@ def parked_frame(thread: threading.Thread) -> FrameType | None:
     `notify()` releases the waiter lock, and a waiter lock is never locked again once released, so
     a held lock seen now was held, by this very wait, at every moment since the frame was taken.
     """
-    frame = sys._current_frames().get(thread.ident or -1)
+    frame = current_frames().get(thread.ident or -1)
     if frame is None or frame.f_code is not _CONDITION_WAIT:
         return None
     local = frame.f_locals

@@ -38,7 +38,7 @@ from types import FrameType
 
 from errors_channel.pool import double_evens_fail_odds
 from errors_channel.pool import run as run_errors_channel
-from errors_channel.watchdog import DeadlockReport, Watchdog, _classify, _Wait
+from errors_channel.watchdog import DeadlockReport, Watchdog, _classify, _Wait, current_frames
 from naive.pool import double_after
 from naive.pool import run as run_naive
 
@@ -476,7 +476,7 @@ def asleep_in(thread: threading.Thread) -> _Wait:
     """The thread's wait, once it sleeps in one the watchdog can read (fails after 10 s)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        frame = sys._current_frames().get(thread.ident or 0)
+        frame = current_frames().get(thread.ident or 0)
         wait = _classify(frame, counts_switches=True) if frame is not None else None
         if wait is not None:
             return wait
@@ -485,7 +485,7 @@ def asleep_in(thread: threading.Thread) -> _Wait:
 
 
 def sampled(thread: threading.Thread) -> _Wait | None:
-    return _classify(sys._current_frames()[thread.ident or 0], counts_switches=True)
+    return _classify(current_frames()[thread.ident or 0], counts_switches=True)
 
 
 @contextmanager
