@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -629,6 +630,10 @@ def metadata(sizes: Sizes) -> dict[str, object]:
     }
 
 
+def has_distributed() -> bool:
+    return importlib.util.find_spec("distributed") is not None
+
+
 # The benchmarks the Dask contender takes part in; its cluster lives in a child process
 # (plots/dask_child.py), so that no Dask thread takes the GIL from the other contenders.
 DASK_BENCHMARKS = ("dispatch", "cpu")
@@ -652,6 +657,15 @@ def measure_all(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders = [c for c in contenders if sizes.dask or c.runs_on != "cluster"]
+    if any(c.runs_on == "cluster" for c in contenders) and not has_distributed():
+        # The backends extra is optional: without it, the rest of the run goes on.
+        print(
+            "Dask left out of the dispatch and CPU benchmarks: "
+            "pip install 'go-worker-pool-py[backends]' (or: pip install dask distributed)",
+            file=sys.stderr,
+            flush=True,
+        )
+        contenders = [c for c in contenders if c.runs_on != "cluster"]
     with ExitStack() as stack:
         # The Dask contender's cluster, if a benchmark started one: closed with the run.
         stack.callback(close_dask)

@@ -20,6 +20,7 @@ from typing import cast
 import pytest
 
 import plots.implementations
+import plots.measure
 from plots.dask_child import DaskChild
 from plots.implementations import (
     BEYOND_DASK,
@@ -30,7 +31,7 @@ from plots.implementations import (
     close_dask,
     no_op_async,
 )
-from plots.measure import Sizes, measure_cpu, measure_dispatch, timed_run
+from plots.measure import Sizes, measure_all, measure_cpu, measure_dispatch, timed_run
 from tests.conftest import REPO_ROOT
 from tests.hanging import HAS_PROC
 
@@ -188,3 +189,20 @@ def test_ctrl_c_in_the_middle_of_a_benchmark_leaves_no_cluster_behind(tmp_path: 
             run.wait()
     assert "KeyboardInterrupt" in errors
     wait_for(lambda: gone(descendants), "the child and its worker processes are gone")
+
+
+def test_without_distributed_the_benchmarks_leave_dask_out_and_say_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(plots.measure, "has_distributed", lambda: False)
+    sizes = replace(Sizes.tiny(), dask=True, repeats=1, dispatch_tasks=10, benchmarks=("dispatch",))
+
+    measure_all(tmp_path, sizes, [ROBUST, BEYOND_DASK], with_go=False)
+
+    rows = (tmp_path / "dispatch.csv").read_text()
+    assert "robust" in rows and BEYOND_DASK.name not in rows
+    assert (
+        "Dask left out of the dispatch and CPU benchmarks: "
+        "pip install 'go-worker-pool-py[backends]' (or: pip install dask distributed)\n"
+    ) in capsys.readouterr().err
+    assert plots.implementations._dask == []  # no child was started
