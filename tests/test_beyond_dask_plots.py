@@ -6,7 +6,9 @@ the module's checked runs, one for the Ctrl-C test. Nothing here times anything.
 
 from __future__ import annotations
 
+import contextlib
 import operator
+import os
 import signal
 import subprocess
 import sys
@@ -189,6 +191,42 @@ def test_ctrl_c_in_the_middle_of_a_benchmark_leaves_no_cluster_behind(tmp_path: 
             run.wait()
     assert "KeyboardInterrupt" in errors
     wait_for(lambda: gone(descendants), "the child and its worker processes are gone")
+
+
+KILLED_PARENT = """
+import time
+from plots.dask_child import DaskChild
+
+child = DaskChild()
+print(child.pids[0], flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_parent_killed_while_the_cluster_is_stopped_leaves_nothing_behind() -> None:
+    # SIGKILL: the parent closes nothing. Its child's process group, stopped, becomes orphaned,
+    # and the kernel sends it SIGHUP and SIGCONT (POSIX), which end the child and its workers.
+    parent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PARENT],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert parent.stdout is not None
+    leader = int(parent.stdout.readline())
+    try:
+        everyone = group(leader)
+        assert len(everyone) >= 3 and {state(pid) for pid in everyone} == {"T"}
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: gone(everyone), "the child and its worker processes are gone")
+    finally:
+        # Should the test fail, leave nothing behind all the same.
+        parent.kill()
+        parent.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, signal.SIGKILL)
 
 
 def test_without_distributed_the_benchmarks_leave_dask_out_and_say_what_to_install(
