@@ -44,7 +44,7 @@ COLOURS = {
     "asyncio (TaskGroup + Semaphore)": "#31a354",
     "multiprocessing map, chunksize 1": "#756bb1",
     "multiprocessing map, 4 chunks/worker": "#bcbddc",
-    "beyond (Dask LocalCluster, 2 processes)": "#d95f02",
+    "beyond (Dask LocalCluster, 2 processes)": "#a6761d",
 }
 # The Go pool's name carries its Go version ("Go 1.19 pool (goroutines)"); Go's own blue.
 GO_COLOUR = "#00add8"
@@ -125,7 +125,9 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     )
     for y, name in enumerate(names):
         median, _, above = points[name]
-        axes.text((median + above) * 1.12, y, f"{median:.2f} µs", va="center", fontsize=8)
+        # A cluster's cost is in milliseconds: said so, rather than as thousands of µs.
+        value = f"{median / 1000:.1f} ms" if median >= 1000 else f"{median:.2f} µs"
+        axes.text((median + above) * 1.12, y, value, va="center", fontsize=8)
     axes.axvline(
         floor[0],
         color=COLOURS["plain loop"],
@@ -288,6 +290,20 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     pools = [row for row in rows if row["implementation"] != "plain loop"]
     figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
     line_chart(axes, pools, lambda row: serial / float(row["seconds"]))
+    # A cluster's line sits near 0: each of its points says what a task cost there, in ms.
+    for (name, workers), group in grouped(pools, "implementation", "workers").items():
+        if group[0].get("runs_on") == "cluster":
+            speedup = statistics.median(serial / float(row["seconds"]) for row in group)
+            per_task = statistics.median(float(row["seconds"]) / int(row["tasks"]) for row in group)
+            axes.annotate(
+                f"{per_task * 1000:.0f} ms a task",
+                (int(workers), speedup),
+                xytext=(0, 7),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color=colour(name),
+            )
     cpus = int(str(meta["cpu_count"]))
     axes.axvline(cpus, color="#999999", linestyle="--", linewidth=1, label=f"{cpus} CPUs here")
     axes.axhline(1.0, color="#999999", linewidth=1, linestyle=":")

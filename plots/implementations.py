@@ -9,7 +9,6 @@ refused (`WrongResults`) before its time is recorded.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import math
 import multiprocessing
@@ -20,12 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import beyond
 import errors_channel.pool
 import naive.pool
 from beyond.asyncio_backend import Asyncio
+from plots.dask_child import DaskChild
 from robust import Pool, Task
 
 
@@ -237,48 +236,33 @@ def run_beyond_processes(work: Workload, job_count: int, workers: int) -> list[i
     return [task.result for task in pool.tasks if task.result is not None]
 
 
-# The LocalCluster the Dask contender runs on, and its client: started on first use, outside any
-# timed region (a cluster takes seconds to start), kept for the whole measurement, and closed by
-# close_dask() (measure_all does). Two worker processes of one thread: one per core here.
-_dask: list[Any] = []
+# The Dask contender's cluster lives in a child process (plots/dask_child.py says why), started on
+# first use, outside any timed region (a cluster takes seconds to start), kept for the whole
+# measurement, and closed by close_dask() (measure_all does, also on Ctrl-C and on error).
+_dask: list[DaskChild] = []
 
 
-def dask_client() -> Any:
+def dask_child() -> DaskChild:
     if not _dask:
-        # Any: distributed is mostly untyped, and mypy --strict refuses calls into it.
-        distributed: Any = importlib.import_module("distributed")
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        _dask.extend([cluster, distributed.Client(cluster)])
-    return _dask[1]
+        _dask.append(DaskChild())
+    return _dask[0]
 
 
 def close_dask() -> None:
     if _dask:
-        cluster, client = _dask
-        _dask.clear()
-        client.close()
-        cluster.close()
+        _dask.pop().close()
+
+
+def dask_versions() -> dict[str, str] | None:
+    """What the Dask contender ran on (versions, the cluster), if it ran in this measurement."""
+    return dict(_dask[0].versions) if _dask else None
 
 
 def run_beyond_dask(work: Workload, job_count: int, workers: int) -> tuple[list[int], float]:
     """Stage 4 on a Dask LocalCluster, as its user calls it: a list, run(), then walk the tasks.
-    Times itself, so that the cluster's start (on first use) is not in the time."""
-    client = dask_client()
-    call = work.call
-    start = time.perf_counter()
-    pool = beyond.Pool(
-        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
-        workers,
-        backend=client,
-    )
-    pool.run()
-    seconds = time.perf_counter() - start
-    for task in pool.tasks:
-        if task.err is not None:
-            raise WrongResults(f"beyond on Dask: a task failed: {task.err!r}")
-    return [task.result for task in pool.tasks if task.result is not None], seconds
+    Run, checked for failed tasks (WrongResults) and timed in the child that owns the cluster;
+    the parent checks the results as every contender's."""
+    return dask_child().run(work.call, job_count, workers)
 
 
 def run_thread_pool_executor(work: Workload, job_count: int, workers: int) -> list[int]:
@@ -332,7 +316,7 @@ class Contender:
     # timing it from here would add a process start to every run. None: timed around `run`.
     run_timed: TimedImplementation | None = None
     # At most this many tasks in the dispatch benchmark, for a contender whose per-task cost
-    # would make the benchmark's full count take minutes (Dask: about a millisecond a task).
+    # would make the benchmark's full count take minutes (Dask: 10 ms and more a task here).
     max_tasks: int | None = None
 
 
@@ -364,7 +348,7 @@ BEYOND_DASK = Contender(
     lambda work, job_count, workers: run_beyond_dask(work, job_count, workers)[0],
     "cluster",
     run_timed=run_beyond_dask,
-    max_tasks=1000,
+    max_tasks=200,
 )
 
 STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST, BEYOND)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -53,6 +54,7 @@ from plots.implementations import (
     check,
     close_dask,
     cpu_workload,
+    dask_versions,
     has_map_buffersize,
     iterations_for,
 )
@@ -109,9 +111,9 @@ class Sizes:
     stop_max_errors: int = 5
     # Stage 4 on asyncio's goals on the I/O benchmark (issue 11): (workers, efficiency) each.
     io_asyncio_targets: tuple[tuple[int, float], ...] = ((64, 0.75), (256, 0.70), (1024, 0.33))
-    # The pool on a Dask LocalCluster in the dispatch and CPU benchmarks. Its cluster takes seconds
-    # to start, on top of whatever the sizes are: the smoke test leaves it out
-    # (tests/test_beyond_dask.py runs the contender on its own cluster).
+    # The pool on a Dask LocalCluster in the dispatch and CPU benchmarks, in a child process that
+    # owns the cluster. The cluster takes seconds to start, on top of whatever the sizes are: the
+    # smoke test leaves it out (tests/test_beyond_dask_plots.py runs the contender on its own).
     dask: bool = True
     benchmarks: tuple[str, ...] = field(
         default=(
@@ -651,10 +653,13 @@ def metadata(sizes: Sizes) -> dict[str, object]:
     }
 
 
-# BEYOND_DASK is not among measure_all's default contenders: a LocalCluster's scheduler and its
-# client run threads in the measuring process, and while they live they take the GIL from every
-# other contender (robust's dispatch cost went from 2.7-3.6 us to 6.6-7.8 us a task beside an idle
-# cluster, in the same quick runs). plots/dask_overhead.py measures Dask in a process of its own.
+def has_distributed() -> bool:
+    return importlib.util.find_spec("distributed") is not None
+
+
+# The benchmarks the Dask contender takes part in; its cluster lives in a child process
+# (plots/dask_child.py), so that no Dask thread takes the GIL from the other contenders.
+DASK_BENCHMARKS = ("dispatch", "cpu")
 # The benchmarks the Go pool takes part in (its CPU-bound work would measure Go, not the pool).
 GO_BENCHMARKS = ("dispatch", "io")
 
@@ -662,7 +667,7 @@ GO_BENCHMARKS = ("dispatch", "io")
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
-    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, *CPU_ONLY),
+    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, *CPU_ONLY, BEYOND_DASK),
     with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.
@@ -675,6 +680,15 @@ def measure_all(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     contenders = [c for c in contenders if sizes.dask or c.runs_on != "cluster"]
+    if any(c.runs_on == "cluster" for c in contenders) and not has_distributed():
+        # The backends extra is optional: without it, the rest of the run goes on.
+        print(
+            "Dask left out of the dispatch and CPU benchmarks: "
+            "pip install 'go-worker-pool-py[backends]' (or: pip install dask distributed)",
+            file=sys.stderr,
+            flush=True,
+        )
+        contenders = [c for c in contenders if c.runs_on != "cluster"]
     with ExitStack() as stack:
         # The Dask contender's cluster, if a benchmark started one: closed with the run.
         stack.callback(close_dask)
@@ -712,5 +726,11 @@ def measure_all(
             about = metadata(sizes)
             if go is not None and name in (*GO_BENCHMARKS, "failures"):
                 about |= go.metadata
-            write_csv(out_dir / f"{name}.csv", benchmarks[name]())
+            rows = benchmarks[name]()
+            if name in DASK_BENCHMARKS and (dask := dask_versions()) is not None:
+                # What the Dask contender ran on: versions, and the cluster, all settings default.
+                about |= {"dask": dask}
+                # A cluster for each benchmark, gone before the next one runs.
+                close_dask()
+            write_csv(out_dir / f"{name}.csv", rows)
             (out_dir / f"{name}.json").write_text(json.dumps(about, indent=2) + "\n")

@@ -18,7 +18,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -30,11 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import beyond.pool
-import plots.implementations
 from beyond import Cancelled, Pool, StopReason, Task
 from beyond.dask_backend import DaskBackend, RerunWarning
-from plots.implementations import BEYOND_DASK
-from plots.measure import Sizes, measure_dispatch
 from tests.conftest import REPO_ROOT
 from tests.dask_tasks import (
     CTRL_C_CHILD,
@@ -545,24 +541,3 @@ def test_without_distributed_one_line_says_what_to_install() -> None:
         "the Dask backend needs dask and distributed: pip install 'go-worker-pool-py[backends]' "
         "(or: pip install dask distributed)\n"
     )
-
-
-# --- The benchmarks' Dask contender (plots/), on this module's cluster. ---
-
-
-def test_the_benchmark_contender_is_checked_and_says_how_many_tasks_it_ran(
-    cluster: Any, client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The cluster it would start on first use (outside its timed region) is this one.
-    monkeypatch.setattr(plots.implementations, "_dask", [cluster, client])
-    sizes = replace(Sizes.tiny(), repeats=1, dispatch_tasks=200, dispatch_workers=4)
-    rows = measure_dispatch(sizes, [replace(BEYOND_DASK, max_tasks=20)])
-
-    loop, dask = rows
-    assert (loop["implementation"], loop["tasks"]) == ("plain loop", 200)
-    assert (dask["implementation"], dask["runs_on"], dask["tasks"]) == (
-        BEYOND_DASK.name,
-        "cluster",
-        20,
-    )
-    assert dask["us_per_task"] == cast(float, dask["seconds"]) / 20 * 1e6
