@@ -39,6 +39,7 @@ COLOURS = {
     "beyond (asyncio, uvloop)": "#7a0177",
     "beyond (asyncio, standard loop)": "#c994c7",
     "beyond (processes)": "#1b9e77",
+    "beyond (processes), 4 batches/worker": "#66c2a5",
     "ThreadPoolExecutor.map": "#e6550d",
     "ThreadPoolExecutor.map, buffersize": "#fdae6b",
     "asyncio (TaskGroup + Semaphore)": "#31a354",

@@ -37,6 +37,7 @@ from plots.implementations import (
     BEYOND_ASYNCIO,
     BEYOND_DASK,
     BEYOND_PROCESSES,
+    BEYOND_PROCESSES_BATCHED,
     LOOP,
     MEMORY_RUNS,
     NO_OP,
@@ -69,10 +70,11 @@ CPU_CONTENDERS = (
     PROCESSES_CHUNK_1,
     PROCESSES_CHUNKED,
     BEYOND_PROCESSES,
+    BEYOND_PROCESSES_BATCHED,
     BEYOND_DASK,
 )
 # In the CPU benchmark only: what a process pool costs per task shows there, against its peers.
-CPU_ONLY = (BEYOND_PROCESSES,)
+CPU_ONLY = (BEYOND_PROCESSES, BEYOND_PROCESSES_BATCHED)
 
 
 @dataclass(frozen=True)
