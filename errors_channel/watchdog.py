@@ -137,13 +137,20 @@ def current_frames() -> dict[int, FrameType]:
     PyThread_acquire_lock_timed, where no timeout could reach it. With the collector disabled,
     no collection starts there.
     """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return sys._current_frames()
-    finally:
-        if enabled:
-            gc.enable()
+    # One caller at a time, so that a second caller cannot see the collector disabled by the
+    # first, and then run with it enabled again by the first. Re-entrant: a signal handler may
+    # look while the main thread it interrupted holds the lock.
+    with _LOOKING:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return sys._current_frames()
+        finally:
+            if enabled:
+                gc.enable()
+
+
+_LOOKING = threading.RLock()
 
 
 def _code_of(owner: object, name: str) -> CodeType | None:
