@@ -431,7 +431,7 @@ def look_at_the_threads_while_the_collector_frees_a_thread_local(
 
 
 def test_looking_at_the_threads_never_deadlocks_with_the_garbage_collector() -> None:
-    done = look_at_the_threads_while_the_collector_frees_a_thread_local("current_frames", 60)
+    done = look_at_the_threads_while_the_collector_frees_a_thread_local("current_frames", 20)
     assert done is not None, "current_frames() hung"
     assert (done.returncode, done.stdout) == (0, "looked 200 times\n"), done.stderr
 

@@ -182,6 +182,13 @@ MUTANTS: tuple[Mutant, ...] = (
         T_ROBUST,
     ),
     _mutant(
+        "robust-tasks-hold-their-pool",
+        ROBUST,
+        "        _claim(self.tasks, self._mark)",
+        "        _claim(self.tasks, self)",
+        T_ROBUST,
+    ),
+    _mutant(
         "robust-a-ctrl-c-inside-thread-start-is-taken-for-a-refused-thread",
         ROBUST,
         "    if isinstance(error, RuntimeError):\n        context = error.__context__",
@@ -474,6 +481,17 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     # --- errors_channel/watchdog.py ---
     _mutant(
+        "watchdog-looks-at-threads-with-the-collector-on",
+        WATCHDOG,
+        "        gc.disable()\n        try:\n            return sys._current_frames()",
+        "        try:\n            return sys._current_frames()",
+        T_WATCHDOG,
+        survives=(
+            "Equivalent on Python 3.12 and later, which fixed gh-106883. On 3.11 "
+            "test_looking_at_the_threads_never_deadlocks_with_the_garbage_collector kills it."
+        ),
+    ),
+    _mutant(
         "watchdog-timed-condition-wait-counts-as-asleep",
         WATCHDOG,
         'if local.get("timeout") is None and waiter is not None and waiter in waiters:',
@@ -709,6 +727,13 @@ MUTANTS: tuple[Mutant, ...] = (
         BEYOND,
         "if self.stopped is not None or len(failures) >= max_errors:",
         "if self.stopped is not None:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-tasks-hold-their-pool",
+        BEYOND,
+        "            _claim(self.tasks, self._mark)",
+        "            _claim(self.tasks, self)",
         T_BEYOND,
     ),
     _mutant(
