@@ -127,23 +127,30 @@ from typing import Any
 
 
 def current_frames() -> dict[int, FrameType]:
-    """sys._current_frames(), with the cyclic garbage collector held off while it runs.
+    """sys._current_frames(), on 3.11 with the cyclic garbage collector held off while it runs.
 
     On CPython 3.11, sys._current_frames() holds the runtime's thread-list lock while it makes
     the dict it returns; an allocation there can start a collection, and freeing a
     threading.local in it takes that same lock (local_dealloc): the calling thread then waits on
-    itself for ever (CPython gh-106883, fixed in 3.12; the 3.11 backport was not merged). Seen
-    here: a test's main thread stuck in _PyThread_CurrentFrames -> gc_collect_main ->
-    PyThread_acquire_lock_timed, where no timeout could reach it. With the collector disabled,
-    no collection starts there.
+    itself for ever (CPython gh-106883, fixed in 3.12). Seen here: a test's main thread stuck in
+    _PyThread_CurrentFrames -> gc_collect_main -> PyThread_acquire_lock_timed, where no timeout
+    could reach it. With the collector disabled, no collection starts there.
+
+    Only on 3.11, because the cure has a cost: the collector's on/off flag is one for the whole
+    process, and Python code that turns it off and back on in another thread at the same moment
+    (timeit does, around its timing) can interleave with this: it may find the collector off,
+    and leave it off for good, as this turns it back on before it ends; or turn it on while this
+    runs. A Ctrl-C that lands in the `finally` below can leave it off too. 3.12 and later need
+    none of it.
     """
-    # One caller at a time, so that a second caller cannot see the collector disabled by the
-    # first, and then run with it enabled again by the first. Re-entrant: a signal handler may
-    # look while the main thread it interrupted holds the lock.
+    if sys.version_info >= (3, 12):
+        return sys._current_frames()
+    # One caller of ours at a time, so that ours at least never interleave as above. Re-entrant:
+    # a signal handler may look while the main thread it interrupted holds the lock.
     with _LOOKING:
         enabled = gc.isenabled()
-        gc.disable()
         try:
+            gc.disable()
             return sys._current_frames()
         finally:
             if enabled:

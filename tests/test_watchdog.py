@@ -7,6 +7,7 @@ process.
 
 from __future__ import annotations
 
+import gc
 import queue
 import subprocess
 import sys
@@ -443,3 +444,26 @@ def test_on_3_11_the_same_look_through_sys_current_frames_hangs_for_good() -> No
         look_at_the_threads_while_the_collector_frees_a_thread_local("sys._current_frames", 5)
         is None
     )
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["collector on", "collector off"])
+def test_current_frames_leaves_the_collector_as_it_found_it(enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        assert threading.get_ident() in current_frames()
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11 needs the collector held off")
+def test_on_3_12_and_later_current_frames_leaves_the_collector_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The flag is one for the whole process: toggling it races with any other thread that does.
+    touched: list[str] = []
+    monkeypatch.setattr(gc, "disable", lambda: touched.append("disable"))
+    monkeypatch.setattr(gc, "enable", lambda: touched.append("enable"))
+    assert threading.get_ident() in current_frames()
+    assert touched == []

@@ -483,8 +483,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-looks-at-threads-with-the-collector-on",
         WATCHDOG,
-        "        gc.disable()\n        try:\n            return sys._current_frames()",
-        "        try:\n            return sys._current_frames()",
+        "            gc.disable()\n            return sys._current_frames()",
+        "            return sys._current_frames()",
         T_WATCHDOG,
         survives=(
             "Equivalent on Python 3.12 and later, which fixed gh-106883. On 3.11 "
