@@ -257,7 +257,7 @@ class LoopRun(Generic[Result]):
         self.room = workers.concurrency
         self._waiting_for_room: deque[asyncio.Future[None]] = deque()
         # For each worker, the task the pool has cancelled (so that it is cancelled once).
-        self._told: list[Task[Result] | None] = [None] * workers.concurrency
+        self._told: list[Task[Result] | None] = [None] * len(workers.current)
         # The run's deadline on the loop's clock (uvloop's is its own, in milliseconds).
         self.run_deadline: float | None = None
         if workers.run_deadline is not None:

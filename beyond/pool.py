@@ -283,9 +283,15 @@ class Pool(Generic[Result]):
         self.concurrency = concurrency
         self.max_errors = max_errors
         # The run's shared state, made now so that cancel() works before the run starts too.
-        self._workers: Workers[Result] = Workers(
-            self.tasks, source, self.backend, self._mark, concurrency, max_errors, overdue_grace
-        )
+        try:
+            self._workers: Workers[Result] = Workers(
+                self.tasks, source, self.backend, self._mark, concurrency, max_errors, overdue_grace
+            )
+        except (MemoryError, OverflowError):
+            # A slot per worker, for a generator: 2**70 of them do not fit. Nothing is claimed yet.
+            raise ValueError(
+                f"concurrency={concurrency} is more workers than this process can keep track of"
+            ) from None
         self._started = False
         self._start_once = threading.Lock()
 
@@ -512,6 +518,8 @@ class Workers(Generic[Result]):
         self._pending: deque[Task[Result]] | None = None
         self._source = source
         self._taking = threading.Lock()
+        # How many items the iterable has given so far (under _taking).
+        self._given = 0
         self._keep: list[Task[Result]] | None = None
         self.concurrency = concurrency
         # One item per failed task, appended by its worker without the lock (list.append is atomic
@@ -537,7 +545,9 @@ class Workers(Generic[Result]):
         self.run_deadline: float | None = None
         self.run_timeout: float | None = None
         self._watching_deadlines = False
-        self.current: list[Task[Result] | None] = [None] * concurrency
+        # (As many slots as workers: a list never has more workers than tasks.)
+        slots = concurrency if source is not None else min(concurrency, len(tasks))
+        self.current: list[Task[Result] | None] = [None] * slots
         self.overdue: list[Task[Result]] = []
         self._overdue_grace = overdue_grace
         # Called (lock held) by every stop() with its reason and `cancel`, for a backend whose run
@@ -682,9 +692,12 @@ class Workers(Generic[Result]):
             if task is _EXHAUSTED:
                 self._source = None
                 return None
+            # Its place in the iterable, from 0, for messages.
+            number = self._given
+            self._given += 1
             if not isinstance(task, Task):
                 not_a_task = TypeError(
-                    f"the tasks iterable gave a {type(task).__name__}, not a Task"
+                    f"the tasks iterable gave a {type(task).__name__}, not a Task, as item {number}"
                 )
                 self._source = None
                 self._stop_for_source(not_a_task, str(not_a_task))
@@ -692,7 +705,7 @@ class Workers(Generic[Result]):
             if self._sequence is None:
                 # A task from a generator is claimed as it is taken: a task runs at most once.
                 try:
-                    _claim([task], self._mark)
+                    _claim([task], self._mark, numbered_from=number)
                 except ValueError as given_twice:
                     self._source = None
                     self._stop_for_source(given_twice, str(given_twice))
@@ -1121,8 +1134,9 @@ def _check_seconds(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
-def _claim(tasks: list[Task[Result]], mark: object) -> None:
-    """Make the pool with this mark the owner of every task, or of none: a task runs once."""
+def _claim(tasks: list[Task[Result]], mark: object, numbered_from: int = 0) -> None:
+    """Make the pool with this mark the owner of every task, or of none: a task runs once.
+    `numbered_from`: the first task's place in the pool's input, for the message."""
     with _claiming:
         for claimed, task in enumerate(tasks):
             if task._owner is not None:
@@ -1131,7 +1145,7 @@ def _claim(tasks: list[Task[Result]], mark: object) -> None:
                 for earlier in tasks[:claimed]:
                     earlier._owner = None
                 raise ValueError(
-                    f"task {claimed} ({task!r}) was given {where}; a Task runs at most once, "
-                    "so make a new Task for each run"
+                    f"task {numbered_from + claimed} ({task!r}) was given {where}; a Task runs at "
+                    "most once, so make a new Task for each run"
                 )
             task._owner = mark

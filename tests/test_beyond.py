@@ -613,12 +613,36 @@ def test_a_generator_yielding_a_non_task_stops_the_pool_with_a_type_error(
     assert pool.stopped is not None and pool.stopped.reason is StopReason.BAD_SOURCE
 
 
-def test_a_generator_giving_a_task_twice_stops_the_pool() -> None:
+def test_a_generator_giving_a_task_twice_stops_the_pool_and_says_which_item_it_was() -> None:
     twice = Task(returns(1))
-    pool = Pool(generated([twice, twice, Task(returns(3))]), 1)
-    with pytest.raises(ValueError, match="twice in this Pool"):
+    pool = Pool(generated([Task(returns(0)), twice, twice, Task(returns(3))]), 1)
+    with pytest.raises(ValueError, match=r"^task 2 \(.*\) was given twice in this Pool"):
         pool.run()
-    assert [task.finished for task in pool.tasks] == [True]
+    assert [task.finished for task in pool.tasks] == [True, True]
+
+
+def test_a_generator_yielding_a_non_task_is_named_by_its_place() -> None:
+    pool: Pool[int] = Pool(generated([Task(returns(1)), 2]), 1)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="gave a int, not a Task, as item 1"):
+        pool.run()
+
+
+@pytest.mark.parametrize("concurrency", [2**62, 2**70])
+def test_absurd_concurrency_runs_a_list_and_refuses_a_generator_in_one_line(
+    concurrency: int,
+) -> None:
+    # A list never has more workers than tasks, so it needs no more room than it has tasks.
+    listed = Task(returns(1))
+    pool = Pool([listed], concurrency)
+    pool.run()
+    assert (listed.err, listed.result) == (None, 1)
+    # A generator would need a slot per worker: refused at once, and its task is left free.
+    given = Task(returns(2))
+    with pytest.raises(ValueError, match="more workers than this process can keep track of"):
+        Pool(generated([given]), concurrency)
+    rescued = Pool([given], 1)
+    rescued.run()
+    assert given.result == 2
 
 
 @pytest.mark.parametrize(
