@@ -204,7 +204,8 @@ def timed_run(
     """One run of the pool on the cluster, as its user calls it: a list, run(), then walk."""
     import beyond
 
-    # As the parent does before its own timed runs: no collection of earlier garbage in the time.
+    # Earlier garbage is collected outside the time, as in the parent's timed_run (which also
+    # times the collection of a run's own garbage: nothing beside a Dask task's milliseconds).
     gc.collect()
     start = time.perf_counter()
     pool = beyond.Pool(
