@@ -288,20 +288,25 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     serial = statistics.median(
         float(row["seconds"]) for row in rows if row["implementation"] == "plain loop"
     )
+
+    def speedup(row: Row) -> float:
+        # Over the loop run just before this run (measure_cpu); older data have only the median.
+        return float(row.get("loop_seconds") or serial) / float(row["seconds"])
+
     pools = [row for row in rows if row["implementation"] != "plain loop"]
     figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
-    line_chart(axes, pools, lambda row: serial / float(row["seconds"]))
+    line_chart(axes, pools, speedup)
     # A cluster's line sits near 0: each of its points says what a task cost there, in ms, and
     # its legend entry says so (in words at every point, neighbours would overlap).
     clusters: set[str] = set()
     for (name, workers), group in grouped(pools, "implementation", "workers").items():
         if group[0].get("runs_on") == "cluster":
             clusters.add(name)
-            speedup = statistics.median(serial / float(row["seconds"]) for row in group)
+            median_speedup = statistics.median(speedup(row) for row in group)
             per_task = statistics.median(float(row["seconds"]) / int(row["tasks"]) for row in group)
             axes.annotate(
                 f"{per_task * 1000:.0f} ms",
-                (int(workers), speedup),
+                (int(workers), median_speedup),
                 xytext=(0, 7),
                 textcoords="offset points",
                 ha="center",
@@ -313,7 +318,12 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
     axes.axhline(1.0, color="#999999", linewidth=1, linestyle=":")
     axes.set_ylim(0, None)
     axes.set_xlabel("workers")
-    axes.set_ylabel("speedup over a plain loop (times)")
+    paired = any(row.get("loop_seconds") for row in pools)
+    axes.set_ylabel(
+        "speedup over a plain loop run just before (times)"
+        if paired
+        else "speedup over a plain loop (times)"
+    )
     first = pools[0]
     axes.set_title(cpu_title(meta, first["tasks"]))
     handles, labels = axes.get_legend_handles_labels()

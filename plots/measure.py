@@ -351,7 +351,14 @@ def measure_io(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, 
 
 
 def measure_cpu(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, object]]:
-    """3. Pure-Python work of about 1 ms a task: speedup over a plain loop, threads vs processes."""
+    """3. Pure-Python work of about 1 ms a task: speedup over a plain loop, threads vs processes.
+
+    Each run's speedup is over a plain loop run just before it (`loop_seconds`), not over the
+    loop's median across the benchmark: this virtual machine's speed drifts over minutes (the
+    loop's median was 139, 264 and 416 ms in three full runs of the same code), and a speedup over
+    a loop timed minutes away moved with it (threads read 0.60 and 1.25 at 2 workers, where the
+    GIL allows 1).
+    """
     iterations = iterations_for(sizes.cpu_task_seconds)
     work = cpu_workload(iterations)
     configurations = [(LOOP, 1)] + [(c, w) for w in sizes.cpu_workers for c in contenders]
@@ -359,6 +366,7 @@ def measure_cpu(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str,
     progress = Progress("cpu", len(plan))
     rows: list[dict[str, object]] = []
     for repeat, contender, workers in plan:
+        loop_seconds = None if contender is LOOP else timed_run(LOOP, work, sizes.cpu_tasks, 1)
         seconds = timed_run(contender, work, sizes.cpu_tasks, workers)
         rows.append(
             {
@@ -369,6 +377,7 @@ def measure_cpu(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str,
                 "iterations_per_task": iterations,
                 "repeat": repeat,
                 "seconds": seconds,
+                "loop_seconds": seconds if loop_seconds is None else loop_seconds,
             }
         )
         progress.step(f"{contender.name} x{workers}")

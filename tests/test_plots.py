@@ -45,6 +45,8 @@ EXPECTED_COLUMNS = {
         "iterations_per_task",
         "repeat",
         "seconds",
+        # The plain loop timed just before this run: the speedup's own baseline.
+        "loop_seconds",
     ],
     "deadlock_map": [
         "error_capacity",
@@ -94,6 +96,14 @@ def test_a_tiny_run_writes_every_csv_with_its_columns_and_metadata(tiny_run: Pat
         meta = json.loads((tiny_run / f"{name}.json").read_text())
         assert meta["mode"] == "tiny"
         assert {"python", "platform", "cpu_count", "commit", "date"} <= meta.keys()
+
+    # Each CPU run carries the plain loop timed just before it: a run of its own, not the median.
+    _, cpu = read_csv(tiny_run / "cpu.csv")
+    loops = [row for row in cpu if row["implementation"] == "plain loop"]
+    pools = [row for row in cpu if row["implementation"] != "plain loop"]
+    assert all(row["loop_seconds"] == row["seconds"] for row in loops)
+    assert all(float(row["loop_seconds"]) > 0 for row in pools)
+    assert len({row["loop_seconds"] for row in pools}) == len(pools)
 
     _, dispatch = read_csv(tiny_run / "dispatch.csv")
     # Every implementation, every repeat, interleaved: repeat 1 of all before any repeat 2.
