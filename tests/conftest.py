@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -60,3 +61,14 @@ def finish_within(seconds: float, call: Callable[[], T]) -> T:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def wait_for(
+    condition: Callable[[], bool], what: str, seconds: float = 30.0, poll: float = 0.01
+) -> None:
+    """Poll until `condition` holds; the limit is only a backstop for a hang."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(poll)

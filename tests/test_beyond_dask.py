@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -31,7 +30,7 @@ from hypothesis import strategies as st
 import beyond.pool
 from beyond import Cancelled, Pool, StopReason, Task
 from beyond.dask_backend import DaskBackend, RerunWarning
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_for
 from tests.dask_tasks import (
     CTRL_C_CHILD,
     TaskFailed,
@@ -80,15 +79,6 @@ def wake_ups_are_not_covered_by_polling(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.fixture
 def log(tmp_path: Path) -> str:
     return str(tmp_path / "log")
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
-    """Poll until `condition` holds; the limit is only a backstop for a hang."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.005)
 
 
 class Background:

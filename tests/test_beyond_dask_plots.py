@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from plots.implementations import (
     no_op_async,
 )
 from plots.measure import Sizes, measure_all, measure_cpu, measure_dispatch, timed_run
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_for
 from tests.hanging import HAS_PROC
 
 # The process states these tests read (stopped, running...) are Linux's, in /proc/PID/stat.
@@ -76,15 +75,6 @@ def group(leader: int) -> list[int]:
 def child_of(parent: int) -> int:
     (child,) = [pid for pid, fields in live_processes().items() if int(fields[1]) == parent]
     return child
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
-    """Poll until `condition` holds; the limit is only a backstop for a hang."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
