@@ -182,17 +182,7 @@ class InAChildProcess:
 
     def close(self) -> None:
         """Stop the child: close its pipe (it exits at the end of it), wait, kill if need be."""
-        connection, process = self._connection, self._process
-        self._connection = self._process = None
-        self._unwatch(connection, process)
-        if connection is not None:
-            connection.close()
-        if process is not None:
-            process.join(EXIT_GRACE_SECONDS)
-            if process.exitcode is None:
-                process.kill()
-                process.join()
-            process.close()
+        self._stop_child(EXIT_GRACE_SECONDS)
 
     # --- One task. ---
 
@@ -284,15 +274,21 @@ class InAChildProcess:
 
     def _discard(self) -> None:
         """Kill the child (if it still runs) and forget it; the next task starts a fresh one."""
+        self._stop_child(0.0)
+
+    def _stop_child(self, grace: float) -> None:
+        """Forget the child and end it: close its pipe (it exits at the end of it), give it
+        `grace` seconds to do so, then kill it if it still runs."""
         connection, process = self._connection, self._process
         self._connection = self._process = None
         self._unwatch(connection, process)
         if connection is not None:
             connection.close()
         if process is not None:
+            process.join(grace)
             if process.exitcode is None:
                 process.kill()
-            process.join()
+                process.join()
             process.close()
 
     def _unwatch(self, connection: Connection | None, process: BaseProcess | None) -> None:
