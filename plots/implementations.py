@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol, TypeVar
 
 import beyond
 import errors_channel.pool
@@ -26,6 +27,18 @@ import naive.pool
 from beyond.asyncio_backend import Asyncio
 from plots.dask_child import DaskChild
 from robust import Pool, Task
+
+Result = TypeVar("Result", covariant=True)
+
+
+class Finished(Protocol[Result]):
+    """A stage-3 or stage-4 Task, as read after its run."""
+
+    @property
+    def err(self) -> BaseException | None: ...
+
+    @property
+    def result(self) -> Result | None: ...
 
 
 class WrongResults(Exception):
@@ -163,14 +176,20 @@ def run_errors_channel(work: Workload, job_count: int, workers: int) -> list[int
     return outcome.results
 
 
+def results_of(who: str, tasks: Sequence[Finished[Result]]) -> list[Result]:
+    """What a stage-3 or stage-4 user does after run(): walk the tasks, each with its own outcome.
+    The results, in order; WrongResults for the first task that failed."""
+    for task in tasks:
+        if task.err is not None:
+            raise WrongResults(f"{who}: a task failed: {task.err!r}")
+    return [task.result for task in tasks if task.result is not None]
+
+
 def run_robust(work: Workload, job_count: int, workers: int) -> list[int]:
     call = work.call
     pool = Pool([Task(partial(call, job)) for job in range(1, job_count + 1)], workers)
     pool.run()
-    for task in pool.tasks:
-        if task.err is not None:
-            raise WrongResults(f"robust: a task failed: {task.err!r}")
-    return [task.result for task in pool.tasks if task.result is not None]
+    return results_of("robust", pool.tasks)
 
 
 def run_beyond(work: Workload, job_count: int, workers: int) -> list[int]:
@@ -180,10 +199,7 @@ def run_beyond(work: Workload, job_count: int, workers: int) -> list[int]:
         [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)], workers
     )
     pool.run()
-    for task in pool.tasks:
-        if task.err is not None:
-            raise WrongResults(f"beyond: a task failed: {task.err!r}")
-    return [task.result for task in pool.tasks if task.result is not None]
+    return results_of("beyond", pool.tasks)
 
 
 def run_beyond_asyncio(loop: str, work: Workload, job_count: int, workers: int) -> list[int]:
@@ -195,10 +211,7 @@ def run_beyond_asyncio(loop: str, work: Workload, job_count: int, workers: int) 
         backend=Asyncio(loop),
     )
     pool.run()
-    for task in pool.tasks:
-        if task.err is not None:
-            raise WrongResults(f"beyond on asyncio: a task failed: {task.err!r}")
-    return [task.result for task in pool.tasks if task.result is not None]
+    return results_of("beyond on asyncio", pool.tasks)
 
 
 def preload_into_the_forkserver() -> None:
@@ -230,10 +243,7 @@ def run_beyond_processes(work: Workload, job_count: int, workers: int) -> list[i
         backend="processes",
     )
     pool.run()
-    for task in pool.tasks:
-        if task.err is not None:
-            raise WrongResults(f"beyond on processes: a task failed: {task.err!r}")
-    return [task.result for task in pool.tasks if task.result is not None]
+    return results_of("beyond on processes", pool.tasks)
 
 
 # The Dask contender's cluster lives in a child process (plots/dask_child.py says why), started on
@@ -288,10 +298,11 @@ def run_beyond_processes_batched(work: Workload, job_count: int, workers: int) -
         backend="processes",
     )
     pool.run()
-    for task in pool.tasks:
-        if task.err is not None:
-            raise WrongResults(f"beyond on processes, batched: a task failed: {task.err!r}")
-    return [result for task in pool.tasks if task.result is not None for result in task.result]
+    return [
+        result
+        for batch in results_of("beyond on processes, batched", pool.tasks)
+        for result in batch
+    ]
 
 
 def run_thread_pool_executor(work: Workload, job_count: int, workers: int) -> list[int]:
