@@ -28,6 +28,7 @@ from beyond import (
 )
 from errors_channel.watchdog import current_frames
 from tests.conftest import finish_within
+from tests.thread_probes import interrupt_thread_start
 
 
 @pytest.fixture(autouse=True)
@@ -790,20 +791,7 @@ def test_a_ctrl_c_that_a_worker_thread_takes_reaches_main_though_nothing_wakes_i
 def test_a_ctrl_c_inside_thread_start_is_a_ctrl_c_not_a_refused_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Ctrl-C can land inside the Condition.wait() that Thread.start() makes, between its release
-    # of the lock and its try block; the `with` around it then raises RuntimeError("release
-    # unlocked lock") with the KeyboardInterrupt as context. Made to happen here on purpose.
-    start = threading.Thread.start
-
-    def start_then_interrupted(thread: threading.Thread) -> None:
-        start(thread)
-        if thread.name == "worker-2":
-            try:
-                raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                raise RuntimeError("release unlocked lock") from None
-
-    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    interrupt_thread_start(monkeypatch, "worker-2")
     pool = Pool([Task(returns(n)) for n in range(10)], 3)
     with pytest.raises(KeyboardInterrupt):
         pool.run()

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from errors_channel.watchdog import current_frames
 from robust import Pool, Task
 from tests.conftest import REPO_ROOT, finish_within, run_module
+from tests.thread_probes import interrupt_thread_start
 
 
 def returns(value: int) -> Callable[[], int]:
@@ -293,22 +294,8 @@ def in_join(thread: threading.Thread) -> bool:
 def test_a_ctrl_c_inside_thread_start_is_a_ctrl_c_not_a_refused_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Thread.start() waits in Condition.wait(); a Ctrl-C landing as that wait takes its lock back
-    # leaves the lock released, the `with` around it raises RuntimeError("release unlocked lock"),
-    # and the KeyboardInterrupt is only its __context__. Made to happen here on purpose, after the
-    # second worker has really started.
-    start = threading.Thread.start
     threads_before = set(threading.enumerate())
-
-    def start_then_interrupted(thread: threading.Thread) -> None:
-        start(thread)
-        if thread.name == "worker-2":
-            try:
-                raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                raise RuntimeError("release unlocked lock") from None
-
-    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
+    interrupt_thread_start(monkeypatch, "worker-2")
     pool = Pool([Task(returns(n)) for n in range(10)], concurrency=3)
     with pytest.raises(KeyboardInterrupt):
         pool.run()

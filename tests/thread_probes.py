@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+import pytest
+
 from errors_channel.watchdog import current_frames
 
 _CONDITION_WAIT = threading.Condition.wait.__code__
@@ -67,3 +69,24 @@ def exits_held_back(*function_names: str, seconds: float = 0.3) -> Iterator[None
     finally:
         threading.setprofile(None)
         block_over.set()
+
+
+def interrupt_thread_start(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make Thread.start() of the thread called `name` fail as a Ctrl-C landing inside it does.
+
+    Thread.start() waits in Condition.wait(); a Ctrl-C landing as that wait takes its lock back
+    leaves the lock released, the `with` around it raises RuntimeError("release unlocked lock"),
+    and the KeyboardInterrupt is only its __context__. Here it happens on purpose, after that
+    thread has really started.
+    """
+    start = threading.Thread.start
+
+    def start_then_interrupted(thread: threading.Thread) -> None:
+        start(thread)
+        if thread.name == name:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise RuntimeError("release unlocked lock") from None
+
+    monkeypatch.setattr(threading.Thread, "start", start_then_interrupted)
