@@ -23,6 +23,7 @@ from functools import partial
 import beyond
 import errors_channel.pool
 import naive.pool
+from demo_args import DemoArgumentParser
 from errors_channel.watchdog import DeadlockReport, Watchdog
 from plots.implementations import (
     MEMORY_RUNS,
@@ -141,7 +142,7 @@ def memory(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m plots.child", description=__doc__)
+    parser = DemoArgumentParser(prog="python -m plots.child", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     cell = commands.add_parser("deadlock-cell", help="one cell of the deadlock map")
     cell.add_argument("--jobs", type=int, required=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,121 @@ def test_demo_piped_into_a_reader_that_quits_early_still_ends_quietly(command: l
     assert returncode == 0
     assert child.stderr.read() == ""
     child.stderr.close()
+
+
+# Every `python -m` entry point that reads arguments, with the subcommands of those that have them.
+ENTRY_POINTS: dict[str, list[list[str]]] = {
+    "naive": [[]],
+    "errors_channel": [[]],
+    "robust": [[]],
+    "beyond": [[]],
+    "families": [["multiprocessing-join"], ["futures-nested"]],
+    "plots": [[]],
+    "plots.child": [["deadlock-cell"], ["timeline"], ["memory"]],
+    "plots.failures_child": [[]],
+    "plots.dask_overhead": [[]],
+    "tools.mutate": [[]],
+}
+
+
+def test_every_entry_point_that_reads_arguments_is_listed() -> None:
+    # A new command must join ENTRY_POINTS, so that the test below tries each of its options.
+    reading = {
+        ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__main__")
+        for path in REPO_ROOT.rglob("*.py")
+        if not path.relative_to(REPO_ROOT).parts[0].startswith((".", "tests"))
+        and "parse_args(" in path.read_text()
+    }
+    assert reading == set(ENTRY_POINTS)
+
+
+# Runs each command in this one child (runpy, as `python -m` does), with every option of its
+# --help given `=--`, and reports what each did. One child for all: a few seconds, not a minute.
+EVERY_OPTION = r"""
+import contextlib, io, json, re, runpy, sys
+
+def run(module: str, args: list[str]) -> tuple[object, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = [module, *args]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            status: object = 0
+        except SystemExit as exit:
+            status = exit.code
+        except BaseException as error:  # what the bug looked like: a traceback
+            status = f"raised {error!r}"
+    return status, out.getvalue(), err.getvalue()
+
+report = []
+for module, subcommand in json.loads(sys.argv[1]):
+    _, help_text, _ = run(module, [*subcommand, "--help"])
+    # The options block of --help: each option at the start of its line.
+    options = sorted(set(re.findall(r"^\s+(--[a-z][a-z-]*)", help_text, re.M)) - {"--help"})
+    for option in options:
+        status, _, err = run(module, [*subcommand, f"{option}=--"])
+        report.append([" ".join([module, *subcommand, option + "=--"]), status, err.splitlines()])
+print(json.dumps(report))
+"""
+
+
+def test_every_option_of_every_command_refuses_a_bare_double_dash_value_on_one_line() -> None:
+    # `--workers=--`: CPython 3.11's argparse gave the option an empty list, skipping type= (a
+    # traceback, or a demo run with workers=[] that hung); 3.13 gave it the string "--".
+    commands = [[module, sub] for module, subs in ENTRY_POINTS.items() for sub in subs]
+    completed = subprocess.run(
+        [sys.executable, "-c", EVERY_OPTION, json.dumps(commands)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads(completed.stdout)
+
+    tried = {line.split(" ", 1)[0] for line, _, _ in report}
+    assert tried == set(ENTRY_POINTS), "a command's --help listed no option"
+    assert len(report) >= 40
+    refused = [
+        line
+        for line, status, err in report
+        if status == 2
+        and len(err) == 1
+        and ("expected one argument" in err[0] or "ignored explicit argument '--'" in err[0])
+    ]
+    assert [line for line, _, _ in report if line not in refused] == []
+
+
+def test_plots_redraw_from_a_folder_that_is_not_there_is_refused_without_making_it(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "typo" / "out"
+
+    completed = run_module("plots", "--redraw", "--out", str(missing))
+
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [
+        f"python -m plots: error: no benchmark CSV in {missing}: measure first"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", [[], ["--redraw"]], ids=["measure", "redraw"])
+def test_plots_refuses_an_empty_out_instead_of_writing_to_the_current_folder(
+    mode: list[str], tmp_path: Path
+) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "plots", *mode, "--only", "dispatch", "--out", ""],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines() == [
+        "python -m plots: error: argument --out: expected a folder, got '' (see --help)"
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -27,7 +27,6 @@ survived, 1 if another did, 2 for a stale table or bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -39,6 +38,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from demo_args import DemoArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -1068,7 +1069,7 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = DemoArgumentParser(
         prog="python -m tools.mutate",
         description="Run each named mutant of the pools and the watchdog against its tests, on a "
         "scratch copy of the repository. Last line: 'mutants: K killed, S survived'.",
