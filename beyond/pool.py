@@ -36,7 +36,9 @@ Sample run (`python -m beyond --jobs 30 --max-errors 10`):
 from __future__ import annotations
 
 import enum
+import functools
 import math
+import reprlib
 import sys
 import threading
 import time
@@ -125,27 +127,47 @@ class Task(Generic[Result]):
     `timeout`: seconds the task may run. Once they have passed, checkpoint() in the task raises
     TimeoutError (which counts as the task's failure); a task that does not check runs on and is
     reported overdue.
+
+    `name`: what every message, warning and repr calls the task (`task.name`). By default, fn's
+    name, and for a functools.partial its function with its arguments, shortened:
+    `Task(partial(fetch, url))` is `fetch('https://example.com/a')`, so that an error says which
+    input failed.
     """
 
     # Slots: the pool touches these once per task, and slot access is the cheapest there is.
-    __slots__ = ("_owner", "deadline", "err", "finished", "fn", "result", "timeout")
+    __slots__ = ("_given_name", "_owner", "deadline", "err", "finished", "fn", "result", "timeout")
 
     # A coroutine function (backend="asyncio") makes a Task of what it returns once awaited.
     @overload
     def __init__(
-        self: Task[Result], fn: Callable[[], Awaitable[Result]], *, timeout: float | None = None
+        self: Task[Result],
+        fn: Callable[[], Awaitable[Result]],
+        *,
+        timeout: float | None = None,
+        name: str | None = None,
     ) -> None: ...
 
     @overload
     def __init__(
-        self: Task[Result], fn: Callable[[], Result], *, timeout: float | None = None
+        self: Task[Result],
+        fn: Callable[[], Result],
+        *,
+        timeout: float | None = None,
+        name: str | None = None,
     ) -> None: ...
 
-    def __init__(self, fn: Callable[[], Any], *, timeout: float | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[], Any], *, timeout: float | None = None, name: str | None = None
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"Task needs a callable with no arguments, got {type(fn).__name__}")
         if timeout is not None:
             _check_seconds("timeout", timeout)
+        if name is not None and type(name) is not str:
+            # Exactly str: a subclass's own __str__ or __repr__ would run in every message.
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        # None: made from fn when a message first needs it (see `name`), not for every task.
+        self._given_name = name
         self.fn = fn
         self.timeout = timeout
         # When the task must be done by, on the time.monotonic() clock: set by its worker as it
@@ -160,12 +182,29 @@ class Task(Generic[Result]):
         # The mark of the Pool that holds this task, once one does (see Pool.__init__).
         self._owner: object | None = None
 
+    @property
+    def name(self) -> str:
+        """The name given to Task(), else one made from fn (see the class docstring): printable,
+        at most NAME_LIMIT characters, and never an exception, whatever fn's arguments do."""
+        name = self._given_name
+        if name is None:
+            # Made once, when first needed: every message about the task then says the same, even
+            # if an argument changes meanwhile (an Event's repr says whether it is set).
+            name = self._given_name = _name_of(self.fn)
+        return name
+
     def _name(self) -> str:
-        """fn's name, quoted, for messages; never raises."""
-        try:
-            return repr(getattr(self.fn, "__qualname__", None) or type(self.fn).__name__)
-        except Exception:
-            return "?"
+        """The name, quoted, for messages: one line whatever it holds; never raises. (The other
+        backends' messages call this too.)"""
+        name = self.name
+        # A made name is printable already (its arguments are reprs): quoted as it is, since
+        # repr() would double every backslash in it. A given one may hold anything: repr().
+        if name.isprintable():
+            if "'" not in name:
+                return f"'{name}'"
+            if '"' not in name:
+                return f'"{name}"'
+        return repr(name)
 
     def run(self, call: Callable[[], Result] | None = None) -> bool:
         """Call fn once and keep its outcome. The pool's workers call this; a task runs once.
@@ -210,9 +249,79 @@ class Task(Generic[Result]):
             # `is None`, not truthiness: an exception may define __bool__, and it still failed.
             try:
                 state = f"failed: {self.err!r}"
-            except Exception:
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
                 state = f"failed: {type(self.err).__name__}"
         return f"<Task {name} {state}>"
+
+
+# A name made from fn is at most this long: an argument of a megabyte must not make a message of a
+# megabyte. Each argument is shortened on its own first (_SHORT), so that every one shows.
+NAME_LIMIT = 120
+# How many of a partial's arguments a name shows, and how many nested partials it looks into.
+NAME_ARGUMENTS = 4
+NAME_DEPTH = 3
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's shortening, which cuts a str before it makes its repr; bytes too. (Any other
+    object's repr is made whole and then cut: a megabyte only for a moment.)"""
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        return self._cut(repr(value[: self.maxstring]), len(value) > self.maxstring)
+
+    def repr_bytearray(self, value: bytearray, level: int) -> str:
+        return self._cut(repr(value[: self.maxstring]), len(value) > self.maxstring)
+
+    def _cut(self, text: str, cut: bool) -> str:
+        return text + "..." if cut else text
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxstring = _SHORT.maxother = 40
+_SHORT.maxlong = 20
+_SHORT.maxlevel = 2
+
+
+def _name_of(fn: object, depth: int = 0) -> str:
+    """A task's default name: fn's qualified name, and a partial's arguments, each shortened.
+
+    Never raises, whatever fn and the arguments do in their own __repr__ or __getattr__ (see
+    _short); a Ctrl-C that lands here is the caller's, and goes on.
+    """
+    try:
+        if isinstance(fn, functools.partial) and depth < NAME_DEPTH:
+            shown = [_short(argument) for argument in fn.args[:NAME_ARGUMENTS]]
+            room = NAME_ARGUMENTS - len(shown)
+            keywords = list(fn.keywords.items())
+            shown += [f"{key}={_short(value)}" for key, value in keywords[:room]]
+            if len(fn.args) + len(keywords) > len(shown):
+                shown.append("...")
+            name = f"{_name_of(fn.func, depth + 1)}({', '.join(shown)})"
+        else:
+            name = getattr(fn, "__qualname__", None) or type(fn).__name__
+            if type(name) is not str:
+                name = type(fn).__name__
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        name = type(fn).__name__
+    if not name.isprintable():
+        # A repr of its own may hold a newline (a numpy array's does): a message is one line.
+        name = name.encode("unicode_escape").decode("ascii")
+    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 3] + "..."
+
+
+def _short(value: object) -> str:
+    """One argument, shortened. reprlib already puts a placeholder for a repr that raises an
+    Exception; this covers one that raises SystemExit or another BaseException."""
+    try:
+        return _SHORT.repr(value)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        return f"<{type(value).__name__}>"
 
 
 class Pool(Generic[Result]):

@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -698,6 +699,21 @@ def test_a_task_that_is_not_a_coroutine_function_fails_alone_with_a_clear_error(
     assert str(tasks[0].err).startswith("task 'test_a_task_that_is_not_a_coroutine_function")
     assert "returned a value of type int, not an awaitable" in str(tasks[0].err)
     assert [task.result for task in tasks[1:]] == [2, 2]
+
+
+def test_a_tasks_messages_name_its_input_on_the_loop_too(loop: str) -> None:
+    def download(url: str) -> int:
+        return len(url)
+
+    forgot_async: Task[int] = Task(partial(download, "https://example.com/a"))
+    named: Task[int] = Task(partial(download, "https://example.com/b"), name="page b")
+    make_pool([forgot_async, named], 2, loop).run()
+
+    assert str(forgot_async.err).startswith(
+        'task "test_a_tasks_messages_name_its_input_on_the_loop_too.<locals>.download('
+        "'https://example.com/a')\" returned a value of type int"
+    )
+    assert str(named.err).startswith("task 'page b' returned a value of type int")
 
 
 # --- Leaving the loop, a panic. ---
