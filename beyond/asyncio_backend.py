@@ -18,7 +18,8 @@ can take a task, and nothing starts after the N-th failure.
 
 What it still cannot do: stop a coroutine that never awaits (a computation, a blocking call).
 It holds the loop's one thread: no other task, no timer and no cancel runs until it returns or
-awaits. A coroutine that catches its CancelledError and awaits on is waited for, and reported
+awaits. (Between two such tasks, though, a Ctrl-C is seen: the worker looks before each task at
+the cancel asyncio.Runner has made of it, and starts no more.) A coroutine that catches its CancelledError and awaits on is waited for, and reported
 overdue past its deadline as in pool.py. Use more than one core: all the Python runs on one thread.
 
 Which loop: uvloop when it is installed (`pip install 'go-worker-pool-py[backends]'`), asyncio's
@@ -41,7 +42,7 @@ import warnings
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from types import CoroutineType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from beyond.pool import (
     Cancelled,
@@ -125,9 +126,9 @@ class Asyncio:
         _refuse_inside_a_running_loop("pool.run()", "await pool.run_async()")
         workers = pool._begin(streaming=False, timeout=timeout)
         with asyncio.Runner(loop_factory=self.loop_factory) as runner:
-            run = LoopRun(pool, workers, runner.get_loop(), streaming=False)
+            run = LoopRun(pool, workers, runner.get_loop(), streaming=False, if_cancelled=CTRL_C)
             try:
-                runner.run(run.run(CTRL_C))
+                runner.run(run.run())
             finally:
                 run.detach()
         run.raise_its_error()
@@ -153,7 +154,8 @@ class Asyncio:
         _refuse_inside_a_running_loop("iterating over the pool", "async for ... stream_async()")
         workers = pool._begin(streaming=True, timeout=timeout)
         with asyncio.Runner(loop_factory=self.loop_factory) as runner:
-            run = LoopRun(pool, workers, runner.get_loop(), streaming=True)
+            loop = runner.get_loop()
+            run = LoopRun(pool, workers, loop, streaming=True, if_cancelled=CTRL_C)
             run.start()
             try:
                 while True:
@@ -162,7 +164,7 @@ class Asyncio:
                         yield task
                     elif run.running:
                         # Ctrl-C here: the Runner cancels this step, and raises KeyboardInterrupt.
-                        runner.run(run.until_something_to_hand_over())
+                        runner.run(run.step())
                     else:
                         break
             except BaseException as raised:
@@ -170,6 +172,14 @@ class Asyncio:
                 # its body, Ctrl-C included, which unwinds through it). Stop, cancel the running
                 # tasks, and run the loop until they have unwound, so that none outlives it.
                 workers.stop(*_why_the_loop_ended(raised), cancel=True)
+                # A Ctrl-C that landed after a step's task had returned but before its loop
+                # stopped is raised at once by the Runner (it cancels only a task not yet done),
+                # and leaves that step's stop still queued: the next run would end at once
+                # ("Event loop stopped before Future completed"). Run what is queued first: a loop
+                # stopped before run_forever() runs its ready callbacks once and returns
+                # (documented at loop.stop()).
+                loop.stop()
+                loop.run_forever()
                 runner.run(run.until_every_worker_has_ended())
                 raise
             finally:
@@ -183,9 +193,15 @@ class Asyncio:
         cancelled, the pool stops (CANCELLED), cancels its running tasks and waits for them to
         unwind, then the CancelledError goes on."""
         workers = pool._begin(streaming=False, timeout=timeout)
-        run = LoopRun(pool, workers, asyncio.get_running_loop(), streaming=False)
+        run = LoopRun(
+            pool,
+            workers,
+            asyncio.get_running_loop(),
+            streaming=False,
+            if_cancelled=AWAITING_TASK_CANCELLED,
+        )
         try:
-            await run.run(AWAITING_TASK_CANCELLED)
+            await run.run()
         finally:
             run.detach()
         run.raise_its_error()
@@ -200,7 +216,15 @@ class Asyncio:
         the pool is stopped, and its running tasks cancelled and waited for, as the loop is left.
         """
         workers = pool._begin(streaming=True, timeout=timeout)
-        run = LoopRun(pool, workers, asyncio.get_running_loop(), streaming=True)
+        run = LoopRun(
+            pool,
+            workers,
+            asyncio.get_running_loop(),
+            streaming=True,
+            if_cancelled=AWAITING_TASK_CANCELLED,
+        )
+        # The task iterating: its cancel stops the pool (see LoopRun.awaiting).
+        run.awaited_by(asyncio.current_task())
         run.start()
         try:
             while True:
@@ -239,11 +263,24 @@ class LoopRun(Generic[Result]):
         loop: asyncio.AbstractEventLoop,
         *,
         streaming: bool,
+        if_cancelled: tuple[StopReason, str],
     ) -> None:
         self.pool = pool
         self.workers = workers
         self.loop = loop
         self.streaming = streaming
+        # How the pool stops when the task awaiting it is cancelled.
+        self.if_cancelled = if_cancelled
+        # The task awaiting the pool (run()'s, the loop over the pool's), and how many cancel
+        # requests it had already when it began to (asyncio.timeout compares the same way).
+        # asyncio.Runner's Ctrl-C handler cancels it from a signal handler, and Task.cancel()
+        # counts the request at once (Task.cancelling()), though the task itself sees it only at
+        # its next turn. A task that never awaits keeps its worker from giving the loop that
+        # turn, so every worker reads the count before it starts a task. None between two steps
+        # of a synchronous `for task in pool`: no task starts then (see step()).
+        self.awaiting: _Cancellable | None = None
+        self._cancels_before = 0
+        self._waiting_for_a_step: deque[asyncio.Future[None]] = deque()
         # One asyncio Task per worker, made by start().
         self.worker_tasks: list[asyncio.Task[None]] = []
         # Workers started and not yet ended.
@@ -286,17 +323,39 @@ class LoopRun(Generic[Result]):
             for number in range(count)
         ]
 
-    async def run(self, if_cancelled: tuple[StopReason, str]) -> None:
+    async def run(self) -> None:
         """Run every task; return once every worker has ended. If the task running this is
         cancelled, stop the pool with `if_cancelled`, wait for the workers, and re-raise."""
+        self.awaited_by(asyncio.current_task())
         self.start()
         try:
             while self.running:
                 await self._sleep()
         except asyncio.CancelledError:
-            self.workers.stop(*if_cancelled, cancel=True)
+            self.workers.stop(*self.if_cancelled, cancel=True)
             await self.until_every_worker_has_ended()
             raise
+
+    def awaited_by(self, task: _Cancellable | None) -> None:
+        """From now on `task` awaits the pool: a cancel it gets stops the pool."""
+        if task is None:
+            # Not in an asyncio Task (a coroutine driven by hand): nothing to be cancelled.
+            task = _NEVER_CANCELLED
+        self.awaiting = task
+        self._cancels_before = task.cancelling()
+
+    async def step(self) -> None:
+        """A synchronous `for task in pool`: one run of the loop, until a task is there to hand
+        over. asyncio.Runner makes a new task for each step, and cancels that one on Ctrl-C; so
+        the workers take no task until the step's task has said it awaits (a worker the loop
+        resumes before it, after the last step, waits here), and none once it has returned."""
+        self.awaited_by(asyncio.current_task())
+        while self._waiting_for_a_step:
+            _wake_one(self._waiting_for_a_step.popleft())
+        try:
+            await self.until_something_to_hand_over()
+        finally:
+            self.awaiting = None
 
     async def until_something_to_hand_over(self) -> None:
         """The loop over the pool: wait for a finished task, or for every worker to end."""
@@ -361,9 +420,7 @@ class LoopRun(Generic[Result]):
         task = self.done.popleft()
         self.room += 1
         while self._waiting_for_room:
-            waiter = self._waiting_for_room.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+            if _wake_one(self._waiting_for_room.popleft()):
                 break
         return task
 
@@ -402,6 +459,13 @@ class LoopRun(Generic[Result]):
                 # The last check before the task starts. Exact here, unlike with threads: every
                 # failure so far is recorded, and none can land before the task's first line.
                 if workers.stopped is not None or len(failures) >= max_errors:
+                    return
+                # A Ctrl-C (or any cancel of the task awaiting the pool) since the last task: that
+                # task has not had a turn to stop the pool if the tasks never await, so this
+                # worker does. (None only between two steps, which no worker gets past above.)
+                awaiting = self.awaiting
+                if awaiting is not None and awaiting.cancelling() > self._cancels_before:
+                    workers.stop(*self.if_cancelled, cancel=True)
                     return
                 if run_deadline is not None and loop.time() >= run_deadline:
                     self._run_deadline_passed()
@@ -455,16 +519,21 @@ class LoopRun(Generic[Result]):
                 self._wake()
 
     async def _room_for_one_more(self) -> bool:
-        """Streaming: wait until fewer than `concurrency` tasks are taken and not handed over;
-        take that room. False if the pool has stopped."""
-        while self.room == 0 and self.workers.stopped is None:
+        """Streaming: wait until fewer than `concurrency` tasks are taken and not handed over,
+        and (synchronous iteration) until a step of the loop over the pool runs; take that room.
+        False if the pool has stopped."""
+        while self.workers.stopped is None:
+            if self.room == 0:
+                waiting = self._waiting_for_room
+            elif self.awaiting is None:
+                waiting = self._waiting_for_a_step
+            else:
+                self.room -= 1
+                return True
             waiter = self.loop.create_future()
-            self._waiting_for_room.append(waiter)
+            waiting.append(waiter)
             await waiter
-        if self.workers.stopped is not None:
-            return False
-        self.room -= 1
-        return True
+        return False
 
     async def _before_its_deadline(self, task: Task[Result]) -> Any:
         """Await the task's coroutine under asyncio.timeout_at: past its deadline (its own or the
@@ -523,10 +592,9 @@ class LoopRun(Generic[Result]):
         `cancel`, every running task is cancelled at its next await, once. Not for the run's
         deadline: each running task's own asyncio.timeout_at fires at that moment, and a second
         cancel would turn its TimeoutError into a CancelledError."""
-        while self._waiting_for_room:
-            waiter = self._waiting_for_room.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        for waiting in (self._waiting_for_room, self._waiting_for_a_step):
+            while waiting:
+                _wake_one(waiting.popleft())
         if not cancel or reason is StopReason.TIMEOUT:
             return
         for number, task in enumerate(self.workers.current):
@@ -556,6 +624,28 @@ class LoopRun(Generic[Result]):
             ),
             stacklevel=1,
         )
+
+
+class _Cancellable(Protocol):
+    """What LoopRun reads of the task awaiting the pool."""
+
+    def cancelling(self) -> int: ...
+
+
+class _NeverCancelled:
+    def cancelling(self) -> int:
+        return 0
+
+
+_NEVER_CANCELLED = _NeverCancelled()
+
+
+def _wake_one(waiter: asyncio.Future[None]) -> bool:
+    """Wake a worker waiting on `waiter`, unless it was woken already; say if it was woken now."""
+    if waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
 
 
 def _awaitable(task: Task[Any]) -> Awaitable[Any]:

@@ -776,6 +776,50 @@ def test_cancelling_the_task_awaiting_run_async_cancels_the_running_tasks_and_wa
     assert pool.stopped.message == "the task awaiting the pool was cancelled"
 
 
+@pytest.mark.parametrize("mode", ["run_async", "stream_async"])
+def test_a_cancel_of_the_awaiting_task_starts_no_task_after_it_when_tasks_never_await(
+    loop: str, mode: str
+) -> None:
+    # Task 5 cancels the task awaiting the pool and computes on: no task awaits, so the loop
+    # gives that task no turn to stop the pool before the workers take their next tasks.
+    started: list[int] = []
+    awaiting: list[asyncio.Task[Any]] = []
+
+    def never_awaits(number: int) -> Callable[[], Coroutine[Any, Any, int]]:
+        async def run() -> int:
+            started.append(number)
+            if number == 5:
+                awaiting[0].cancel()
+            return number
+
+        return run
+
+    pool = make_pool(generated(Task(never_awaits(n)) for n in range(100)), 4, loop)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        awaiting.append(task)
+        if mode == "run_async":
+            await pool.run_async()
+        else:
+            async with contextlib.aclosing(pool.stream_async()) as tasks:
+                async for _ in tasks:
+                    pass
+
+    async def cancelled() -> bool:
+        try:
+            await main()
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert on_a_loop(loop, cancelled)
+    assert started == [0, 1, 2, 3, 4, 5]
+    assert pool.stopped is not None
+    assert pool.stopped.message == "the task awaiting the pool was cancelled"
+
+
 class Panic(BaseException):
     """A BaseException of the task's own, neither KeyboardInterrupt nor SystemExit."""
 

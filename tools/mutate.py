@@ -74,6 +74,7 @@ GO_PRIMITIVES = "errors_channel/go_primitives.py"
 NAIVE = "naive/pool.py"
 WATCHDOG = "errors_channel/watchdog.py"
 BEYOND = "beyond/pool.py"
+BEYOND_ASYNCIO = "beyond/asyncio_backend.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
 T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py")
@@ -108,6 +109,11 @@ T_BEYOND_INTERRUPTS = (
     "tests/test_beyond_interrupts.py",
     "tests/test_beyond.py",
     "tests/test_beyond_demo.py",
+)
+
+T_BEYOND_ASYNCIO_INTERRUPTS = (
+    "tests/test_beyond_asyncio_interrupts.py",
+    "tests/test_beyond_asyncio.py",
 )
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -945,6 +951,28 @@ MUTANTS: tuple[Mutant, ...] = (
         "KeyboardInterrupt):",
         "    if False:",
         T_BEYOND_INTERRUPTS,
+    ),
+    # --- beyond/asyncio_backend.py ---
+    _mutant(
+        "asyncio-workers-do-not-see-a-ctrl-c-between-tasks-that-never-await",
+        BEYOND_ASYNCIO,
+        "if awaiting is not None and awaiting.cancelling() > self._cancels_before:",
+        "if False:",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
+        "asyncio-workers-take-tasks-between-two-steps-of-the-loop",
+        BEYOND_ASYNCIO,
+        "            elif self.awaiting is None:\n                waiting = self._waiting_for_a_step\n",
+        "",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
+        "asyncio-a-ctrl-c-just-after-a-step-leaves-its-stop-queued",
+        BEYOND_ASYNCIO,
+        "                loop.stop()\n                loop.run_forever()\n",
+        "",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
     ),
 )
 
