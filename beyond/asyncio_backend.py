@@ -19,8 +19,9 @@ can take a task, and nothing starts after the N-th failure.
 What it still cannot do: stop a coroutine that never awaits (a computation, a blocking call).
 It holds the loop's one thread: no other task, no timer and no cancel runs until it returns or
 awaits. (Between two such tasks, though, a Ctrl-C is seen: the worker looks before each task at
-the cancel asyncio.Runner has made of it, and starts no more.) A coroutine that catches its CancelledError and awaits on is waited for, and reported
-overdue past its deadline as in pool.py. Use more than one core: all the Python runs on one thread.
+the cancel asyncio.Runner has made of it, and starts no more.) A coroutine that catches its
+CancelledError and awaits on is waited for, and reported overdue past its deadline as in
+pool.py. Use more than one core: all the Python runs on one thread.
 
 Which loop: uvloop when it is installed (`pip install 'go-worker-pool-py[backends]'`), asyncio's
 own loop otherwise; `pool.backend.loop` says which, and `Asyncio(loop="standard")` picks it.

@@ -963,7 +963,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "asyncio-workers-take-tasks-between-two-steps-of-the-loop",
         BEYOND_ASYNCIO,
-        "            elif self.awaiting is None:\n                waiting = self._waiting_for_a_step\n",
+        "            elif self.awaiting is None:\n"
+        "                waiting = self._waiting_for_a_step\n",
         "",
         T_BEYOND_ASYNCIO_INTERRUPTS,
     ),
