@@ -35,6 +35,7 @@ Sample run (`python -m beyond --jobs 30 --max-errors 10`):
 
 from __future__ import annotations
 
+import atexit
 import enum
 import functools
 import math
@@ -43,6 +44,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -439,8 +441,14 @@ class Pool(Generic[Result]):
         starts after it, every task already running is told and finishes, then run() re-raises
         the KeyboardInterrupt. A second Ctrl-C during that wait stops the waiting: run() re-raises
         at once, no new task starts either, and the running tasks still finish before the
-        interpreter exits (their threads are not daemons). Tasks that never started keep
-        `finished == False`.
+        interpreter exits (an exit hook waits for them, see WorkerThread). Tasks that never
+        started keep `finished == False`.
+
+        A worker inside the tasks iterable's next() runs no task: once the pool has stopped
+        (Ctrl-C, or any other stop), run() does not wait for it beyond one check interval
+        (SIGNAL_CHECK_SECONDS). It is left to come back by itself, then starts nothing and ends;
+        if it never comes back (a generator blocked on a queue or a socket), its thread does
+        not keep the process from exiting.
 
         If the tasks iterable raises, or gives something that is not a Task (or a Task given
         twice), the pool stops the same way and run() raises that error: it is the caller's bug,
@@ -501,9 +509,10 @@ class Pool(Generic[Result]):
         the next task tells the running tasks, waits for them and re-raises.
 
         Leaving the loop early (break, return, an exception in its body) stops the pool as
-        cancel() does and waits for the running tasks, so that no thread outlives the loop. That
-        happens when the generator is closed: at once in CPython when the loop drops it, or call
-        its close() (`contextlib.closing`) if you keep it in a variable.
+        cancel() does and waits for the running tasks, so that no thread outlives the loop (but
+        for a worker still inside the tasks iterable's next() after a check interval: see run()).
+        That happens when the generator is closed: at once in CPython when the loop drops it, or
+        call its close() (`contextlib.closing`) if you keep it in a variable.
         """
         if timeout is not None:
             # Refused now, not at the loop's first step.
@@ -657,6 +666,12 @@ class Workers(Generic[Result]):
         # (As many slots as workers: a list never has more workers than tasks.)
         slots = concurrency if source is not None else min(concurrency, len(tasks))
         self.current: list[Task[Result] | None] = [None] * slots
+        # Per worker: inside the tasks iterable's next(), or waiting for its turn there (a slot
+        # per worker, written by that worker without the lock). Such a worker runs no task, and
+        # once the pool has stopped it will start none: see _only_the_source_is_left.
+        self._at_source: list[bool] = [False] * slots
+        # When the waiting thread first saw only workers at the source left (see there).
+        self._only_the_source_since: float | None = None
         self.overdue: list[Task[Result]] = []
         self._overdue_grace = overdue_grace
         # Called (lock held) by every stop() with its reason and `cancel`, for a backend whose run
@@ -691,15 +706,12 @@ class Workers(Generic[Result]):
                 # Cancelled before the run: nothing to hand out.
                 self._pending.clear()
 
-    def threads(self) -> list[threading.Thread]:
+    def threads(self) -> list[WorkerThread]:
         """One per worker: as many as tasks for a list (at most concurrency), else concurrency."""
         count = self.concurrency
         if self._sequence is not None:
             count = min(count, len(self._sequence))
-        return [
-            threading.Thread(target=_work, args=(self, number), name=f"worker-{number + 1}")
-            for number in range(count)
-        ]
+        return [WorkerThread(self, number) for number in range(count)]
 
     def finish_run(self) -> None:
         with self._lock:
@@ -717,6 +729,7 @@ class Workers(Generic[Result]):
         with self._lock:
             self._running -= 1
             self.current[number] = None
+            self._at_source[number] = False
             self._ended.append(threading.current_thread())
             self._wake_main()
 
@@ -728,11 +741,12 @@ class Workers(Generic[Result]):
         cheapest hand-off per task), with what it reads kept in local variables. In iteration,
         the task the worker ran last (current[number]) goes to the consumer before the next take.
         """
-        pending, failures, max_errors, current = (
+        pending, failures, max_errors, current, at_source = (
             self._pending,
             self.failures,
             self.max_errors,
             self.current,
+            self._at_source,
         )
         while True:
             if pending is not None:
@@ -745,7 +759,12 @@ class Workers(Generic[Result]):
             else:
                 if self._streaming and not self._hand_over(current[number]):
                     return
+                at_source[number] = True
                 taken = self._take_from_source()
+                # Cleared before the check below, never after: the waiting thread, once the pool
+                # has stopped, may leave without this worker while the flag is set, so the worker
+                # must then see that stop before it starts a task.
+                at_source[number] = False
                 if taken is None:
                     return
                 task = taken
@@ -789,6 +808,9 @@ class Workers(Generic[Result]):
     def _take_from_source(self) -> Task[Result] | None:
         """The next task from the iterable, checked and claimed; None once it is exhausted, or
         after it failed (which stops the pool with its error)."""
+        if self.stopped is not None:
+            # Not even in line for the lock: a worker stuck in next() may hold it for good.
+            return None
         with self._taking:
             if self.stopped is not None or self._source is None:
                 return None
@@ -891,16 +913,34 @@ class Workers(Generic[Result]):
     # --- What the waiting thread (main in run(), the consumer in iteration) calls. ---
 
     def wait_until_ended(self, count: int) -> None:
-        """Main: wait until `count` workers have ended."""
-        self._sleep_until(lambda: len(self._ended) >= count)
+        """Main: wait until `count` workers have ended (or only the source holds them)."""
+        self._sleep_until(lambda: len(self._ended) >= count or self._only_the_source_is_left())
 
     def wait_until_none_running(self) -> None:
-        """Main: wait until every worker that has begun has ended.
+        """Main: wait until every worker that has begun has ended (or only the source holds
+        them).
 
         A worker that has been started but not yet begun is not waited for: main calls this only
         once the pool has stopped, so such a worker will take no task and end by itself.
         """
-        self._sleep_until(lambda: self._running == 0)
+        self._sleep_until(lambda: self._running == 0 or self._only_the_source_is_left())
+
+    def _only_the_source_is_left(self) -> bool:
+        """The waiting thread, lock held: the pool has stopped, and every worker still running is
+        at the source (in the tasks iterable's next(), or in line for it), and has been for a
+        check interval. Such a worker runs no task and will start none; it may take as long as
+        the iterable's own code likes (a generator blocked on a socket: for ever), and the caller,
+        a Ctrl-C's included, must not wait for that. It is left to come back by itself, see the
+        stop and end; its thread is a daemon (see WorkerThread). The interval lets a quick
+        next() come back first, so that, as a rule, no thread outlives the run.
+        """
+        if self.stopped is None or self._running != sum(self._at_source):
+            self._only_the_source_since = None
+            return False
+        now = time.monotonic()
+        if self._only_the_source_since is None:
+            self._only_the_source_since = now
+        return now - self._only_the_source_since >= SIGNAL_CHECK_SECONDS
 
     def next_finished(self, started: int) -> Task[Result] | None:
         """The consumer: the next finished task, waiting for one if need be; None once all
@@ -913,9 +953,15 @@ class Workers(Generic[Result]):
                     if self._waiting_for_room:
                         self._room_freed.notify()
                     return task
-                if len(self._ended) >= started:
+                if len(self._ended) >= started or self._only_the_source_is_left():
                     return None
-            self._sleep_until(lambda: bool(self._done) or len(self._ended) >= started)
+            self._sleep_until(
+                lambda: (
+                    bool(self._done)
+                    or len(self._ended) >= started
+                    or self._only_the_source_is_left()
+                )
+            )
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
@@ -1192,6 +1238,60 @@ def backend_for(backend: object) -> Backend:
     from beyond.backends import backend_for as other_backend
 
     return other_backend(backend)
+
+
+class WorkerThread(threading.Thread):
+    """A worker's thread: a daemon, which the interpreter's exit waits for as for the thread that
+    started the run (stage 3's workers inherit that thread's daemon flag), but not while it is at
+    the source of a stopped pool (see _wait_for_workers_at_exit).
+
+    Not simply a non-daemon thread, as in stage 3: the interpreter waits for those at exit
+    whatever they do, and a worker inside the tasks iterable's next() may never come back (a
+    generator blocked on a queue or a socket): the process could then never end, even after a
+    second Ctrl-C. A task that has started still finishes before the interpreter exits.
+    """
+
+    def __init__(self, workers: Workers[Any], number: int) -> None:
+        super().__init__(
+            target=_work, args=(workers, number), name=f"worker-{number + 1}", daemon=True
+        )
+        self.number = number
+        # A run started by a daemon thread is not waited for, as a daemon thread is not.
+        self.waited_for_at_exit = not threading.current_thread().daemon
+        # Weak: a thread's Workers would make a reference cycle (Workers keeps the threads that
+        # ended), and the run's tasks would wait for the cyclic garbage collector to be freed.
+        # While the thread runs, its target's arguments hold the Workers alive.
+        self._workers = weakref.ref(workers)
+
+    def wait_at_exit(self) -> bool:
+        """Join this thread unless it is at the source of a stopped pool; say if it waited."""
+        workers = self._workers()
+        if workers is None or not self.waited_for_at_exit or not self.is_alive():
+            return False
+        if workers.stopped is not None and workers._at_source[self.number]:
+            # It runs no task and will start none, and may never come back.
+            return False
+        self.join()
+        return True
+
+
+def _wait_for_workers_at_exit() -> None:
+    """At interpreter exit: wait for the worker threads as for non-daemon threads, except those
+    at the source of a stopped pool (see WorkerThread.wait_at_exit). Again until a round waits
+    for none, in case a pool started more workers meanwhile. A Ctrl-C here (the third) ends the
+    wait, and the process exits without the tasks still running."""
+    while sum(
+        thread.wait_at_exit()
+        for thread in threading.enumerate()
+        if isinstance(thread, WorkerThread)
+    ):
+        pass
+
+
+# threading's own hook, run at interpreter exit before it joins the non-daemon threads
+# (Lib/threading.py, _shutdown): concurrent.futures.thread registers its exit there too. Private,
+# hence atexit as the fallback, which runs later, daemon threads still running.
+getattr(threading, "_register_atexit", atexit.register)(_wait_for_workers_at_exit)
 
 
 def _work(workers: Workers[Result], number: int) -> None:

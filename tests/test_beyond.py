@@ -305,6 +305,64 @@ def test_an_endless_generator_stops_at_max_errors_in_run_and_in_iteration() -> N
     assert 5 <= sum(task.err is not None for task in seen) <= 8
 
 
+@pytest.mark.parametrize("how", ["break", "cancel", "timeout", "max_errors"])
+def test_a_stopped_pool_does_not_wait_for_a_worker_stuck_in_the_generators_next(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker there runs no task and will start none, and a generator blocked on a queue or a
+    # socket may never come back. The caller gives it one check interval, then leaves without it.
+    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 0.01)
+    inside, release = threading.Event(), threading.Event()
+    late = Task(returns(2))
+
+    def first() -> int:
+        if how == "max_errors":
+            inside.wait(10)
+            raise ValueError("the one failure")
+        return 1
+
+    def tasks() -> Iterator[Task[int]]:
+        yield Task(first)
+        inside.set()
+        release.wait(30)
+        yield late
+
+    pool = Pool(tasks(), 2, max_errors=1)
+
+    def use() -> None:
+        if how == "break":
+            for _ in pool:
+                inside.wait(10)
+                break
+        elif how == "timeout":
+            pool.run(timeout=0.05)
+        else:
+            pool.run()
+
+    def cancel_once_inside() -> None:
+        inside.wait(10)
+        pool.cancel()
+
+    canceller = threading.Thread(target=cancel_once_inside)
+    if how == "cancel":
+        canceller.start()
+    finish_within(10, use)
+    # Still inside next() (and maybe the other worker, in line behind it).
+    stuck = worker_threads()
+    assert stuck
+    release.set()
+    for thread in [*stuck, *([canceller] if how == "cancel" else [])]:
+        thread.join(10)
+    assert not late.finished
+    reasons = {
+        "break": StopReason.CANCELLED,
+        "cancel": StopReason.CANCELLED,
+        "timeout": StopReason.TIMEOUT,
+        "max_errors": StopReason.MAX_ERRORS,
+    }
+    assert pool.stopped is not None and pool.stopped.reason is reasons[how]
+
+
 # --- max_errors: the post's "Too many errors." inside the pool. ---
 
 

@@ -952,6 +952,48 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if False:",
         T_BEYOND_INTERRUPTS,
     ),
+    _mutant(
+        "beyond-the-caller-waits-for-a-worker-inside-the-generators-next",
+        BEYOND,
+        "        if self.stopped is None or self._running != sum(self._at_source):",
+        "        if True:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-worker-stays-counted-at-the-generator-for-good",
+        BEYOND,
+        "                at_source[number] = False\n                if taken is None:",
+        "                if taken is None:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-worker-queues-for-the-generator-after-the-stop",
+        BEYOND,
+        "        if self.stopped is not None:\n            # Not even in line for the lock",
+        "        if False:\n            # Not even in line for the lock",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-workers-are-not-daemons",
+        BEYOND,
+        'name=f"worker-{number + 1}", daemon=True',
+        'name=f"worker-{number + 1}", daemon=False',
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-the-exit-does-not-wait-for-running-tasks",
+        BEYOND,
+        'getattr(threading, "_register_atexit", atexit.register)(_wait_for_workers_at_exit)',
+        "atexit",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-the-exit-waits-for-a-worker-inside-the-generators-next",
+        BEYOND,
+        "        if workers.stopped is not None and workers._at_source[self.number]:",
+        "        if False:",
+        T_BEYOND_INTERRUPTS,
+    ),
     # --- beyond/asyncio_backend.py ---
     _mutant(
         "asyncio-workers-do-not-see-a-ctrl-c-between-tasks-that-never-await",
