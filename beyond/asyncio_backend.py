@@ -36,13 +36,16 @@ Sample run (tasks that sleep 10 ms, every third failing; see the README, "Stage 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import inspect
+import signal
+import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from types import CoroutineType
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
+from types import CoroutineType, FrameType
 from typing import Any, Generic, Protocol, TypeVar
 
 from beyond.pool import (
@@ -117,21 +120,24 @@ class Asyncio:
     def run_pool(self, pool: Pool[Any], timeout: float | None) -> None:
         """Pool.run(): a new loop runs the pool to its end in this thread, then closes.
 
-        asyncio.Runner, as asyncio.run() uses it: while the loop runs in the main thread, the
-        first Ctrl-C cancels the task that waits for the pool (Lib/asyncio/runners.py,
-        Runner._on_sigint) instead of raising KeyboardInterrupt wherever the loop happens to be.
-        That task stops the pool, cancels the running tasks and waits for them to unwind, and the
-        Runner then raises KeyboardInterrupt from run(). A second Ctrl-C raises at once; closing
-        the Runner still cancels every task left and runs the loop until they have ended.
+        asyncio.Runner, as asyncio.run() uses it, with the pool's own Ctrl-C handling (see
+        CtrlC): while the loop runs in the main thread, the first Ctrl-C stops the pool, which
+        cancels the running tasks at their next await and starts no new one, instead of raising
+        KeyboardInterrupt wherever the loop happens to be; once they have unwound, run() raises
+        KeyboardInterrupt. A second Ctrl-C raises at once; closing the Runner still cancels every
+        task left and runs the loop until they have ended.
         """
         _refuse_inside_a_running_loop("pool.run()", "await pool.run_async()")
         workers = pool._begin(streaming=False, timeout=timeout)
+        ctrl_c = CtrlC(workers)
         with asyncio.Runner(loop_factory=self.loop_factory) as runner:
             run = LoopRun(pool, workers, runner.get_loop(), streaming=False, if_cancelled=CTRL_C)
             try:
-                runner.run(run.run())
+                with ctrl_c.handled():
+                    runner.run(run.run())
             finally:
                 run.detach()
+        ctrl_c.raise_if_pressed()
         run.raise_its_error()
 
     def stream_pool(
@@ -154,6 +160,7 @@ class Asyncio:
         # Checked again at the first step, which is when the loop would start.
         _refuse_inside_a_running_loop("iterating over the pool", "async for ... stream_async()")
         workers = pool._begin(streaming=True, timeout=timeout)
+        ctrl_c = CtrlC(workers)
         with asyncio.Runner(loop_factory=self.loop_factory) as runner:
             loop = runner.get_loop()
             run = LoopRun(pool, workers, loop, streaming=True, if_cancelled=CTRL_C)
@@ -164,8 +171,11 @@ class Asyncio:
                     if task is not None:
                         yield task
                     elif run.running:
-                        # Ctrl-C here: the Runner cancels this step, and raises KeyboardInterrupt.
-                        runner.run(run.step())
+                        # The loop runs only here, and only here is Ctrl-C the pool's to handle
+                        # (in the loop's body it is raised there, and unwinds through this).
+                        with ctrl_c.handled():
+                            runner.run(run.until_something_to_hand_over())
+                        ctrl_c.raise_if_pressed()
                     else:
                         break
             except BaseException as raised:
@@ -173,15 +183,18 @@ class Asyncio:
                 # its body, Ctrl-C included, which unwinds through it). Stop, cancel the running
                 # tasks, and run the loop until they have unwound, so that none outlives it.
                 workers.stop(*_why_the_loop_ended(raised), cancel=True)
-                # A Ctrl-C that landed after a step's task had returned but before its loop
-                # stopped is raised at once by the Runner (it cancels only a task not yet done),
-                # and leaves that step's stop still queued: the next run would end at once
+                # A second Ctrl-C raised after a step's task had returned but before its loop
+                # stopped leaves that step's stop still queued: the next run would end at once
                 # ("Event loop stopped before Future completed"). Run what is queued first: a loop
                 # stopped before run_forever() runs its ready callbacks once and returns
                 # (documented at loop.stop()).
                 loop.stop()
                 loop.run_forever()
-                runner.run(run.until_every_worker_has_ended())
+                with ctrl_c.handled():
+                    runner.run(run.until_every_worker_has_ended())
+                if ctrl_c.pressed and isinstance(raised, GeneratorExit):
+                    # A Ctrl-C while the loop was left for another reason: it is still a Ctrl-C.
+                    raise KeyboardInterrupt from None
                 raise
             finally:
                 run.detach()
@@ -245,6 +258,57 @@ class Asyncio:
         run.raise_its_error()
 
 
+class CtrlC:
+    """Ctrl-C while a synchronous run() or `for task in pool` runs the loop: the pool's own
+    handling, in place of asyncio.Runner's.
+
+    asyncio.Runner (Lib/asyncio/runners.py, Runner._on_sigint) turns the first Ctrl-C into a
+    cancel of the task it runs, which a pool of tasks that never await would see only once
+    they have all run, and it raises KeyboardInterrupt at once, wherever the loop is, for a
+    first Ctrl-C that lands after that task has returned but before the loop has stopped: once
+    per step of `for task in pool`. Landing in uvloop's own clean-up, that leaves the loop
+    unusable (it still says it is running), and the pool can no longer wait for its tasks. Here
+    the first Ctrl-C stops the pool from the signal handler (Workers.stop may be called there):
+    no task starts after it, even between tasks that never await, and the running ones are
+    cancelled at their next await; the KeyboardInterrupt is raised once the loop has stopped. A
+    second Ctrl-C raises at once, as asyncio.Runner's does.
+    """
+
+    def __init__(self, workers: Workers[Any]) -> None:
+        self.workers = workers
+        self.pressed = 0
+        # One bound method, so that handled() can tell its own handler from another.
+        self._handler = self._on_sigint
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.pressed += 1
+        if self.pressed > 1:
+            raise KeyboardInterrupt
+        # Wakes the loop too: the stop reaches it through call_soon_threadsafe (LoopRun._on_stop).
+        self.workers.stop(*CTRL_C, cancel=True)
+
+    @contextlib.contextmanager
+    def handled(self) -> Iterator[None]:
+        """Handle Ctrl-C here while the block runs the loop, where asyncio.Runner would: in the
+        main thread, and only over Python's default handler (a program's own handler stays)."""
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            yield
+            return
+        signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield
+        finally:
+            if signal.getsignal(signal.SIGINT) is self._handler:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def raise_if_pressed(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
 class LoopRun(Generic[Result]):
     """One run of a pool on an event loop: its worker coroutines and the one task that waits
     for them (run()'s, or the loop over the pool).
@@ -274,14 +338,13 @@ class LoopRun(Generic[Result]):
         self.if_cancelled = if_cancelled
         # The task awaiting the pool (run()'s, the loop over the pool's), and how many cancel
         # requests it had already when it began to (asyncio.timeout compares the same way).
-        # asyncio.Runner's Ctrl-C handler cancels it from a signal handler, and Task.cancel()
-        # counts the request at once (Task.cancelling()), though the task itself sees it only at
-        # its next turn. A task that never awaits keeps its worker from giving the loop that
-        # turn, so every worker reads the count before it starts a task. None between two steps
-        # of a synchronous `for task in pool`: no task starts then (see step()).
+        # Cancelling it stops the pool, but it acts on the cancel only at its next turn, and
+        # tasks that never await never give it one: Task.cancel() counts the request at once
+        # (Task.cancelling()), so every worker reads the count before it starts a task. The
+        # caller's own asyncio.run() cancels it so on Ctrl-C. None for the synchronous `for task
+        # in pool`, whose steps are tasks of their own: there Ctrl-C stops the pool itself (CtrlC).
         self.awaiting: _Cancellable | None = None
         self._cancels_before = 0
-        self._waiting_for_a_step: deque[asyncio.Future[None]] = deque()
         # One asyncio Task per worker, made by start().
         self.worker_tasks: list[asyncio.Task[None]] = []
         # Workers started and not yet ended.
@@ -344,19 +407,6 @@ class LoopRun(Generic[Result]):
             task = _NEVER_CANCELLED
         self.awaiting = task
         self._cancels_before = task.cancelling()
-
-    async def step(self) -> None:
-        """A synchronous `for task in pool`: one run of the loop, until a task is there to hand
-        over. asyncio.Runner makes a new task for each step, and cancels that one on Ctrl-C; so
-        the workers take no task until the step's task has said it awaits (a worker the loop
-        resumes before it, after the last step, waits here), and none once it has returned."""
-        self.awaited_by(asyncio.current_task())
-        while self._waiting_for_a_step:
-            _wake_one(self._waiting_for_a_step.popleft())
-        try:
-            await self.until_something_to_hand_over()
-        finally:
-            self.awaiting = None
 
     async def until_something_to_hand_over(self) -> None:
         """The loop over the pool: wait for a finished task, or for every worker to end."""
@@ -461,9 +511,8 @@ class LoopRun(Generic[Result]):
                 # failure so far is recorded, and none can land before the task's first line.
                 if workers.stopped is not None or len(failures) >= max_errors:
                     return
-                # A Ctrl-C (or any cancel of the task awaiting the pool) since the last task: that
-                # task has not had a turn to stop the pool if the tasks never await, so this
-                # worker does. (None only between two steps, which no worker gets past above.)
+                # A cancel of the task awaiting the pool since the last task: that task has not
+                # had a turn to stop the pool if the tasks never await, so this worker does.
                 awaiting = self.awaiting
                 if awaiting is not None and awaiting.cancelling() > self._cancels_before:
                     workers.stop(*self.if_cancelled, cancel=True)
@@ -520,21 +569,16 @@ class LoopRun(Generic[Result]):
                 self._wake()
 
     async def _room_for_one_more(self) -> bool:
-        """Streaming: wait until fewer than `concurrency` tasks are taken and not handed over,
-        and (synchronous iteration) until a step of the loop over the pool runs; take that room.
-        False if the pool has stopped."""
-        while self.workers.stopped is None:
-            if self.room == 0:
-                waiting = self._waiting_for_room
-            elif self.awaiting is None:
-                waiting = self._waiting_for_a_step
-            else:
-                self.room -= 1
-                return True
+        """Streaming: wait until fewer than `concurrency` tasks are taken and not handed over;
+        take that room. False if the pool has stopped."""
+        while self.room == 0 and self.workers.stopped is None:
             waiter = self.loop.create_future()
-            waiting.append(waiter)
+            self._waiting_for_room.append(waiter)
             await waiter
-        return False
+        if self.workers.stopped is not None:
+            return False
+        self.room -= 1
+        return True
 
     async def _before_its_deadline(self, task: Task[Result]) -> Any:
         """Await the task's coroutine under asyncio.timeout_at: past its deadline (its own or the
@@ -593,9 +637,8 @@ class LoopRun(Generic[Result]):
         `cancel`, every running task is cancelled at its next await, once. Not for the run's
         deadline: each running task's own asyncio.timeout_at fires at that moment, and a second
         cancel would turn its TimeoutError into a CancelledError."""
-        for waiting in (self._waiting_for_room, self._waiting_for_a_step):
-            while waiting:
-                _wake_one(waiting.popleft())
+        while self._waiting_for_room:
+            _wake_one(self._waiting_for_room.popleft())
         if not cancel or reason is StopReason.TIMEOUT:
             return
         for number, task in enumerate(self.workers.current):

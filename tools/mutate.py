@@ -1003,10 +1003,9 @@ MUTANTS: tuple[Mutant, ...] = (
         T_BEYOND_ASYNCIO_INTERRUPTS,
     ),
     _mutant(
-        "asyncio-workers-take-tasks-between-two-steps-of-the-loop",
+        "asyncio-ctrl-c-is-left-to-asyncio-runner",
         BEYOND_ASYNCIO,
-        "            elif self.awaiting is None:\n"
-        "                waiting = self._waiting_for_a_step\n",
+        "        signal.signal(signal.SIGINT, self._handler)\n",
         "",
         T_BEYOND_ASYNCIO_INTERRUPTS,
     ),
