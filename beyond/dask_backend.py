@@ -52,8 +52,8 @@ What a task costs: a round trip through the scheduler, the same as Dask's own su
 a 2-CPU machine here, about 13 ms with one task in flight and 6 to 9 ms with 4 to 16; measured by
 `python -m plots.dask_overhead`). It is CPU work in the client, the scheduler and the worker, not
 the wait of distributed's message batching, whose intervals are fixed in its code (no setting
-changes them). Worth it for tasks long against that cost; the README's "Stage 4 on Dask" says
-when a cluster pays off.
+changes them). Worth it for tasks long against that cost; docs/stage4-dask.md says when a
+cluster pays off.
 """
 
 from __future__ import annotations

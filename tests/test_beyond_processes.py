@@ -191,7 +191,7 @@ def test_a_child_killed_while_idle_is_replaced_and_the_next_task_runs_once() -> 
 
 
 def test_process_pool_executor_instead_breaks_on_one_crash() -> None:
-    # The contrast the README states: one dead worker fails the pending futures too.
+    # The contrast docs/stage4-processes.md states: one dead worker fails the pending futures too.
     with ProcessPoolExecutor(
         max_workers=1, mp_context=multiprocessing.get_context("forkserver")
     ) as ex:

@@ -270,8 +270,8 @@ runpy.run_module("robust", run_name="__main__")
 # (the CALL instruction's eval-breaker check) and on entering each Python function (RESUME),
 # threading's own code included. A profile hook (main's only) counts those points and raises the
 # signal at the n-th; one run for each n. Left out: points inside Thread.start(), where a Ctrl-C can
-# wedge CPython's own locks whatever the pool does (see the README), and weakref callbacks, where
-# CPython prints a KeyboardInterrupt and drops it.
+# wedge CPython's own locks whatever the pool does (docs/ctrl-c-and-cpython-waits.md), and weakref
+# callbacks, where CPython prints a KeyboardInterrupt and drops it.
 SWEEP = r"""
 import json, signal, sys, threading, time
 from robust import Pool, Task

@@ -19,7 +19,7 @@ A table goes stale when the code changes: every snippet must occur exactly once 
 the run refuses to start and names the stale entries (tests/test_mutate.py checks this in
 `make test`). A mutant the suite is known not to catch says why in `survives`: "Equivalent:" when
 no behaviour changes, else why no test of behaviour can catch it. It still counts as survived,
-but does not fail the run; the README's development notes list them.
+but does not fail the run; docs/development.md lists them.
 
 The last line is `mutants: K killed, S survived`. Exit status 0 if only mutants with a reason
 survived, 1 if another did, 2 for a stale table or bad arguments.
