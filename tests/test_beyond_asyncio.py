@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import beyond.asyncio_backend
 from beyond import Cancelled, OverdueWarning, Pool, StopReason, Task
 from beyond.asyncio_backend import Asyncio
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 from tests.conftest import finish_within
 
 LOOPS = ["uvloop", "standard"]

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deadlock_watch import declared_wait
 from errors_channel.go_primitives import UnbufferedQueue, WaitGroup, channel, drain
 from tests.thread_probes import caller_of_wait, is_parked, parked_frame
 
@@ -187,8 +188,8 @@ def test_wait_group_refuses_a_negative_add() -> None:
     wait_group.wait()
 
 
-def test_the_watchdog_can_still_recognise_the_wait_group_by_its_class_name() -> None:
-    # errors_channel/watchdog.py names a wait "waitgroup wait" by this name, and reads the
-    # Condition.wait frame beneath it: keep both.
-    assert WaitGroup.__name__ == "WaitGroup"
+def test_the_wait_group_declares_its_wait_to_the_watchdog() -> None:
+    # deadlock_watch names a wait "waitgroup wait" from this declaration, and proves the thread
+    # asleep from the Condition.wait beneath it: keep both.
+    assert declared_wait(WaitGroup).kind == "waitgroup"
     assert isinstance(WaitGroup()._all_done, threading.Condition)

@@ -34,7 +34,7 @@ from tests.conftest import REPO_ROOT
 CHILD = r"""
 import signal, sys, threading, time
 from robust import Pool, Task
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 
 computing = sys.argv[1] == "compute"
 released = [threading.Event() for _ in range(20)]

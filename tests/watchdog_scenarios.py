@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from deadlock_watch import DeadlockReport, Watchdog, current_frames
+from deadlock_watch.threads import Wait
+from deadlock_watch.watchdog import classify
 from errors_channel.pool import double_evens_fail_odds
 from errors_channel.pool import run as run_errors_channel
-from errors_channel.watchdog import DeadlockReport, Watchdog, _classify, _Wait, current_frames
 from naive.pool import double_after
 from naive.pool import run as run_naive
 
@@ -472,20 +474,20 @@ def asyncio_signal_handler() -> None:
 # --- Looking at one thread of this process --------------------------------------------------
 
 
-def asleep_in(thread: threading.Thread) -> _Wait:
+def asleep_in(thread: threading.Thread) -> Wait:
     """The thread's wait, once it sleeps in one the watchdog can read (fails after 10 s)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         frame = current_frames().get(thread.ident or 0)
-        wait = _classify(frame, counts_switches=True) if frame is not None else None
+        wait = classify(frame, counts_switches=True) if frame is not None else None
         if wait is not None:
             return wait
         thread.join(0.001)
     raise AssertionError(f"{thread.name} never fell asleep")
 
 
-def sampled(thread: threading.Thread) -> _Wait | None:
-    return _classify(current_frames()[thread.ident or 0], counts_switches=True)
+def sampled(thread: threading.Thread) -> Wait | None:
+    return classify(current_frames()[thread.ident or 0], counts_switches=True)
 
 
 @contextmanager

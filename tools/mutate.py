@@ -53,6 +53,12 @@ class Mutant:
     tests: tuple[str, ...]
     # Why the suite cannot catch it ("Equivalent: ..." if no behaviour changes); empty if it must.
     survives: str = ""
+    # Edits of other files that belong to the same bug: (path, original, replacement).
+    elsewhere: tuple[tuple[str, str, str], ...] = ()
+
+    def every_edit(self) -> list[tuple[str, str, str]]:
+        """(path, original, replacement) for each edit, in every file the bug touches."""
+        return [(self.path, *edit) for edit in self.edits] + list(self.elsewhere)
 
 
 def _mutant(
@@ -71,7 +77,11 @@ EC_POOL = "errors_channel/pool.py"
 EC_FIXES = "errors_channel/fixes.py"
 GO_PRIMITIVES = "errors_channel/go_primitives.py"
 NAIVE = "naive/pool.py"
-WATCHDOG = "errors_channel/watchdog.py"
+WD_FRAMES = "deadlock_watch/frames.py"
+WD_THREADS = "deadlock_watch/threads.py"
+WD_LOOPS = "deadlock_watch/loops.py"
+WD_WAYS_OUT = "deadlock_watch/ways_out.py"
+WATCHDOG = "deadlock_watch/watchdog.py"
 BEYOND = "beyond/pool.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
@@ -479,10 +489,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "                pass",
         T_NAIVE_START,
     ),
-    # --- errors_channel/watchdog.py ---
+    # --- deadlock_watch/ ---
     _mutant(
         "watchdog-looks-at-threads-with-the-collector-on",
-        WATCHDOG,
+        WD_FRAMES,
         "            gc.disable()\n            return sys._current_frames()",
         "            return sys._current_frames()",
         T_WATCHDOG,
@@ -493,14 +503,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-timed-condition-wait-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if local.get("timeout") is None and waiter is not None and waiter in waiters:',
         "if waiter is not None and waiter in waiters:",
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-notified-waiter-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if local.get("timeout") is None and waiter is not None and waiter in waiters:',
         'if local.get("timeout") is None and waiter is not None:',
         T_WATCHDOG,
@@ -514,17 +524,16 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-timed-join-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'untimed = local.get("block") is True and local.get("timeout") == -1',
         'untimed = local.get("block") is True',
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-waiter-identity-check-removed",
-        WATCHDOG,
-        "return self.code is other.code and self.lasti == other.lasti"
-        " and self.token is other.token",
-        "return self.code is other.code and self.lasti == other.lasti",
+        WD_THREADS,
+        "return same_place and self.token is other.token and self.progress == other.progress",
+        "return same_place and self.progress == other.progress",
         T_WATCHDOG,
     ),
     _mutant(
@@ -536,16 +545,16 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "watchdog-every-has-it-moved-guard-removed",
-        WATCHDOG,
+        WD_THREADS,
         (
             (
-                "return self.code is other.code and self.lasti == other.lasti"
-                " and self.token is other.token",
-                "return self.code is other.code and self.lasti == other.lasti",
+                "return same_place and self.token is other.token"
+                " and self.progress == other.progress",
+                "return same_place and self.progress == other.progress",
             ),
-            ("if self._count_switches is not None:", "if False:"),
         ),
         T_WATCHDOG,
+        elsewhere=((WATCHDOG, "if self._count_switches is not None:", "if False:"),),
     ),
     _mutant(
         "watchdog-unreadable-switch-count-accepted",
@@ -556,35 +565,35 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-signal-handlers-ignored",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "        if not _is_asyncio_sigint(handler):\n            return True",
         "        if not _is_asyncio_sigint(handler):\n            continue",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-asyncios-sigint-handler-counts-as-a-way-out",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "        if not _is_asyncio_sigint(handler):\n            return True",
         "        if True:\n            return True",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-armed-timer-ignored",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
         "if False:",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-timer-for-an-ignored-sigalrm-counts",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
         "if timer_armed:",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-simple-queue-item-waiting-ignored",
-        WATCHDOG,
+        WD_THREADS,
         "if not isinstance(simple_queue, queue.SimpleQueue) or not queue.SimpleQueue.empty("
         "simple_queue):",
         "if not isinstance(simple_queue, queue.SimpleQueue):",
@@ -592,14 +601,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-simple-queue-timeout-ignored",
-        WATCHDOG,
+        WD_THREADS,
         'if not arguments.get("block", True) or arguments.get("timeout") is not None:',
         'if not arguments.get("block", True):',
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-nonblocking-simple-queue-get-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if not arguments.get("block", True) or arguments.get("timeout") is not None:',
         'if arguments.get("timeout") is not None:',
         T_WATCHDOG,
@@ -614,27 +623,27 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-simple-queue-get-never-recognised",
         WATCHDOG,
-        "    if counts_switches:\n        return _simple_queue_get(frame)",
-        "    if False:\n        return _simple_queue_get(frame)",
+        "if counts_switches and (simple_queue := simple_queue_get(frame)) is not None:",
+        "if False and (simple_queue := simple_queue_get(frame)) is not None:",
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-loop-ready-callbacks-ignored",
-        WATCHDOG,
+        WD_LOOPS,
         "        if loop._ready:\n            return None",
         "        if False:\n            return None",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-loop-registered-files-ignored",
-        WATCHDOG,
+        WD_LOOPS,
         "if registered != {loop._ssock.fileno()}:",
         "if False:",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-loop-select-timeout-ignored",
-        WATCHDOG,
+        WD_LOOPS,
         'if run_once.f_locals.get("timeout") is not None:',
         "if False:",
         T_WATCHDOG_ASYNCIO,
@@ -642,14 +651,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-idle-loop-never-recognised",
         WATCHDOG,
-        "    if code in _SELECT_CALLS:\n        return _idle_loop(frame)",
-        "    if False:\n        return _idle_loop(frame)",
+        "    if code in SELECT_CALLS:\n        return idle_loop(frame)",
+        "    if False:\n        return idle_loop(frame)",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-select-call-position-unchecked",
-        WATCHDOG,
-        "if select.f_lasti not in _SELECT_CALLS[select.f_code]:",
+        WD_LOOPS,
+        "if select.f_lasti not in SELECT_CALLS[select.f_code]:",
         "if False:",
         T_WATCHDOG_ASYNCIO,
         survives=(
@@ -669,7 +678,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-reports-without-a-second-look",
         WATCHDOG,
-        "        if not _same_waits(asleep, expected):\n            return None",
+        "        if not same_waits(asleep, expected):\n            return None",
         "        if False:\n            return None",
         T_WATCHDOG,
         survives=(
@@ -686,9 +695,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-exit-lock-not-checked",
-        WATCHDOG,
-        '        if lock is not None and lock.locked():\n            return _Wait("exit"',
-        '        if lock is not None:\n            return _Wait("exit"',
+        WD_THREADS,
+        '        if lock is not None and lock.locked():\n            return Wait("exit"',
+        '        if lock is not None:\n            return Wait("exit"',
         T_WATCHDOG,
         survives=(
             "Not equivalent, not killable by a test: acquire() takes a free lock without "
@@ -704,14 +713,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-awake-hint-never-rechecked",
         WATCHDOG,
-        "if hint in frames and hint != me and _classify(frames[hint], self._counts_switches)"
+        "if hint in frames and hint != me and classify(frames[hint], self._counts_switches)"
         " is None:",
         "if hint in frames and hint != me:",
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-timed-join-in-c-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if local.get("timeout") is None and handle is not None and not handle.is_done():',
         "if handle is not None and not handle.is_done():",
         T_WATCHDOG,
@@ -952,11 +961,10 @@ def stale(mutants: Sequence[Mutant], root: Path = REPO_ROOT) -> list[str]:
     """One line per edit whose original snippet does not occur exactly once in its file."""
     problems = []
     for mutant in mutants:
-        text = (root / mutant.path).read_text()
-        for original, replacement in mutant.edits:
-            count = text.count(original)
+        for path, original, replacement in mutant.every_edit():
+            count = (root / path).read_text().count(original)
             if count != 1:
-                problems.append(f"{mutant.name}: its snippet occurs {count} times in {mutant.path}")
+                problems.append(f"{mutant.name}: its snippet occurs {count} times in {path}")
             if original == replacement:
                 problems.append(f"{mutant.name}: its replacement changes nothing")
         for test in mutant.tests:
@@ -993,7 +1001,7 @@ def child_environment(copy: Path) -> dict[str, str]:
 
 
 def check_imports_come_from(copy: Path, python: str) -> None:
-    program = "import beyond.pool, errors_channel.watchdog, robust.pool; "
+    program = "import beyond.pool, deadlock_watch, robust.pool; "
     program += "print(robust.pool.__file__)"
     where = subprocess.run(
         [python, "-c", program],
@@ -1016,13 +1024,13 @@ class Verdict:
 
 
 def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdict:
-    """Apply mutant to the copy, run its tests, put the file back."""
-    target = copy / mutant.path
-    original_text = target.read_text()
-    text = original_text
-    for original, replacement in mutant.edits:
-        text = text.replace(original, replacement, 1)
-    target.write_text(text)
+    """Apply mutant to the copy, run its tests, put the files back."""
+    originals: dict[Path, str] = {}
+    for path, original, replacement in mutant.every_edit():
+        target = copy / path
+        text = target.read_text()
+        originals.setdefault(target, text)
+        target.write_text(text.replace(original, replacement, 1))
     command = [
         python,
         "-m",
@@ -1054,7 +1062,8 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdi
         limit = timeout * 3
         return Verdict(mutant, True, f"timeout: the tests ran over {limit:.0f} s", limit)
     finally:
-        target.write_text(original_text)
+        for target, text in originals.items():
+            target.write_text(text)
     seconds = time.monotonic() - start
     lines = done.stdout.splitlines()
     if done.returncode == 0:
