@@ -73,6 +73,8 @@ def _mutant(
 
 
 ROBUST = "robust/pool.py"
+ROBUST_WAIT = "robust/ctrl_c_safe_wait.py"
+ROBUST_GUARDS = "robust/task_guards.py"
 EC_POOL = "errors_channel/pool.py"
 EC_FIXES = "errors_channel/fixes.py"
 GO_PRIMITIVES = "errors_channel/go_primitives.py"
@@ -130,7 +132,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "robust-main-sleeps-until-a-worker-ends-whatever-signal-came",
-        ROBUST,
+        ROBUST_WAIT,
         "wakeups.get(timeout=SIGNAL_CHECK_SECONDS)",
         "wakeups.get()",
         T_ROBUST_INTERRUPTS,
@@ -166,8 +168,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-a-tasks-error-is-dropped",
         ROBUST,
-        "            self.err = error\n",
-        "            pass\n",
+        "            self.err = error  # Go",
+        "            pass  # Go",
         T_ROBUST,
     ),
     _mutant(
@@ -186,7 +188,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "robust-a-task-can-be-claimed-by-two-pools",
-        ROBUST,
+        ROBUST_GUARDS,
         "            if task._owner is not None:",
         "            if False:",
         T_ROBUST,
@@ -194,20 +196,20 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-tasks-hold-their-pool",
         ROBUST,
-        "        _claim(self.tasks, self._mark)",
-        "        _claim(self.tasks, self)",
+        "        claim(self.tasks, self._mark)",
+        "        claim(self.tasks, self)",
         T_ROBUST,
     ),
     _mutant(
         "robust-a-ctrl-c-inside-thread-start-is-taken-for-a-refused-thread",
-        ROBUST,
+        ROBUST_WAIT,
         "    if isinstance(error, RuntimeError):\n        context = error.__context__",
         "    if False:\n        context = error.__context__",
         T_ROBUST_INTERRUPTS,
     ),
     _mutant(
         "robust-a-refused-thread-miscounts-the-started-ones",
-        ROBUST,
+        ROBUST_WAIT,
         'f"could start only {started} of',
         'f"could start only {started + 1} of',
         T_ROBUST_START,
