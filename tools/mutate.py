@@ -110,6 +110,7 @@ T_WATCHDOG_ASYNCIO = (
     "tests/test_watchdog.py",
     "tests/test_watchdog_signals.py",
 )
+T_WATCHDOG_POOLS = ("tests/test_watchdog_pools.py",)
 T_BEYOND = (
     "tests/test_beyond.py",
     "tests/test_beyond_interrupts.py",
@@ -221,6 +222,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "            workers.join_ended()\n",
         "            pass\n",
         T_ROBUST_START,
+    ),
+    _mutant(
+        "robust-a-workers-end-is-not-a-change-for-the-watchdog",
+        ROBUST_WAIT,
+        "            self._ended.append(threading.current_thread())\n"
+        "            self._changes += 1\n",
+        "            self._ended.append(threading.current_thread())\n",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "robust-main-never-tells-the-watchdog-it-looked",
+        ROBUST_WAIT,
+        "                self._looked_at = seen\n",
+        "\n",
+        T_WATCHDOG_POOLS,
     ),
     # --- errors_channel/pool.py (stage 2 must keep the post's bug, and only that bug) ---
     _mutant("ec-done-never-called", EC_POOL, "    wait_group.done()", "    pass", T_EC),
@@ -732,6 +748,34 @@ MUTANTS: tuple[Mutant, ...] = (
             "interpreter."
         ),
     ),
+    _mutant(
+        "watchdog-polling-wait-never-recognised",
+        WATCHDOG,
+        "    return polling_wait(frame)",
+        "    return None",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "watchdog-polling-wait-asleep-although-it-has-not-looked",
+        WD_THREADS,
+        "if type(changes) is not int or looked_at != changes:",
+        "if type(changes) is not int:",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "watchdog-polling-wait-progress-not-compared",
+        WD_THREADS,
+        "return same_place and self.token is other.token and self.progress == other.progress",
+        "return same_place and self.token is other.token",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "watchdog-polling-threads-context-switches-counted",
+        WATCHDOG,
+        'ident: None if wait.kind == "polling" else voluntary_context_switches(',
+        "ident: voluntary_context_switches(",
+        T_WATCHDOG_POOLS,
+    ),
     # --- beyond/pool.py ---
     _mutant(
         "beyond-takers-see-only-the-stop-not-the-failure-count",
@@ -955,6 +999,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "KeyboardInterrupt):",
         "    if False:",
         T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-wake-up-is-not-a-change-for-the-watchdog",
+        BEYOND,
+        "        self._changes += 1\n        if self._main_waiting:",
+        "        if self._main_waiting:",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "beyond-a-deadline-ahead-does-not-keep-main-awake",
+        BEYOND,
+        "self._looked_at = seen if timeout == math.inf else None",
+        "self._looked_at = seen",
+        T_WATCHDOG_POOLS,
     ),
 )
 
