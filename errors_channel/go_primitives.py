@@ -10,7 +10,7 @@ change and nothing else. Stage 2 and its fixes import this; stage 1 needs neithe
   `queue.Queue(maxsize=0)` means *unbounded*, the opposite. `UnbufferedQueue` is the real thing: a
   put returns only once a get has taken its item.
 - `drain(items)` is Go's receive loop with `select { case x := <-ch: ... default: }`: take what is
-  waiting, never block.
+  waiting, never block; `receive_if_ready(items)` is that select once: one item, if one waits.
 """
 
 from __future__ import annotations
@@ -103,6 +103,14 @@ def drain(items: queue.Queue[Item]) -> list[Item]:
             drained.append(items.get_nowait())
         except queue.Empty:
             return drained
+
+
+def receive_if_ready(items: queue.Queue[Item]) -> list[Item]:
+    """Go's `select { case x := <-ch: ... default: }`: the next item if one waits; never blocks."""
+    try:
+        return [items.get_nowait()]
+    except queue.Empty:
+        return []
 
 
 def channel(capacity: int) -> queue.Queue[Item]:

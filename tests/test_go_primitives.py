@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deadlock_watch import declared_wait
-from errors_channel.go_primitives import UnbufferedQueue, WaitGroup, channel, drain
+from errors_channel.go_primitives import (
+    UnbufferedQueue,
+    WaitGroup,
+    channel,
+    drain,
+    receive_if_ready,
+)
 from tests.thread_probes import caller_of_wait, is_parked, parked_frame
 
 
@@ -103,6 +109,17 @@ def test_drain_takes_what_is_waiting_and_never_blocks() -> None:
         waiting.put(item)
     assert drain(waiting) == [3, 1, 2]
     assert waiting.empty()
+
+
+def test_receive_if_ready_takes_one_item_if_one_waits_and_never_blocks() -> None:
+    # Go's `select { case err := <-errors: ... default: }`, as stage 2's main reads its errors.
+    empty: queue.Queue[int] = queue.Queue()
+    assert receive_if_ready(empty) == []
+    waiting: queue.Queue[int] = channel(3)
+    for item in (3, 1):
+        waiting.put(item)
+    assert receive_if_ready(waiting) == [3]
+    assert drain(waiting) == [1]
 
 
 def test_wait_group_wait_sleeps_until_the_last_done() -> None:

@@ -264,7 +264,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "ec-main-reads-every-error-not-one",
         EC_POOL,
-        "first_error = [errors.get_nowait()]",
+        "first_error = receive_if_ready(errors)",
         "first_error = drain(errors)",
         T_EC,
     ),
@@ -469,6 +469,13 @@ MUTANTS: tuple[Mutant, ...] = (
         GO_PRIMITIVES,
         "if count < 0:",
         "if count < -1:",
+        T_GO,
+    ),
+    _mutant(
+        "go-receive-if-ready-takes-nothing",
+        GO_PRIMITIVES,
+        "        return [items.get_nowait()]",
+        "        return []",
         T_GO,
     ),
     _mutant(
