@@ -21,6 +21,9 @@ from errors_channel.pool import JobFailed, Outcome, Work, double_evens_fail_odds
 from tests.conftest import REPO_ROOT, finish_within, run_module
 from tests.thread_probes import exits_held_back, parked_frame
 
+# Part of the lesson: `pytest -m lesson` runs these with tests/test_the_lesson.py.
+pytestmark = pytest.mark.lesson
+
 TRACE_LINE = re.compile(r"worker (\d+) processing job (\d+)")
 POSTS_FAILING_RUN = ("--error-capacity", "1", "--work-seconds", "0.01")
 POOL_SOURCE = (REPO_ROOT / "errors_channel" / "pool.py").read_text().splitlines()

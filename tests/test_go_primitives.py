@@ -19,6 +19,9 @@ from errors_channel.go_primitives import (
 )
 from tests.thread_probes import caller_of_wait, is_parked, parked_frame
 
+# Part of the lesson: `pytest -m lesson` runs these with tests/test_the_lesson.py.
+pytestmark = pytest.mark.lesson
+
 
 def wait_until_parked_or_gone(thread: threading.Thread) -> None:
     """Return once `thread` is parked for good (see thread_probes) or has ended; no timing."""

@@ -21,6 +21,9 @@ from robust import Pool, Task
 from tests.conftest import REPO_ROOT, finish_within, run_module
 from tests.thread_probes import interrupt_thread_start
 
+# Part of the lesson: `pytest -m lesson` runs these with tests/test_the_lesson.py.
+pytestmark = pytest.mark.lesson
+
 
 def returns(value: int) -> Callable[[], int]:
     return lambda: value

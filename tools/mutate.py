@@ -87,13 +87,13 @@ WATCHDOG = "deadlock_watch/watchdog.py"
 BEYOND = "beyond/pool.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
-T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py")
+T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py", "tests/test_the_lesson.py")
 T_ROBUST_INTERRUPTS = ("tests/test_robust_interrupts.py", "tests/test_robust.py")
 T_ROBUST_START = ("tests/test_robust_interrupts.py", "tests/test_thread_limits.py")
-T_EC = ("tests/test_errors_channel.py",)
+T_EC = ("tests/test_errors_channel.py", "tests/test_the_lesson.py")
 T_EC_START = ("tests/test_thread_limits.py", "tests/test_errors_channel.py")
 T_GO = ("tests/test_go_primitives.py", "tests/test_errors_channel.py")
-T_NAIVE = ("tests/test_naive.py",)
+T_NAIVE = ("tests/test_naive.py", "tests/test_the_lesson.py")
 T_NAIVE_START = ("tests/test_thread_limits.py", "tests/test_naive.py")
 T_WATCHDOG = (
     "tests/test_watchdog.py",
