@@ -132,9 +132,10 @@ def polling_wait(frame: FrameType) -> Wait | None:
     """A polling wait that a class declares (declared.py), asleep while nothing has changed.
 
     Its thread wakes every few milliseconds only to let a Ctrl-C in, so neither where it stands
-    nor its count of context switches can say that it sleeps: its declared counters do. No look of
-    its own runs between two changes that another thread makes, so the wait is the same wait only
-    while the count of changes is (Wait.progress), whatever the thread did in between.
+    nor its count of context switches can say that it sleeps: its declared counters do. Once it
+    has looked at the latest change and found nothing to do, every later look finds the same until
+    another thread changes something; so it is the same wait for as long as the count of changes
+    (Wait.progress) stays, whatever its thread did in between.
     """
     # The declared method itself, or a function it calls (its test of the state, its sleep).
     for candidate in (frame, frame.f_back):

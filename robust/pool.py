@@ -124,7 +124,7 @@ class Pool(Generic[Result]):
             if self._started:
                 raise RuntimeError("this Pool has already run; make a new one to run again")
             self._started = True
-        # Go sends each task down a channel; here every task is known up front: a deque holds them.
+        # Go's tasks channel, as a deque: popleft() is atomic, so each task goes to one worker only.
         pending: deque[Task[Result]] = deque(self.tasks)
         panics: list[BaseException] = []
         workers = Workers()
