@@ -1,6 +1,6 @@
 """Looking at other threads from Python: their frames, the bytecode they stopped at, their CPU.
 
-The raw readings the watchdog's rules are built on (docs/watchdog.md, "What it relies on"):
+The raw readings the watchdog's rules are built on (docs/watchdog.md, "Limits"):
 `current_frames()`, the functions of the standard library a thread can sleep in, the offsets of
 the calls a thread shows while it waits in C, and Linux's count of a thread's voluntary context
 switches.
