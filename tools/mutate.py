@@ -28,8 +28,10 @@ survived, 1 if another did, 2 for a stale table or bad arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -1114,31 +1116,39 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdi
         *mutant.tests,
     ]
     start = time.monotonic()
+    # A session of its own, ended whole once the tests are done: pytest exits at once
+    # (tools/pytest_exit_at_once), so the processes its tests started and left hanging under a
+    # mutant (the watchdog's scenarios) would otherwise live on, each run adding dozens.
+    tests = subprocess.Popen(
+        command,
+        cwd=copy,
+        env=child_environment(copy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # A whole-run limit as well as pytest-timeout's per-test one: a hang outside a test (a
         # fixture, a thread left behind at exit) is caught too.
-        done = subprocess.run(
-            command,
-            cwd=copy,
-            env=child_environment(copy),
-            capture_output=True,
-            text=True,
-            timeout=timeout * 3,
-        )
+        stdout, stderr = tests.communicate(timeout=timeout * 3)
     except subprocess.TimeoutExpired:
         limit = timeout * 3
         return Verdict(mutant, True, f"timeout: the tests ran over {limit:.0f} s", limit)
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(tests.pid, signal.SIGKILL)
+        tests.wait()
         for target, text in originals.items():
             target.write_text(text)
     seconds = time.monotonic() - start
-    lines = done.stdout.splitlines()
-    if done.returncode == 0:
+    lines = stdout.splitlines()
+    if tests.returncode == 0:
         return Verdict(mutant, False, lines[-1] if lines else "", seconds)
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    how = failed[0] if failed else (lines[-1] if lines else done.stderr.strip()[-200:])
+    how = failed[0] if failed else (lines[-1] if lines else stderr.strip()[-200:])
     # What pytest-timeout says when it stops a test that hangs.
-    if "from pytest-timeout" in done.stdout:
+    if "from pytest-timeout" in stdout:
         how = f"timeout (a test hung): {how}"
     return Verdict(mutant, True, how, seconds)
 
