@@ -21,16 +21,21 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import distributed
 import pytest
-from distributed.diagnostics.plugin import SchedulerPlugin
+
+from tests.conftest import NEEDS_DASK, REPO_ROOT, wait_for
+
+try:
+    import distributed
+    from distributed.diagnostics.plugin import SchedulerPlugin
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_DASK, allow_module_level=True)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import beyond.pool
 from beyond import Cancelled, Pool, StopReason, Task
 from beyond.dask_backend import DaskBackend, RerunWarning
-from tests.conftest import REPO_ROOT, wait_for
 from tests.dask_tasks import (
     CTRL_C_CHILD,
     TaskFailed,

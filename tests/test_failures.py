@@ -18,8 +18,14 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib.image
 import pytest
+
+from tests.conftest import NEEDS_PLOTS, REPO_ROOT, run_module
+
+try:
+    import matplotlib.image
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_PLOTS, allow_module_level=True)
 
 import plots.measure
 from plots.draw import VERDICT_COLOURS, draw_all
@@ -51,7 +57,6 @@ from plots.failures_measure import (
 )
 from plots.golang import GoPrograms, find_go
 from plots.measure import Sizes, measure_all, metadata, write_csv
-from tests.conftest import REPO_ROOT, run_module
 
 GO_FOUND = find_go()
 NO_GO = "Go not found on PATH: install it (apt-get install golang-go) to measure the Go rows"
