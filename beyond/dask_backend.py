@@ -614,8 +614,8 @@ class DaskRunner:
         # Made, not raised, here: run() raises it in the caller's thread. The first stop wins,
         # so only the first worker to see the loss words the run's error.
         stopped = ClusterLost(
-            f"the Dask client {gone}: the tasks in flight failed with ClusterLost, and no other "
-            "task of the pool started"
+            f"the Dask client {gone}: no other task of the pool starts, and those in flight "
+            "failed with ClusterLost"
         )
         self.workers.stop(StopReason.BACKEND_FAILED, str(stopped), error=stopped)
 
