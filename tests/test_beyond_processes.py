@@ -660,8 +660,10 @@ def test_a_start_that_hangs_fails_its_task_at_the_tasks_timeout(tmp_path: Path) 
     assert outcomes == ["TimeoutError", "TimeoutError"]
     assert messages == ["the task's timeout of 0.5 s passed"] * 2
     assert notes == [["its worker process was still starting (it was killed)"]] * 2
+    # Each child was killed at its task's timeout (on a loaded machine, perhaps before it got
+    # as far as the main module and its marker).
     starting = [int(marker.name.split("-")[1]) for marker in tmp_path.glob("starting-*")]
-    assert len(starting) == 2 and not any(exists(pid) for pid in starting)
+    assert not any(exists(pid) for pid in starting)
     session_ends(child.pid)
 
 
