@@ -74,6 +74,7 @@ cluster pays off.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -577,30 +578,44 @@ class DaskRunner:
 
     def _wait(self, future: Any, task: Task[Any]) -> Any:
         """The future's outcome (fn's result, or a _Raised), waiting in slices and looking at the
-        client between them: ClusterLost once it is gone (see the module's docstring)."""
+        client between them: ClusterLost once it is gone (see the module's docstring).
+
+        Why not future.result(timeout=...) in a loop: its timeout runs on the client's event loop
+        (asyncio.timeout), and on CPython 3.11 a timeout that fires as the result arrives leaves
+        the call a bare CancelledError, which distributed's sync() turns into UnboundLocalError
+        for a task that succeeded (seen here under load, 1 task in about 50). So the outcome is
+        fetched by one coroutine on the client's loop for the whole wait, the one result() runs
+        (Future._result: it waits for the task, then raises its error or fetches its result), and
+        this thread waits on its concurrent.futures handle, whose timeout never touches it.
+        (client.gather(..., asynchronous=True) would do too, but a gather cancelled as it waits
+        leaves a task of its own behind, logged as "Task exception was never retrieved".)
+        """
         client = self.backend.client
+        fetching = future._result()
+        try:
+            outcome = asyncio.run_coroutine_threadsafe(fetching, client.loop.asyncio_loop)
+        except Exception as refused:
+            # The client's loop has closed.
+            fetching.close()
+            return self._lost(task, _gone(client) or "has no event loop running", refused)
         while True:
-            finished = future.done()
+            finished = outcome.done()
             try:
-                # Raises the task's own exception, its traceback rebuilt from the worker's.
-                return future.result(timeout=CLIENT_CHECK_SECONDS)
+                return outcome.result(timeout=CLIENT_CHECK_SECONDS)
             except Exception as raised:
-                # The task's own error (TimeoutError included, from a checkpoint past its
-                # deadline) if the future had finished; else perhaps the slice's TimeoutError,
-                # or the call failing on a closed client.
-                if finished or (future.done() and not isinstance(raised, TimeoutError)):
+                if finished:
+                    # The task's outcome (TimeoutError included: a checkpoint past its deadline).
                     if isinstance(raised, CancelledError) and (gone := _gone(client)):
                         # distributed cancels the futures in flight when the client goes.
                         return self._lost(task, gone, raised)
                     return _Raised(raised)
-                if future.done():
-                    continue  # it finished just now: the next call answers at once
-                if (gone := _gone(client)) is not None:
+                # The slice passed (or the outcome came just after it: the next call answers at
+                # once).
+                if not outcome.done() and (gone := _gone(client)) is not None:
+                    outcome.cancel()
                     return self._lost(task, gone, raised)
-                if not isinstance(raised, TimeoutError):
-                    return _Raised(raised)
 
-    def _lost(self, task: Task[Any], gone: str, cause: BaseException) -> _Raised:
+    def _lost(self, task: Task[Any], gone: str, cause: BaseException | None) -> _Raised:
         """The task's outcome once the cluster is gone with it in flight; the pool stops."""
         self._stop_the_run(gone)
         error = ClusterLost(

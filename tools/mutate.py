@@ -1081,8 +1081,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "dask-waits-on-a-future-for-ever",
         DASK,
-        "return future.result(timeout=CLIENT_CHECK_SECONDS)",
-        "return future.result()",
+        "return outcome.result(timeout=CLIENT_CHECK_SECONDS)",
+        "return outcome.result()",
         T_DASK,
     ),
     _mutant(
