@@ -462,11 +462,17 @@ def _describe(header: tuple[int, int, int] | None) -> str:
 def _start_failure(exitcode: int | None) -> str:
     """What to say about a child that died before it was ready: one line, and what to do."""
     found = _signal_of(exitcode)
-    how = f"was killed by {found.name}" if found else f"exited with status {exitcode}"
+    if found is not None:
+        # Killed from outside (the out-of-memory killer, say): the main module is not to blame.
+        return (
+            f"a worker process was killed by {found.name} (signal {found.value}) while "
+            "starting, before it could take a task"
+        )
     return (
-        f"a worker process {how} while starting, before it could take a task: each worker "
-        "process imports the main module again, so a script must run its pool only under "
-        '`if __name__ == "__main__":` (if its import raised an error, that is above, on stderr)'
+        f"a worker process exited with status {exitcode} while starting, before it could take a "
+        "task: each worker process imports the main module again, so a script must run its "
+        'pool only under `if __name__ == "__main__":` (if its import raised an error, that is '
+        "above, on stderr)"
     )
 
 

@@ -694,6 +694,25 @@ def test_ctrl_c_while_a_child_starts_stops_the_run_and_leaves_no_process(
     session_ends(child.pid)
 
 
+def test_a_child_killed_while_it_starts_stops_the_run_saying_so(tmp_path: Path) -> None:
+    env = {"MARKERS": str(tmp_path), "START_SECONDS": "600"}
+    child = run_script(tmp_path, SLOW_START_SCRIPT, "3", "600", "0", env=env)
+    end = time.monotonic() + RUN_LIMIT
+    while not (markers := list(tmp_path.glob("starting-*"))):
+        assert time.monotonic() < end and child.poll() is None
+        time.sleep(0.01)
+    os.kill(int(markers[0].name.split("-")[1]), signal.SIGKILL)
+    out, err = communicate(child)
+    # Not the main module's fault: no advice about it, just what happened.
+    assert child.returncode == 1
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        "beyond.processes.WorkerStartFailed: a worker process was killed by SIGKILL (signal 9) "
+        "while starting, before it could take a task"
+    )
+    session_ends(child.pid)
+
+
 # --- A script without `if __name__ == "__main__":`. ---
 
 UNGUARDED_SCRIPT = """
