@@ -461,6 +461,9 @@ def _describe(header: tuple[int, int, int] | None) -> str:
 
 def _start_failure(exitcode: int | None) -> str:
     """What to say about a child that died before it was ready: one line, and what to do."""
+    if exitcode is None:
+        # Alive, but what it sent was not its ready message: it was killed (_end_of_child).
+        return "a worker process sent something other than its ready message while starting"
     found = _signal_of(exitcode)
     if found is not None:
         # Killed from outside (the out-of-memory killer, say): the main module is not to blame.
