@@ -333,6 +333,16 @@ class InAChildProcess:
                 self._discard()
                 token.check()  # raises TimeoutError or Cancelled, as a thread's checkpoint would
                 raise Cancelled("the pool was cancelled")
+            if self._ended():
+                raise self._died(task)
+
+    def _ended(self) -> bool:
+        """Whether the child has exited, asked of the system, once per quiet slice. The pipe's end
+        and the sentinel may never come: a copy the task forked (and left running) holds the
+        child's end of the pipe, and with spawn the sentinel's too (forkserver's server writes
+        the sentinel itself)."""
+        assert self._process is not None
+        return self._process.exitcode is not None
 
     def _died(self, task: Task[Any]) -> WorkerDied:
         exitcode = self._end_of_child()

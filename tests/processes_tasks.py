@@ -222,3 +222,19 @@ def returns_a_result_that_interrupts_when_loaded() -> InterruptsWhenLoaded:
 
 def returns_bytes(size: int) -> bytes:
     return b"x" * size
+
+
+def forks_a_lingering_copy_then_exits(folder: str, status: int) -> None:
+    """Fork a copy that writes its pid to folder/copy and sleeps a minute (holding every descriptor
+    of the worker's); once it has written, this process exits with `status`."""
+    copy = os.fork()
+    if copy == 0:
+        try:
+            marker = Path(folder) / "copy"
+            marker.with_suffix(".tmp").write_text(str(os.getpid()))
+            marker.with_suffix(".tmp").rename(marker)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    wait_for_file(str(Path(folder) / "copy"), 60)
+    os._exit(status)

@@ -494,6 +494,24 @@ def test_a_program_a_task_forks_and_execs_does_not_hold_the_workers_pipe(tmp_pat
     assert mine.err is None
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_a_child_that_dies_leaving_a_forked_copy_running_is_still_seen_dead(
+    tmp_path: Path, start_method: str
+) -> None:
+    # The copy holds the child's end of the pipe, so no end of pipe comes; with spawn it holds the
+    # sentinel's writing end too. Before the fix a spawn pool waited for the copy (here, until
+    # the run's timeout of 30 s: TimeoutError instead of WorkerDied).
+    dies: Task[Any] = Task(partial(tasks.forks_a_lingering_copy_then_exits, str(tmp_path), 3))
+    after: Task[int] = Task(partial(tasks.double, 2))
+    try:
+        run(Pool([dies, after], 1, backend=Processes(start_method=start_method)), timeout=30)
+        assert isinstance(dies.err, WorkerDied), dies
+        assert dies.err.exitcode == 3
+        assert after.result == 4
+    finally:
+        os.kill(int((tmp_path / "copy").read_text()), signal.SIGKILL)
+
+
 # --- An outcome whose loading raises a BaseException fails its task alone. ---
 
 

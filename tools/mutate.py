@@ -1043,6 +1043,13 @@ MUTANTS: tuple[Mutant, ...] = (
         T_PROCESSES,
     ),
     _mutant(
+        "processes-a-dead-child-held-open-by-a-forked-copy-goes-unseen",
+        PROCESSES,
+        "            if self._ended():\n                raise self._died(task)",
+        "            if False:\n                raise self._died(task)",
+        T_PROCESSES,
+    ),
+    _mutant(
         "processes-loading-an-outcome-that-exits-stops-the-pool",
         PROCESSES,
         "    except BaseException as raised:\n        return None, raised",
