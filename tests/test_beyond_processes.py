@@ -574,7 +574,9 @@ def test_a_generator_of_two_tasks_starts_two_children_whatever_the_concurrency(
     )
     run(pool)
     assert [task.result for task in pool.tasks] == [0, 2]
-    assert counter.made == 2
+    # A child per task at most (before: one per worker, 16 or 4096). One, when the worker that
+    # ran the first task took the second before any other worker was up (seen under load).
+    assert 1 <= counter.made <= 2
 
 
 def test_a_task_that_cannot_be_pickled_starts_no_child() -> None:
