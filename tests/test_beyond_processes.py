@@ -659,12 +659,12 @@ def session_ends(session: int) -> None:
 
 
 def test_a_tasks_timeout_counts_from_its_childs_start_not_before(tmp_path: Path) -> None:
-    # The task may take 2 s and takes 1.6; its child takes 0.6 s to import the main module. The
-    # start fits in the timeout (with 1.4 s to spare for the forkserver's own start on a loaded
-    # machine), then the task gets the whole timeout (0.4 s to spare). Before the fix its clock
-    # ran through its child's import: 2.2 s, TimeoutError.
-    env = {"MARKERS": str(tmp_path), "START_SECONDS": "0.6"}
-    child = run_script(tmp_path, SLOW_START_SCRIPT, "1", "2.0", "1.6", env=env)
+    # The task may take 3 s and takes 2; its child takes 1.5 s to import the main module. The
+    # start fits in the timeout (1.5 s to spare, for the forkserver's own start on a loaded
+    # machine), then the task gets the whole timeout (1 s to spare). Before the fix its clock ran
+    # through most of its child's import: about 3.5 s, TimeoutError.
+    env = {"MARKERS": str(tmp_path), "START_SECONDS": "1.5"}
+    child = run_script(tmp_path, SLOW_START_SCRIPT, "1", "3.0", "2.0", env=env)
     out, err = communicate(child)
     assert child.returncode == 0, err
     assert json.loads(out.splitlines()[0]) == ["ok"]
