@@ -563,7 +563,7 @@ class CountingStarts:
 
 
 @pytest.mark.parametrize("concurrency", [16, 2**12])
-def test_a_generator_of_two_tasks_starts_two_children_whatever_the_concurrency(
+def test_a_generator_of_two_tasks_starts_at_most_two_children_whatever_the_concurrency(
     concurrency: int,
 ) -> None:
     backend = Processes()
