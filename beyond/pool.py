@@ -105,6 +105,9 @@ class StopReason(enum.Enum):
     INTERRUPTED = "interrupted"  # Ctrl-C (or another exception) in the thread waiting for the pool
     PANIC = "panic"  # a task raised a BaseException that is not an Exception
     BAD_SOURCE = "bad source"  # the tasks iterable raised, or gave something that is not a Task
+    # The backend can run no more tasks: its worker processes cannot start, or its Dask client or
+    # scheduler is gone. run() raises the backend's error, as for a panic.
+    BACKEND_FAILED = "backend failed"
 
 
 @dataclass(frozen=True)

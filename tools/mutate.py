@@ -87,6 +87,8 @@ WD_LOOPS = "deadlock_watch/loops.py"
 WD_WAYS_OUT = "deadlock_watch/ways_out.py"
 WATCHDOG = "deadlock_watch/watchdog.py"
 BEYOND = "beyond/pool.py"
+PROCESSES = "beyond/processes.py"
+DASK = "beyond/dask_backend.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
 T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py", "tests/test_the_lesson.py")
@@ -123,6 +125,8 @@ T_BEYOND_INTERRUPTS = (
     "tests/test_beyond.py",
     "tests/test_beyond_demo.py",
 )
+T_PROCESSES = ("tests/test_beyond_processes.py",)
+T_DASK = ("tests/test_beyond_dask.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- robust/pool.py ---
@@ -1022,6 +1026,78 @@ MUTANTS: tuple[Mutant, ...] = (
         "self._looked_at = seen if timeout == math.inf else None",
         "self._looked_at = seen",
         T_WATCHDOG_POOLS,
+    ),
+    # --- beyond/processes.py ---
+    _mutant(
+        "processes-a-forked-copy-goes-on-serving",
+        PROCESSES,
+        "    if os.getpid() != me:\n        os._exit(0)",
+        "    if False:\n        os._exit(0)",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-any-reply-passes-for-the-workers-answer",
+        PROCESSES,
+        "if header is None or header[:2] != (number, child):",
+        "if header is None:",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-dead-child-held-open-by-a-forked-copy-goes-unseen",
+        PROCESSES,
+        "            if self._ended():\n                raise self._died(task)",
+        "            if False:\n                raise self._died(task)",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-loading-an-outcome-that-exits-stops-the-pool",
+        PROCESSES,
+        "    except BaseException as raised:\n        return None, raised",
+        "    except Exception as raised:\n        return None, raised",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-tasks-clock-runs-through-its-childs-start",
+        PROCESSES,
+        "        if task.timeout is not None:\n            # Later than the deadline",
+        "        if False:\n            # Later than the deadline",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-failed-start-fails-each-task-instead-of-the-run",
+        PROCESSES,
+        "            self._stop_the_run(failed)\n            return False",
+        "            return task.run(partial(_reraise, failed))",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-child-runs-the-unguarded-scripts-pool-again",
+        PROCESSES,
+        "        _leave_if_a_child_importing_main()\n",
+        "\n",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-programs-a-task-execs-hold-the-workers-pipe",
+        PROCESSES,
+        "    os.set_inheritable(connection.fileno(), False)\n",
+        "\n",
+        T_PROCESSES,
+    ),
+    # --- beyond/dask_backend.py ---
+    _mutant(
+        "dask-waits-on-a-future-for-ever",
+        DASK,
+        "return outcome.result(timeout=CLIENT_CHECK_SECONDS)",
+        "return outcome.result()",
+        T_DASK,
+    ),
+    _mutant(
+        "dask-a-lost-cluster-goes-unseen",
+        DASK,
+        '    if status == "running":\n        return None',
+        "    if True:\n        return None",
+        T_DASK,
     ),
 )
 
