@@ -26,7 +26,7 @@ pool.py. Use more than one core: all the Python runs on one thread.
 Which loop: uvloop when it is installed (`pip install 'go-worker-pool-py[backends]'`), asyncio's
 own loop otherwise; `pool.backend.loop` says which, and `Asyncio(loop="standard")` picks it.
 
-Sample run (tasks that sleep 10 ms, every third failing; see the README, "Stage 4 on asyncio"):
+Sample run (tasks that sleep 10 ms, every third failing; see docs/stage4-asyncio.md):
 
     >>> pool = Pool((Task(partial(job, n), timeout=0.05) for n in range(100)), 4,
     ...             max_errors=3, backend="asyncio")
@@ -277,8 +277,6 @@ class CtrlC:
     def __init__(self, workers: Workers[Any]) -> None:
         self.workers = workers
         self.pressed = 0
-        # One bound method, so that handled() can tell its own handler from another.
-        self._handler = self._on_sigint
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         self.pressed += 1
@@ -297,11 +295,14 @@ class CtrlC:
         ):
             yield
             return
-        signal.signal(signal.SIGINT, self._handler)
+        signal.signal(signal.SIGINT, self._on_sigint)
         try:
             yield
         finally:
-            if signal.getsignal(signal.SIGINT) is self._handler:
+            # Equal, not the same object: each `self._on_sigint` makes a new bound method (kept
+            # on self, one would make a reference cycle, and keep the run's tasks for the
+            # cyclic garbage collector).
+            if signal.getsignal(signal.SIGINT) == self._on_sigint:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def raise_if_pressed(self) -> None:

@@ -56,7 +56,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 Result = TypeVar("Result")
 
@@ -109,6 +109,9 @@ class StopReason(enum.Enum):
     INTERRUPTED = "interrupted"  # Ctrl-C (or another exception) in the thread waiting for the pool
     PANIC = "panic"  # a task raised a BaseException that is not an Exception
     BAD_SOURCE = "bad source"  # the tasks iterable raised, or gave something that is not a Task
+    # The backend can run no more tasks: its worker processes cannot start, or its Dask client or
+    # scheduler is gone. run() raises the backend's error, as for a panic.
+    BACKEND_FAILED = "backend failed"
 
 
 @dataclass(frozen=True)
@@ -600,6 +603,15 @@ class Workers(Generic[Result]):
     too: CPython gh-92530, whose fix 3.11.7 and 3.13 have).
     """
 
+    # Read by the deadlock watchdog (deadlock_watch): main wakes in _sleep_until only to let a
+    # Ctrl-C in, so it sleeps for good while _looked_at == _changes (tests/test_watchdog_pools.py).
+    __deadlock_watch__: ClassVar[dict[str, str]] = {
+        "kind": "pool",
+        "polls": "_sleep_until",
+        "changes": "_changes",
+        "looked_at": "_looked_at",
+    }
+
     def __init__(
         self,
         tasks: list[Task[Result]],
@@ -624,6 +636,9 @@ class Workers(Generic[Result]):
         self._wakeup = threading.Lock()
         self._wakeup.acquire()
         self._main_waiting = False
+        # One more at each _wake_main(); the count main saw when it last found nothing to do.
+        self._changes = 0
+        self._looked_at: int | None = None
         # Tasks in Token.sleep(): each sleeps on a lock of its own, which a cancel releases.
         self._sleepers: set[threading.Lock] = set()
         # Workers that have begun and not yet ended.
@@ -906,6 +921,7 @@ class Workers(Generic[Result]):
     def _wake_main(self) -> None:
         """Lock held: wake main (or the consumer) if it sleeps, to look again at what it waits
         for. Released once per sleep: the flag is cleared with the release."""
+        self._changes += 1
         if self._main_waiting:
             self._main_waiting = False
             self._wakeup.release()
@@ -985,11 +1001,13 @@ class Workers(Generic[Result]):
         """
         while True:
             with self._lock:
+                seen = self._changes  # read before ready(): never newer than what it tested
                 if self._watching_deadlines:
                     self._check_deadlines()
                 if ready():
                     return
                 timeout = self._seconds_to_next_deadline()
+                self._looked_at = seen if timeout == math.inf else None  # a deadline wakes it
                 # A release left over from an earlier sleep (woken as it timed out) must not end
                 # this one at once: take it back first. Non-blocking, so never interrupted.
                 self._wakeup.acquire(blocking=False)
@@ -1000,17 +1018,20 @@ class Workers(Generic[Result]):
                 self._main_waiting = False
 
     def _seconds_to_next_deadline(self) -> float:
-        if not self._watching_deadlines:
-            return math.inf
-        now = time.monotonic()
         wake = math.inf
-        if self.run_deadline is not None and not self.cancelled:
-            wake = self.run_deadline
-        for task in self.current:
-            deadline = self._deadline_of(task)
-            if deadline is not None and task is not None and task not in self.overdue:
-                wake = min(wake, deadline + self._overdue_grace)
-        return max(wake - now, 0.0)
+        if self._only_the_source_since is not None:
+            # Only workers at the source are left: they are let go when the interval is over.
+            wake = self._only_the_source_since + SIGNAL_CHECK_SECONDS
+        if self._watching_deadlines:
+            if self.run_deadline is not None and not self.cancelled:
+                wake = min(wake, self.run_deadline)
+            for task in self.current:
+                deadline = self._deadline_of(task)
+                if deadline is not None and task is not None and task not in self.overdue:
+                    wake = min(wake, deadline + self._overdue_grace)
+        if wake == math.inf:
+            return math.inf
+        return max(wake - time.monotonic(), 0.0)
 
     def _deadline_of(self, task: Task[Result] | None) -> float | None:
         """When a running task must be done by: its own deadline or the run's, the earlier."""

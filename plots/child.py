@@ -23,8 +23,8 @@ from functools import partial
 import beyond
 import errors_channel.pool
 import naive.pool
+from deadlock_watch import DeadlockReport, Watchdog
 from demo_args import DemoArgumentParser
-from errors_channel.watchdog import DeadlockReport, Watchdog
 from plots.implementations import (
     MEMORY_RUNS,
     check,

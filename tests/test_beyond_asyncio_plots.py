@@ -13,6 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NEEDS_PLOTS
+
+try:
+    import matplotlib  # noqa: F401  (plots.draw, imported below, needs it)
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_PLOTS, allow_module_level=True)
+
 from plots.draw import COLOURS, io_asyncio_targets
 from plots.failures import CONTENDERS, JobFailed, JobSpec, Run, call_beyond_asyncio, job, job_async
 from plots.implementations import (

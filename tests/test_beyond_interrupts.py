@@ -354,7 +354,7 @@ print(sorted(thread.name for thread in threading.enumerate()))
 SOURCE_CHILD = r"""
 import os, sys, threading
 from beyond import Pool, Task
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 
 mode, first, after = sys.argv[1], sys.argv[2], sys.argv[3]
 released = {name: threading.Event() for name in ("0", "source", "exit")}

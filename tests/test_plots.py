@@ -7,15 +7,20 @@ import dataclasses
 import json
 from pathlib import Path
 
-import matplotlib.image
 import pytest
-from matplotlib.figure import Figure
+
+from tests.conftest import NEEDS_PLOTS, run_module
+
+try:
+    import matplotlib.image
+    from matplotlib.figure import Figure
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_PLOTS, allow_module_level=True)
 
 import plots.draw
 from plots.draw import draw_all
 from plots.implementations import NO_OP, ROBUST, Contender, Workload, WrongResults, check
 from plots.measure import Sizes, child_records, measure_all
-from tests.conftest import run_module
 
 EXPECTED_COLUMNS = {
     "dispatch": [
