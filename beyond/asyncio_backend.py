@@ -18,8 +18,8 @@ can take a task, and nothing starts after the N-th failure.
 
 What it still cannot do: stop a coroutine that never awaits (a computation, a blocking call).
 It holds the loop's one thread: no other task, no timer and no cancel runs until it returns or
-awaits. (Between two such tasks, though, a Ctrl-C is seen: the worker looks before each task at
-the cancel asyncio.Runner has made of it, and starts no more.) A coroutine that catches its
+awaits. (Between two such tasks, though, a Ctrl-C is seen, and no task starts after it: see
+CtrlC, and LoopRun.awaiting for run_async() and stream_async().) A coroutine that catches its
 CancelledError and awaits on is waited for, and reported overdue past its deadline as in
 pool.py. Use more than one core: all the Python runs on one thread.
 
