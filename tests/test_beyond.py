@@ -995,7 +995,7 @@ PLAIN = st.recursive(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(
     arguments=st.lists(st.tuples(PLAIN, st.none() | st.integers(0, len(HOSTILE) - 1)), max_size=6)
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,93 +129,119 @@ def test_every_entry_point_that_reads_arguments_is_listed() -> None:
     assert reading == set(ENTRY_POINTS)
 
 
-# Runs each command in this one child (runpy, as `python -m` does), with every option of its
-# --help given `=--`, and reports what each did. One child for all: a few seconds, not a minute.
-EVERY_OPTION = r"""
+# Runs each command in this one child (runpy, as `python -m` does): every option of its --help
+# given `=--`, then the given argument lists, and reports what each did. One child for all, in a
+# folder of its own (nothing may be made there): a few seconds, where a child per command took
+# a minute (each imports its command's modules, matplotlib included).
+COMMANDS_CHILD = r"""
 import contextlib, io, json, re, runpy, sys
 
-def run(module: str, args: list[str]) -> tuple[object, str, str]:
-    out, err = io.StringIO(), io.StringIO()
+def run(module: str, args: list[str]) -> tuple[object, str]:
+    # Said first, for the test to name the command if this one never returns.
+    print("running", module, *args, file=sys.__stderr__, flush=True)
+    err = io.StringIO()
     sys.argv = [module, *args]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         try:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
             status: object = 0
         except SystemExit as exit:
             status = exit.code
-        except BaseException as error:  # what the bug looked like: a traceback
+        except BaseException as error:  # what the bugs looked like: a traceback
             status = f"raised {error!r}"
-    return status, out.getvalue(), err.getvalue()
+    return status, err.getvalue()
 
+commands, cases = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 report = []
-for module, subcommand in json.loads(sys.argv[1]):
-    _, help_text, _ = run(module, [*subcommand, "--help"])
+for module, subcommand in commands:
+    sys.argv = [module, *subcommand, "--help"]
+    with contextlib.redirect_stdout(io.StringIO()) as help_text:
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit:
+            pass
     # The options block of --help: each option at the start of its line.
-    options = sorted(set(re.findall(r"^\s+(--[a-z][a-z-]*)", help_text, re.M)) - {"--help"})
-    for option in options:
-        status, _, err = run(module, [*subcommand, f"{option}=--"])
+    found = re.findall(r"^\s+(--[a-z][a-z-]*)", help_text.getvalue(), re.M)
+    for option in sorted(set(found) - {"--help"}):
+        status, err = run(module, [*subcommand, f"{option}=--"])
         report.append([" ".join([module, *subcommand, option + "=--"]), status, err.splitlines()])
+for module, args in cases:
+    status, err = run(module, args)
+    report.append([" ".join([module, *args]), status, err.splitlines()])
 print(json.dumps(report))
 """
 
+# Argument lists the child runs too, each with what it must say (one line, exit status 2).
+MISSING = "typo/out"
+CASES: dict[str, tuple[list[str], str]] = {
+    "redraw-missing": (
+        ["--redraw", "--out", MISSING],
+        f"python -m plots: error: no benchmark CSV in {MISSING}: measure first",
+    ),
+    "empty-out": (
+        ["--only", "dispatch", "--out", ""],
+        "python -m plots: error: argument --out: expected a folder, got '' (see --help)",
+    ),
+    "redraw-empty-out": (
+        ["--redraw", "--out", ""],
+        "python -m plots: error: argument --out: expected a folder, got '' (see --help)",
+    ),
+}
 
-def test_every_option_of_every_command_refuses_a_bare_double_dash_value_on_one_line() -> None:
+
+@pytest.fixture(scope="module")
+def commands_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[list[object]], Path]:
+    """What every command said in the child above, and the folder it ran in."""
+    folder = tmp_path_factory.mktemp("commands")
+    commands = [[module, sub] for module, subs in ENTRY_POINTS.items() for sub in subs]
+    cases = [["plots", args] for args, _ in CASES.values()]
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", COMMANDS_CHILD, json.dumps(commands), json.dumps(cases)],
+            cwd=folder,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as hung:
+        said = hung.stderr.decode() if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        raise AssertionError(f"a command never returned: {said.splitlines()[-1:]}") from None
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return json.loads(completed.stdout), folder
+
+
+def test_every_option_of_every_command_refuses_a_bare_double_dash_value_on_one_line(
+    commands_report: tuple[list[list[object]], Path],
+) -> None:
     # `--workers=--`: CPython 3.11's argparse gave the option an empty list, skipping type= (a
     # traceback, or a demo run with workers=[] that hung); 3.13 gave it the string "--".
-    commands = [[module, sub] for module, subs in ENTRY_POINTS.items() for sub in subs]
-    completed = subprocess.run(
-        [sys.executable, "-c", EVERY_OPTION, json.dumps(commands)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    report = json.loads(completed.stdout)
+    report = [entry for entry in commands_report[0] if str(entry[0]).endswith("=--")]
 
-    tried = {line.split(" ", 1)[0] for line, _, _ in report}
+    tried = {str(line).split(" ", 1)[0] for line, _, _ in report}
     assert tried == set(ENTRY_POINTS), "a command's --help listed no option"
     assert len(report) >= 40
     refused = [
         line
         for line, status, err in report
         if status == 2
+        and isinstance(err, list)
         and len(err) == 1
         and ("expected one argument" in err[0] or "ignored explicit argument '--'" in err[0])
     ]
     assert [line for line, _, _ in report if line not in refused] == []
 
 
-def test_plots_redraw_from_a_folder_that_is_not_there_is_refused_without_making_it(
-    tmp_path: Path,
+@pytest.mark.parametrize("case", CASES)
+def test_plots_refuses_an_out_it_cannot_use_without_making_anything(
+    case: str, commands_report: tuple[list[list[object]], Path]
 ) -> None:
-    missing = tmp_path / "typo" / "out"
+    # --redraw from a folder that is not there used to make it first; --out "" meant the current
+    # folder (and measured into it).
+    report, folder = commands_report
+    args, says = CASES[case]
+    [(status, err)] = [(s, e) for line, s, e in report if line == " ".join(["plots", *args])]
 
-    completed = run_module("plots", "--redraw", "--out", str(missing))
-
-    assert completed.returncode == 2
-    assert completed.stderr.splitlines() == [
-        f"python -m plots: error: no benchmark CSV in {missing}: measure first"
-    ]
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize("mode", [[], ["--redraw"]], ids=["measure", "redraw"])
-def test_plots_refuses_an_empty_out_instead_of_writing_to_the_current_folder(
-    mode: list[str], tmp_path: Path
-) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "plots", *mode, "--only", "dispatch", "--out", ""],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-    assert completed.returncode == 2
-    assert completed.stderr.splitlines() == [
-        "python -m plots: error: argument --out: expected a folder, got '' (see --help)"
-    ]
-    assert list(tmp_path.iterdir()) == []
+    assert (status, err) == (2, [says])
+    assert list(folder.iterdir()) == []
