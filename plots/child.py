@@ -24,6 +24,7 @@ import beyond
 import errors_channel.pool
 import naive.pool
 from deadlock_watch import DeadlockReport, Watchdog
+from demo_args import DemoArgumentParser
 from plots.implementations import (
     MEMORY_RUNS,
     check,
@@ -141,7 +142,7 @@ def memory(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m plots.child", description=__doc__)
+    parser = DemoArgumentParser(prog="python -m plots.child", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     cell = commands.add_parser("deadlock-cell", help="one cell of the deadlock map")
     cell.add_argument("--jobs", type=int, required=True)

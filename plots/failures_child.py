@@ -12,13 +12,13 @@ code raises is reported and then raised again, so the exit status is the one the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing
 import threading
 import traceback
 from functools import partial
 
+from demo_args import DemoArgumentParser
 from plots.failures import (
     PYTHON_CALLERS,
     WORKERS,
@@ -66,7 +66,7 @@ def report(run: Run, raised: BaseException | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = DemoArgumentParser(
         prog="python -m plots.failures_child",
         description="Run one contender of the failure matrix on one workload; report to a file.",
     )

@@ -468,7 +468,8 @@ def test_a_killed_worker_loses_no_task_and_a_task_dask_ran_again_is_named(
     others: list[Task[int]] = [Task(partial(job, log, str(i), i)) for i in range(6)]
     pool = Pool([victim, *others], 2, backend=client)
 
-    with pytest.warns(RerunWarning, match="'partial' may have started up to 2 times"):
+    # Named by its function and arguments: job('...log', 'victim', 100, gate='...gate').
+    with pytest.warns(RerunWarning, match=r"job\(.*'victim', 100, .* may have started up to 2"):
         killed = kill_while_running(client, log, gate, pool, rerun_expected=True)
 
     # No task lost: every one finished with its result. The victim started twice (the first run

@@ -467,7 +467,10 @@ def test_a_frame_on_the_pipe_that_is_not_the_workers_answer_is_refused(kind: str
     pool = Pool([forged, *after], 1, backend="processes")
     run(pool)
     assert isinstance(forged.err, LostReply), forged
-    assert str(forged.err).startswith("the answer of task 'partial' was lost: its worker process")
+    assert str(forged.err).startswith(
+        f"the answer of task {forged._name()} was lost: its worker process"
+    )
+    assert forged.name == f"forges_a_reply({kind!r})"
     assert str(forged.err).endswith("A fresh process takes the next task")
     assert [task.result for task in after] == [0, 2, 4]
     assert pool.stopped is None

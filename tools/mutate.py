@@ -27,7 +27,6 @@ survived, 1 if another did, 2 for a stale table or bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -41,6 +40,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from demo_args import DemoArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +88,7 @@ WD_LOOPS = "deadlock_watch/loops.py"
 WD_WAYS_OUT = "deadlock_watch/ways_out.py"
 WATCHDOG = "deadlock_watch/watchdog.py"
 BEYOND = "beyond/pool.py"
+BEYOND_ASYNCIO = "beyond/asyncio_backend.py"
 PROCESSES = "beyond/processes.py"
 DASK = "beyond/dask_backend.py"
 
@@ -127,6 +129,11 @@ T_BEYOND_INTERRUPTS = (
 )
 T_PROCESSES = ("tests/test_beyond_processes.py",)
 T_DASK = ("tests/test_beyond_dask.py",)
+
+T_BEYOND_ASYNCIO_INTERRUPTS = (
+    "tests/test_beyond_asyncio_interrupts.py",
+    "tests/test_beyond_asyncio.py",
+)
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- robust/pool.py ---
@@ -927,8 +934,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "beyond-the-waiting-thread-never-wakes-for-a-deadline",
         BEYOND,
-        "        if not self._watching_deadlines:\n            return math.inf",
-        "        if True:\n            return math.inf",
+        "        if self._watching_deadlines:\n            if self.run_deadline",
+        "        if False:\n            if self.run_deadline",
         T_BEYOND,
     ),
     _mutant(
@@ -1012,6 +1019,70 @@ MUTANTS: tuple[Mutant, ...] = (
         "KeyboardInterrupt):",
         "    if False:",
         T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-the-caller-waits-for-a-worker-inside-the-generators-next",
+        BEYOND,
+        "        if self.stopped is None or self._running != sum(self._at_source):",
+        "        if True:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-worker-stays-counted-at-the-generator-for-good",
+        BEYOND,
+        "                at_source[number] = False\n                if taken is None:",
+        "                if taken is None:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-worker-queues-for-the-generator-after-the-stop",
+        BEYOND,
+        "        if self.stopped is not None:\n            # Not even in line for the lock",
+        "        if False:\n            # Not even in line for the lock",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-workers-are-not-daemons",
+        BEYOND,
+        'name=f"worker-{number + 1}", daemon=True',
+        'name=f"worker-{number + 1}", daemon=False',
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-the-exit-does-not-wait-for-running-tasks",
+        BEYOND,
+        'getattr(threading, "_register_atexit", atexit.register)(_wait_for_workers_at_exit)',
+        "atexit",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-the-exit-waits-for-a-worker-inside-the-generators-next",
+        BEYOND,
+        "        if workers.stopped is not None and workers._at_source[self.number]:",
+        "        if False:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    # --- beyond/asyncio_backend.py ---
+    _mutant(
+        "asyncio-workers-do-not-see-a-ctrl-c-between-tasks-that-never-await",
+        BEYOND_ASYNCIO,
+        "if awaiting is not None and awaiting.cancelling() > self._cancels_before:",
+        "if False:",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
+        "asyncio-ctrl-c-is-left-to-asyncio-runner",
+        BEYOND_ASYNCIO,
+        "        signal.signal(signal.SIGINT, self._on_sigint)\n",
+        "",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
+        "asyncio-a-ctrl-c-just-after-a-step-leaves-its-stop-queued",
+        BEYOND_ASYNCIO,
+        "                loop.stop()\n                loop.run_forever()\n",
+        "",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
     ),
     _mutant(
         "beyond-a-wake-up-is-not-a-change-for-the-watchdog",
@@ -1230,7 +1301,7 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = DemoArgumentParser(
         prog="python -m tools.mutate",
         description="Run each named mutant of the pools and the watchdog against its tests, on a "
         "scratch copy of the repository. Last line: 'mutants: K killed, S survived'.",
