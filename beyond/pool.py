@@ -68,6 +68,23 @@ _here = threading.local()
 # What next() gives back once a generator is exhausted: None could be a (wrong) item of its own.
 _EXHAUSTED: Any = object()
 
+# What _take_from_source gives back when iteration has no room to take one more task.
+_NO_ROOM: Any = object()
+
+# PROTOTYPE: how far ahead of the consumer workers may run, as a multiple of concurrency, with a
+# floor. Read from the environment only to measure the curve.
+import os as _os
+
+_AHEAD_TIMES = int(_os.environ.get("BEYOND_AHEAD_TIMES", "1"))
+_AHEAD_FLOOR = int(_os.environ.get("BEYOND_AHEAD_FLOOR", "0"))
+_WAKE_AT_HALF = _os.environ.get("BEYOND_WAKE", "half") == "half"
+_LOCK_FREE_CLAIM = _os.environ.get("BEYOND_CLAIM", "lock") == "free"
+
+
+def ahead_bound(concurrency: int) -> int:
+    """Iteration: at most this many tasks are taken and not yet handed to the loop."""
+    return max(_AHEAD_TIMES * concurrency, _AHEAD_FLOOR)
+
 # How long past its deadline a task may still run before it is reported overdue: long enough for a
 # task that checks now and then to reach its next checkpoint, short enough to be told promptly.
 DEFAULT_OVERDUE_GRACE = 0.5
@@ -417,14 +434,14 @@ class Pool(Generic[Result]):
 
     def _stream(self, timeout: float | None) -> Generator[Task[Result], None, None]:
         workers = self._begin(streaming=True, timeout=timeout)
+        workers._room_counted = True
         threads = workers.threads()
         started = 0
         try:
             for thread in threads:
                 thread.start()
                 started += 1
-            while (task := workers.next_finished(started)) is not None:
-                yield task
+            yield from workers.finished(started)
         except BaseException as raised:
             # As in run(). GeneratorExit is the loop ending early (break, or an exception in its
             # body, which closes this generator as it unwinds): the pool is cancelled, and the
@@ -498,9 +515,11 @@ class Workers(Generic[Result]):
         self._mark = mark
         # Guards every field below unless it says otherwise.
         self._lock = threading.RLock()
-        # Workers waiting for the consumer to make room (iteration only) sleep here. Only workers
-        # wait on a Condition: see _sleep_until for why main does not.
-        self._room_freed = threading.Condition(self._lock)
+        # Workers waiting for the consumer to make room (iteration only): each sleeps on a lock of
+        # its own, listed here under _lock. Whoever wakes them (the consumer, or stop(), from any
+        # thread or a signal handler) pops each lock and releases it: a pop is atomic, so each is
+        # released once even if a handler's stop() interrupts a wake-up in progress.
+        self._room_waiters: list[threading.Lock] = []
         # Main (or the consumer) sleeps by acquiring this lock; whoever changes what it waits for
         # releases it (_wake_main) while _main_waiting says it sleeps.
         self._wakeup = threading.Lock()
@@ -534,12 +553,21 @@ class Workers(Generic[Result]):
         self.cancelled = False
         # The run has ended normally: cancel() has nothing left to stop.
         self._over = False
-        # Iteration only: finished tasks not yet handed to the consumer, and how many more tasks
-        # may be taken before it takes one (taken and not yet handed <= concurrency).
+        # Iteration only. Finished tasks not yet handed to the consumer: workers append and the
+        # consumer pops without a lock (a deque's appends and pops are atomic), so that handing a
+        # task over costs no lock and no wake-up while the consumer is awake.
         self._streaming = False
         self._done: deque[Task[Result]] = deque()
-        self._room = concurrency
-        self._waiting_for_room = 0
+        # Backpressure: at most `ahead` tasks taken and not yet handed over. `_taken` is counted
+        # by the workers under _taking, `_handed` by the consumer alone (no lock: one writer, and
+        # an int attribute is read whole). Workers that find no room wait in _room_waiters; the
+        # consumer wakes them once half the room is free, or before it sleeps itself.
+        self._ahead = ahead_bound(concurrency)
+        self._wake_room_at = self._ahead // 2 if _WAKE_AT_HALF else -1
+        self._taken = 0
+        self._handed = 0
+        # Set for iteration on threads (a backend that drives its own run keeps its own room).
+        self._room_counted = False
         # Deadlines. The run's, on the time.monotonic() clock; each worker's current task (a slot
         # per worker, written by that worker without the lock); the tasks reported overdue.
         self.run_deadline: float | None = None
@@ -625,6 +653,9 @@ class Workers(Generic[Result]):
             self.max_errors,
             self.current,
         )
+        streaming, done = self._streaming, self._done
+        # The lock this worker sleeps on while it waits for room (made when it first has to).
+        asleep: threading.Lock | None = None
         while True:
             if pending is not None:
                 # A list, in run(): stage 3's hand-off (see begin_run). An empty deque means
@@ -634,9 +665,22 @@ class Workers(Generic[Result]):
                 except IndexError:
                     return
             else:
-                if self._streaming and not self._hand_over(current[number]):
-                    return
+                if streaming:
+                    finished = current[number]
+                    if finished is not None:
+                        # The hand-over: no lock unless the consumer sleeps (see _wake_consumer).
+                        current[number] = None
+                        done.append(finished)
+                        if self._main_waiting:
+                            self._wake_consumer()
                 taken = self._take_from_source()
+                while taken is _NO_ROOM:
+                    if asleep is None:
+                        asleep = threading.Lock()
+                        asleep.acquire()
+                    if not self._wait_for_room(asleep):
+                        return
+                    taken = self._take_from_source()
                 if taken is None:
                     return
                 task = taken
@@ -657,32 +701,56 @@ class Workers(Generic[Result]):
                 self._start_clock(task)
             yield task
 
-    def _hand_over(self, finished: Task[Result] | None) -> bool:
-        """Iteration: pass `finished` to the consumer, then wait for room to take another (there is
-        room again once the consumer takes a finished task). False if the pool stopped."""
+    def _wake_consumer(self) -> None:
+        """A worker that has just appended to _done and seen _main_waiting set: wake the consumer.
+
+        The hint was read without the lock; it cannot miss a consumer going to sleep. The consumer
+        sets _main_waiting (under the lock) before it looks at _done, and the worker appends to
+        _done before it reads _main_waiting: under the GIL one of the two runs first, so either
+        the worker sees the flag, or the consumer sees the task. _wake_main checks the flag again
+        under the lock, so a stale hint costs a lock and nothing else."""
         with self._lock:
-            if finished is not None:
-                self._done.append(finished)
-                self._wake_main()
-            # The consumer cannot be waiting for us here: room is 0 only while `concurrency` tasks
-            # are taken and not handed, and this worker runs none, so at least one is in _done.
-            while self._room == 0 and self.stopped is None:
-                self._waiting_for_room += 1
-                try:
-                    self._room_freed.wait()
-                finally:
-                    self._waiting_for_room -= 1
-            if self.stopped is not None:
-                return False
-            self._room -= 1
-            return True
+            self._wake_main()
+
+    def _wait_for_room(self, asleep: threading.Lock) -> bool:
+        """Iteration: sleep until fewer than `ahead` tasks are taken and not handed over, or the
+        pool stops; False if it stopped. `asleep`: this worker's own lock, held by it.
+
+        Listed before the room is read: the consumer counts a hand-over before it looks at the
+        list, so one of the two sees the other (as in _wake_consumer), and a worker never sleeps
+        while the consumer has just made room without seeing it wait."""
+        while True:
+            with self._lock:
+                if self.stopped is not None:
+                    return False
+                self._room_waiters.append(asleep)
+                if self._taken - self._handed < self._ahead:
+                    # Only holders of _lock pop this list: it is still there.
+                    self._room_waiters.remove(asleep)
+                    return True
+            asleep.acquire()
+
+    def _wake_room_waiters(self) -> None:
+        """Lock held: wake every worker waiting for room (each looks at the room again)."""
+        waiters = self._room_waiters
+        while waiters:
+            waiters.pop().release()
 
     def _take_from_source(self) -> Task[Result] | None:
         """The next task from the iterable, checked and claimed; None once it is exhausted, or
-        after it failed (which stops the pool with its error)."""
-        with self._taking:
+        after it failed (which stops the pool with its error). In iteration on threads,
+        _NO_ROOM if `ahead` tasks are taken and not yet handed over.
+
+        Only workers call it: main never waits for the iterable's own code. The lock is taken
+        and released by hand, not with `with`: this runs once per task, and `with` costs twice
+        as much (it looks up and calls __enter__ and __exit__)."""
+        taking = self._taking
+        taking.acquire()
+        try:
             if self.stopped is not None or self._source is None:
                 return None
+            if self._room_counted and self._taken - self._handed >= self._ahead:
+                return _NO_ROOM
             try:
                 task = next(self._source, _EXHAUSTED)
             except BaseException as error:
@@ -695,7 +763,7 @@ class Workers(Generic[Result]):
             # Its place in the iterable, from 0, for messages.
             number = self._given
             self._given += 1
-            if not isinstance(task, Task):
+            if type(task) is not Task and not isinstance(task, Task):
                 not_a_task = TypeError(
                     f"the tasks iterable gave a {type(task).__name__}, not a Task, as item {number}"
                 )
@@ -704,15 +772,31 @@ class Workers(Generic[Result]):
                 return None
             if self._sequence is None:
                 # A task from a generator is claimed as it is taken: a task runs at most once.
-                try:
-                    _claim([task], self._mark, numbered_from=number)
-                except ValueError as given_twice:
+                # Another pool may be claiming the same task in another thread at this moment;
+                # no lock is needed for that, because between reading _owner and writing it
+                # there is no call and no backward jump, where CPython could switch threads
+                # or run a signal handler (its eval breaker; see _work). A test checks the
+                # bytecode (test_a_generators_task_is_claimed_with_no_switch_point_between_read_and_write).
+                if _LOCK_FREE_CLAIM:
+                    owner = task._owner
+                    if owner is None:
+                        task._owner = self._mark
+                else:
+                    with _claiming:
+                        owner = task._owner
+                        if owner is None:
+                            task._owner = self._mark
+                if owner is not None:
+                    given_twice = _given_twice(task, number, owner is self._mark)
                     self._source = None
                     self._stop_for_source(given_twice, str(given_twice))
                     return None
             if self._keep is not None:
                 self._keep.append(task)
+            self._taken += 1
             return task
+        finally:
+            taking.release()
 
     def _stop_for_source(self, error: BaseException, message: str) -> None:
         self.stop(StopReason.BAD_SOURCE, message, error=error)
@@ -767,7 +851,7 @@ class Workers(Generic[Result]):
                 self.cancelled = True
                 for sleeper in self._sleepers:
                     sleeper.release()
-            self._room_freed.notify_all()
+            self._wake_room_waiters()
             self._wake_main()
             if self.on_stop is not None:
                 self.on_stop(reason, cancel)
@@ -796,17 +880,75 @@ class Workers(Generic[Result]):
     def next_finished(self, started: int) -> Task[Result] | None:
         """The consumer: the next finished task, waiting for one if need be; None once all
         `started` workers have ended and every finished task has been handed over."""
+        try:
+            task = self._done.popleft()
+        except IndexError:
+            return self._next_finished_or_sleep(started)
+        self.handed_one()
+        return task
+
+    def finished(self, started: int) -> Iterator[Task[Result]]:
+        """The consumer: every finished task, in the order handed over, until all `started`
+        workers have ended. A generator, so that the loop over the pool resumes it (the cheapest
+        hand-off per task) and the common case takes no lock: pop, count, yield."""
+        done = self._done
+        while True:
+            try:
+                task = done.popleft()
+            except IndexError:
+                found = self._next_finished_or_sleep(started)
+                if found is None:
+                    return
+                task = found
+            else:
+                self._handed += 1
+                # Wake workers waiting for room once half of it is free, not at every hand-over:
+                # one wake-up then lets them run several tasks each. Read without the lock: a
+                # hint, see _wait_for_room.
+                if self._room_waiters and self._taken - self._handed <= self._wake_room_at:
+                    with self._lock:
+                        self._wake_room_waiters()
+            yield task
+
+    def handed_one(self) -> None:
+        """The consumer has taken a task from _done."""
+        self._handed += 1
+        # Wake workers waiting for room once half of it is free, not at every hand-over: one
+        # wake-up then lets them run several tasks each. Read without the lock: a hint, see
+        # _wait_for_room.
+        if self._room_waiters and self._taken - self._handed <= self._wake_room_at:
+            with self._lock:
+                self._wake_room_waiters()
+
+    def _next_finished_or_sleep(self, started: int) -> Task[Result] | None:
+        """next_finished() found nothing: wake the workers waiting for room, then look again
+        and sleep until a worker hands a task over or every worker has ended."""
+        done = self._done
         while True:
             with self._lock:
-                if self._done:
-                    task = self._done.popleft()
-                    self._room += 1
-                    if self._waiting_for_room:
-                        self._room_freed.notify()
+                # Whatever the room, the workers waiting for it must not wait for a consumer
+                # that is about to sleep.
+                self._wake_room_waiters()
+                if self._watching_deadlines:
+                    self._check_deadlines()
+                timeout = self._seconds_to_next_deadline()
+                self._wakeup.acquire(blocking=False)
+                # Set before _done is read: see _wake_consumer.
+                self._main_waiting = True
+                if done:
+                    self._main_waiting = False
+                    task = done.popleft()
+                    self._handed += 1
                     return task
+                # Read under the lock, after _done: a worker appends its last task before it
+                # ends, and it ends under this lock.
                 if len(self._ended) >= started:
+                    self._main_waiting = False
                     return None
-            self._sleep_until(lambda: bool(self._done) or len(self._ended) >= started)
+            try:
+                self._wakeup.acquire(timeout=min(timeout, SIGNAL_CHECK_SECONDS))
+            finally:
+                self._main_waiting = False
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
@@ -1134,18 +1276,22 @@ def _check_seconds(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
-def _claim(tasks: list[Task[Result]], mark: object, numbered_from: int = 0) -> None:
-    """Make the pool with this mark the owner of every task, or of none: a task runs once.
-    `numbered_from`: the first task's place in the pool's input, for the message."""
+def _claim(tasks: list[Task[Result]], mark: object) -> None:
+    """Make the pool with this mark the owner of every task, or of none: a task runs once."""
     with _claiming:
         for claimed, task in enumerate(tasks):
             if task._owner is not None:
-                where = "twice in this Pool" if task._owner is mark else "to another Pool already"
                 # Undo this pool's claims so far: the Pool is refused as a whole.
                 for earlier in tasks[:claimed]:
                     earlier._owner = None
-                raise ValueError(
-                    f"task {numbered_from + claimed} ({task!r}) was given {where}; a Task runs at "
-                    "most once, so make a new Task for each run"
-                )
+                raise _given_twice(task, claimed, task._owner is mark)
             task._owner = mark
+
+
+def _given_twice(task: Task[Any], number: int, here: bool) -> ValueError:
+    """The error for a task that already has an owner. `number`: its place in the pool's input."""
+    where = "twice in this Pool" if here else "to another Pool already"
+    return ValueError(
+        f"task {number} ({task!r}) was given {where}; a Task runs at most once, so make a new "
+        "Task for each run"
+    )

@@ -267,7 +267,7 @@ def test_iteration_takes_at_most_concurrency_tasks_ahead_of_a_slow_consumer() ->
     pool = Pool(tasks(), concurrency)
     stream = pool.stream()
     consumed = 0
-    with_room = (beyond.pool.Workers._hand_over, beyond.pool.Workers.end)
+    with_room = (beyond.pool.Workers._wait_for_room, beyond.pool.Workers.end)
     for _task in stream:
         consumed += 1
         if consumed in (1, 500):
