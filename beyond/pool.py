@@ -56,9 +56,10 @@ from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 Result = TypeVar("Result")
 
-# Guards Task._owner while a Pool claims its tasks, so that two pools built at the same moment from
-# the same task cannot both claim it. Held once per Pool for a list, once per task taken from a
-# generator; never while a task runs.
+# Guards Task._owner while a Pool claims a list's tasks, so that two pools built at the same moment
+# from the same tasks cannot both claim one, and a refused Pool undoes its claims as a whole. Held
+# once per Pool for a list; never while a task runs. A generator's tasks are claimed one by one,
+# without it (see Workers._take_from_source).
 _claiming = threading.Lock()
 
 # What each worker thread is running, for checkpoint() and current_token(): a task cannot be handed
@@ -68,22 +69,23 @@ _here = threading.local()
 # What next() gives back once a generator is exhausted: None could be a (wrong) item of its own.
 _EXHAUSTED: Any = object()
 
-# What _take_from_source gives back when iteration has no room to take one more task.
+# What _take_from_source gives back in iteration when the workers are as far ahead as they may be.
 _NO_ROOM: Any = object()
 
-# PROTOTYPE: how far ahead of the consumer workers may run, as a multiple of concurrency, with a
-# floor. Read from the environment only to measure the curve.
-import os as _os
-
-_AHEAD_TIMES = int(_os.environ.get("BEYOND_AHEAD_TIMES", "1"))
-_AHEAD_FLOOR = int(_os.environ.get("BEYOND_AHEAD_FLOOR", "0"))
-_WAKE_AT_HALF = _os.environ.get("BEYOND_WAKE", "half") == "half"
-_LOCK_FREE_CLAIM = _os.environ.get("BEYOND_CLAIM", "lock") == "free"
+# Iteration: how many tasks per worker may be taken and not yet handed to the loop over the pool.
+# Each time the workers run out of room, each of them sleeps and is woken again: a few thread
+# switches, which cost tens of microseconds. Room for 16 tasks per worker, with the workers woken
+# once half of it is free, spreads that over 8 tasks per worker; with room for 1 (the bound
+# before) a no-op task cost 10-15 times a task of run() over a list, with 16 about 1.4 times
+# (measured in /work/scratch/proto-stream/DESIGN.md). Constant memory all the same.
+AHEAD_PER_WORKER = 16
 
 
 def ahead_bound(concurrency: int) -> int:
-    """Iteration: at most this many tasks are taken and not yet handed to the loop."""
-    return max(_AHEAD_TIMES * concurrency, _AHEAD_FLOOR)
+    """Iteration: at most this many tasks are taken and not yet handed to the loop over the pool
+    (a slow loop makes the workers wait there)."""
+    return AHEAD_PER_WORKER * concurrency
+
 
 # How long past its deadline a task may still run before it is reported overdue: long enough for a
 # task that checks now and then to reach its next checkpoint, short enough to be told promptly.
@@ -515,11 +517,12 @@ class Workers(Generic[Result]):
         self._mark = mark
         # Guards every field below unless it says otherwise.
         self._lock = threading.RLock()
-        # Workers waiting for the consumer to make room (iteration only): each sleeps on a lock of
-        # its own, listed here under _lock. Whoever wakes them (the consumer, or stop(), from any
-        # thread or a signal handler) pops each lock and releases it: a pop is atomic, so each is
-        # released once even if a handler's stop() interrupts a wake-up in progress.
-        self._room_waiters: list[threading.Lock] = []
+        # Workers waiting for the consumer to make room (iteration only) sleep here. Only workers
+        # wait on a Condition: see _sleep_until for why main does not. _waiting_for_room counts
+        # the workers that began to wait since the last wake-up: whoever wakes them (the consumer,
+        # or stop()) zeroes it and notifies them all.
+        self._room_freed = threading.Condition(self._lock)
+        self._waiting_for_room = 0
         # Main (or the consumer) sleeps by acquiring this lock; whoever changes what it waits for
         # releases it (_wake_main) while _main_waiting says it sleeps.
         self._wakeup = threading.Lock()
@@ -558,12 +561,12 @@ class Workers(Generic[Result]):
         # task over costs no lock and no wake-up while the consumer is awake.
         self._streaming = False
         self._done: deque[Task[Result]] = deque()
-        # Backpressure: at most `ahead` tasks taken and not yet handed over. `_taken` is counted
+        # Backpressure: at most `_ahead` tasks taken and not yet handed over. `_taken` is counted
         # by the workers under _taking, `_handed` by the consumer alone (no lock: one writer, and
-        # an int attribute is read whole). Workers that find no room wait in _room_waiters; the
+        # an int attribute is read whole). Workers that find no room wait on _room_freed; the
         # consumer wakes them once half the room is free, or before it sleeps itself.
         self._ahead = ahead_bound(concurrency)
-        self._wake_room_at = self._ahead // 2 if _WAKE_AT_HALF else -1
+        self._wake_room_at = self._ahead // 2
         self._taken = 0
         self._handed = 0
         # Set for iteration on threads (a backend that drives its own run keeps its own room).
@@ -654,8 +657,6 @@ class Workers(Generic[Result]):
             self.current,
         )
         streaming, done = self._streaming, self._done
-        # The lock this worker sleeps on while it waits for room (made when it first has to).
-        asleep: threading.Lock | None = None
         while True:
             if pending is not None:
                 # A list, in run(): stage 3's hand-off (see begin_run). An empty deque means
@@ -675,10 +676,7 @@ class Workers(Generic[Result]):
                             self._wake_consumer()
                 taken = self._take_from_source()
                 while taken is _NO_ROOM:
-                    if asleep is None:
-                        asleep = threading.Lock()
-                        asleep.acquire()
-                    if not self._wait_for_room(asleep):
+                    if not self._wait_for_room():
                         return
                     taken = self._take_from_source()
                 if taken is None:
@@ -712,29 +710,32 @@ class Workers(Generic[Result]):
         with self._lock:
             self._wake_main()
 
-    def _wait_for_room(self, asleep: threading.Lock) -> bool:
-        """Iteration: sleep until fewer than `ahead` tasks are taken and not handed over, or the
-        pool stops; False if it stopped. `asleep`: this worker's own lock, held by it.
+    def _wait_for_room(self) -> bool:
+        """Iteration: sleep until fewer than `_ahead` tasks are taken and not handed over, or the
+        pool stops; False if it stopped.
 
-        Listed before the room is read: the consumer counts a hand-over before it looks at the
-        list, so one of the two sees the other (as in _wake_consumer), and a worker never sleeps
-        while the consumer has just made room without seeing it wait."""
-        while True:
-            with self._lock:
+        Counted in _waiting_for_room before the room is read: the consumer counts a hand-over
+        (_handed) before it reads that count, so one of the two sees the other (as in
+        _wake_consumer), and a worker never sleeps on room the consumer made without seeing it
+        wait. A count left over (this worker found room) costs the consumer one useless wake-up."""
+        with self._lock:
+            while True:
                 if self.stopped is not None:
                     return False
-                self._room_waiters.append(asleep)
+                self._waiting_for_room += 1
                 if self._taken - self._handed < self._ahead:
-                    # Only holders of _lock pop this list: it is still there.
-                    self._room_waiters.remove(asleep)
                     return True
-            asleep.acquire()
+                self._room_freed.wait()
 
     def _wake_room_waiters(self) -> None:
-        """Lock held: wake every worker waiting for room (each looks at the room again)."""
-        waiters = self._room_waiters
-        while waiters:
-            waiters.pop().release()
+        """Lock held: wake every worker waiting for room (each looks at the room again).
+
+        The count is zeroed first: a Ctrl-C between the two lines leaves the waiters to stop()
+        (the consumer's except clause calls it), which notifies them whatever the count; a Ctrl-C
+        inside notify_all() leaves the rest to that notify_all(), which tolerates it (CPython
+        gh-92530, in 3.11.7 and 3.13)."""
+        self._waiting_for_room = 0
+        self._room_freed.notify_all()
 
     def _take_from_source(self) -> Task[Result] | None:
         """The next task from the iterable, checked and claimed; None once it is exhausted, or
@@ -750,7 +751,8 @@ class Workers(Generic[Result]):
             if self.stopped is not None or self._source is None:
                 return None
             if self._room_counted and self._taken - self._handed >= self._ahead:
-                return _NO_ROOM
+                no_room: Task[Result] | None = _NO_ROOM
+                return no_room
             try:
                 task = next(self._source, _EXHAUSTED)
             except BaseException as error:
@@ -772,20 +774,14 @@ class Workers(Generic[Result]):
                 return None
             if self._sequence is None:
                 # A task from a generator is claimed as it is taken: a task runs at most once.
-                # Another pool may be claiming the same task in another thread at this moment;
-                # no lock is needed for that, because between reading _owner and writing it
-                # there is no call and no backward jump, where CPython could switch threads
-                # or run a signal handler (its eval breaker; see _work). A test checks the
-                # bytecode (test_a_generators_task_is_claimed_with_no_switch_point_between_read_and_write).
-                if _LOCK_FREE_CLAIM:
-                    owner = task._owner
-                    if owner is None:
-                        task._owner = self._mark
-                else:
-                    with _claiming:
-                        owner = task._owner
-                        if owner is None:
-                            task._owner = self._mark
+                # Another pool may be claiming the same task in another thread at this moment,
+                # and yet no lock: between reading _owner and writing it there is no call and no
+                # backward jump, the only places where CPython switches threads or runs a signal
+                # handler (its eval breaker; see _work), so no other thread runs in between.
+                # tests/test_beyond.py checks this function's bytecode for it.
+                owner = task._owner
+                if owner is None:
+                    task._owner = self._mark
                 if owner is not None:
                     given_twice = _given_twice(task, number, owner is self._mark)
                     self._source = None
@@ -877,16 +873,6 @@ class Workers(Generic[Result]):
         """
         self._sleep_until(lambda: self._running == 0)
 
-    def next_finished(self, started: int) -> Task[Result] | None:
-        """The consumer: the next finished task, waiting for one if need be; None once all
-        `started` workers have ended and every finished task has been handed over."""
-        try:
-            task = self._done.popleft()
-        except IndexError:
-            return self._next_finished_or_sleep(started)
-        self.handed_one()
-        return task
-
     def finished(self, started: int) -> Iterator[Task[Result]]:
         """The consumer: every finished task, in the order handed over, until all `started`
         workers have ended. A generator, so that the loop over the pool resumes it (the cheapest
@@ -903,52 +889,33 @@ class Workers(Generic[Result]):
             else:
                 self._handed += 1
                 # Wake workers waiting for room once half of it is free, not at every hand-over:
-                # one wake-up then lets them run several tasks each. Read without the lock: a
-                # hint, see _wait_for_room.
-                if self._room_waiters and self._taken - self._handed <= self._wake_room_at:
+                # one wake-up then lets them run several tasks each. The count is read without
+                # the lock: see _wait_for_room.
+                if self._waiting_for_room and self._taken - self._handed <= self._wake_room_at:
                     with self._lock:
                         self._wake_room_waiters()
             yield task
 
-    def handed_one(self) -> None:
-        """The consumer has taken a task from _done."""
-        self._handed += 1
-        # Wake workers waiting for room once half of it is free, not at every hand-over: one
-        # wake-up then lets them run several tasks each. Read without the lock: a hint, see
-        # _wait_for_room.
-        if self._room_waiters and self._taken - self._handed <= self._wake_room_at:
-            with self._lock:
-                self._wake_room_waiters()
-
     def _next_finished_or_sleep(self, started: int) -> Task[Result] | None:
-        """next_finished() found nothing: wake the workers waiting for room, then look again
-        and sleep until a worker hands a task over or every worker has ended."""
+        """finished() found nothing: sleep until a worker hands a task over (then take it) or
+        every worker has ended (then None)."""
         done = self._done
-        while True:
-            with self._lock:
-                # Whatever the room, the workers waiting for it must not wait for a consumer
-                # that is about to sleep.
-                self._wake_room_waiters()
-                if self._watching_deadlines:
-                    self._check_deadlines()
-                timeout = self._seconds_to_next_deadline()
-                self._wakeup.acquire(blocking=False)
-                # Set before _done is read: see _wake_consumer.
-                self._main_waiting = True
-                if done:
-                    self._main_waiting = False
-                    task = done.popleft()
-                    self._handed += 1
-                    return task
-                # Read under the lock, after _done: a worker appends its last task before it
-                # ends, and it ends under this lock.
-                if len(self._ended) >= started:
-                    self._main_waiting = False
-                    return None
-            try:
-                self._wakeup.acquire(timeout=min(timeout, SIGNAL_CHECK_SECONDS))
-            finally:
-                self._main_waiting = False
+
+        def ready() -> bool:
+            # Whatever the room, workers waiting for it must not wait for a consumer that sleeps.
+            self._wake_room_waiters()
+            # _ended read after _done, under the lock: a worker appends its last task to _done
+            # before it ends, and it ends under this lock.
+            return bool(done) or len(self._ended) >= started
+
+        self._sleep_until(ready)
+        # Only this thread pops: if ready() saw a task, it is still there.
+        try:
+            task = done.popleft()
+        except IndexError:
+            return None
+        self._handed += 1
+        return task
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
@@ -974,13 +941,16 @@ class Workers(Generic[Result]):
             with self._lock:
                 if self._watching_deadlines:
                     self._check_deadlines()
-                if ready():
-                    return
-                timeout = self._seconds_to_next_deadline()
                 # A release left over from an earlier sleep (woken as it timed out) must not end
                 # this one at once: take it back first. Non-blocking, so never interrupted.
                 self._wakeup.acquire(blocking=False)
+                # Set before ready() looks: a worker hands a finished task over without the lock,
+                # and reads this flag after its append (see _wake_consumer).
                 self._main_waiting = True
+                if ready():
+                    self._main_waiting = False
+                    return
+                timeout = self._seconds_to_next_deadline()
             try:
                 self._wakeup.acquire(timeout=min(timeout, SIGNAL_CHECK_SECONDS))
             finally:
