@@ -76,8 +76,8 @@ _NO_ROOM: Any = object()
 # Each time the workers run out of room, each of them sleeps and is woken again: a few thread
 # switches, which cost tens of microseconds. Room for 16 tasks per worker, with the workers woken
 # once half of it is free, spreads that over 8 tasks per worker; with room for 1 (the bound
-# before) a no-op task cost 10-15 times a task of run() over a list, with 16 about 1.4 times
-# (measured in /work/scratch/proto-stream/DESIGN.md). Constant memory all the same.
+# before) a no-op task cost 10-15 times a task of run() over a list, with 16 about 1.3-1.5 times
+# (issue 21's measurements). Constant memory all the same.
 AHEAD_PER_WORKER = 16
 
 
@@ -402,9 +402,10 @@ class Pool(Generic[Result]):
     def stream(self, timeout: float | None = None) -> Generator[Task[Result], None, None]:
         """Run the tasks, yielding each one as it finishes (completion order), keeping none.
 
-        At most `concurrency` tasks are taken and not yet yielded: a worker that finds that many
-        waiting for the consumer waits too, so a slow loop never lets finished tasks pile up and
-        a generator of a million tasks streams in constant memory. Tasks that never started are
+        At most 16 x `concurrency` tasks (`ahead_bound(concurrency)`) are taken and not yet
+        yielded: workers that find that many waiting for the consumer wait too (and go on once
+        half of that room is free), so a slow loop never lets finished tasks pile up and a
+        generator of a million tasks streams in constant memory. Tasks that never started are
         not yielded. Everything else is as run(): max_errors, cancel() and `timeout` stop it (the
         loop then ends once the running tasks are yielded); a panic or a bad tasks iterable is
         raised after every task that finished has been yielded; Ctrl-C while the loop waits for
@@ -778,7 +779,7 @@ class Workers(Generic[Result]):
                 # and yet no lock: between reading _owner and writing it there is no call and no
                 # backward jump, the only places where CPython switches threads or runs a signal
                 # handler (its eval breaker; see _work), so no other thread runs in between.
-                # tests/test_beyond.py checks this function's bytecode for it.
+                # tests/test_beyond_streaming.py checks this function's bytecode for it.
                 owner = task._owner
                 if owner is None:
                     task._owner = self._mark
