@@ -37,6 +37,7 @@ Workers = beyond.pool.Workers
 CONSUMER_CODE = (
     Workers.finished,
     Workers._next_finished_or_sleep,
+    Workers._sleep_until,
     Workers._wake_room_waiters,
 )
 
