@@ -4,9 +4,10 @@
 
 What it shows: the stage-4 pool (beyond/pool.py) with its threads replaced by worker coroutines:
 `concurrency` of them take tasks from the pool by the same rules (a list's deque, a generator read
-only by a free worker, at most `concurrency` tasks taken and not yet handed to the loop over the
-pool), and run each task's coroutine to its end before they take the next. Not one asyncio Task
-and a Semaphore per job: a job costs one coroutine and its awaits, and nothing waits in line.
+only by a free worker, at most `ahead_bound(concurrency)` tasks taken and not yet handed to the
+loop over the pool), and run each task's coroutine to its end before they take the next. Not one
+asyncio Task and a Semaphore per job: a job costs one coroutine and its awaits, and nothing waits
+in line.
 
 What it changes: stopping is real. A thread cannot be stopped from outside (see pool.py), but a
 coroutine can, at its next await: cancel(), Ctrl-C and leaving the loop over the pool cancel the
@@ -56,6 +57,7 @@ from beyond.pool import (
     StopReason,
     Task,
     Workers,
+    ahead_bound,
 )
 
 try:
@@ -354,9 +356,11 @@ class LoopRun(Generic[Result]):
         # future; workers resolve it when there is something new for it to look at.
         self._waiter: asyncio.Future[None] | None = None
         # Streaming only: finished tasks not yet handed over, and how many more tasks may be taken
-        # before the loop over the pool takes one (taken and not yet handed over <= concurrency).
+        # before the loop over the pool takes one (taken and not yet handed over <= the bound
+        # threads keep too, ahead_bound(concurrency): with room for one task per worker, every
+        # task of a sync loop over the pool made its worker wait on a future of its own).
         self.done: deque[Task[Result]] = deque()
-        self.room = workers.concurrency
+        self.room = ahead_bound(workers.concurrency)
         self._waiting_for_room: deque[asyncio.Future[None]] = deque()
         # For each worker, the task the pool has cancelled (so that it is cancelled once).
         self._told: list[Task[Result] | None] = [None] * len(workers.current)
@@ -494,8 +498,13 @@ class LoopRun(Generic[Result]):
         assert me is not None
         try:
             while True:
-                if streaming and not await self._room_for_one_more():
-                    return
+                if streaming:
+                    # Room to take one more: the common case without an await (a coroutine
+                    # made and run per task would cost more than the rest of this loop).
+                    if self.room > 0 and workers.stopped is None:
+                        self.room -= 1
+                    elif not await self._room_for_one_more():
+                        return
                 if pending is not None:
                     # A list in run(): stage 3's deque. Empty: all handed out, or the pool stopped.
                     try:
@@ -525,7 +534,11 @@ class LoopRun(Generic[Result]):
                 panic: BaseException | None = None
                 try:
                     if task.timeout is None and run_deadline is None:
-                        task.result = await _awaitable(task)
+                        # _awaitable, inlined for the common case: fn gave a coroutine.
+                        awaitable = task.fn()
+                        if type(awaitable) is not CoroutineType:
+                            awaitable = _checked_awaitable(task, awaitable)
+                        task.result = await awaitable
                     else:
                         task.result = await self._before_its_deadline(task)
                 except asyncio.CancelledError as cancelled:
@@ -570,8 +583,8 @@ class LoopRun(Generic[Result]):
                 self._wake()
 
     async def _room_for_one_more(self) -> bool:
-        """Streaming: wait until fewer than `concurrency` tasks are taken and not handed over;
-        take that room. False if the pool has stopped."""
+        """Streaming: wait until fewer than `ahead_bound(concurrency)` tasks are taken and not
+        handed over; take that room. False if the pool has stopped."""
         while self.room == 0 and self.workers.stopped is None:
             waiter = self.loop.create_future()
             self._waiting_for_room.append(waiter)
@@ -698,7 +711,14 @@ def _awaitable(task: Task[Any]) -> Awaitable[Any]:
     function has already run, on the loop's thread, holding up every other task meanwhile."""
     awaitable = task.fn()
     # The common case first: one type check, no ABC machinery.
-    if type(awaitable) is CoroutineType or inspect.isawaitable(awaitable):
+    if type(awaitable) is CoroutineType:
+        return awaitable
+    return _checked_awaitable(task, awaitable)
+
+
+def _checked_awaitable(task: Task[Any], awaitable: object) -> Awaitable[Any]:
+    """What fn gave, if it is awaitable though not a coroutine (a Future, say); else TypeError."""
+    if inspect.isawaitable(awaitable):
         return awaitable
     raise TypeError(
         f"task {task._name()} returned a value of type {type(awaitable).__name__}, not an "

@@ -60,9 +60,10 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload, runtime_
 
 Result = TypeVar("Result")
 
-# Guards Task._owner while a Pool claims its tasks, so that two pools built at the same moment from
-# the same task cannot both claim it. Held once per Pool for a list, once per task taken from a
-# generator; never while a task runs.
+# Guards Task._owner while a Pool claims a list's tasks, so that two pools built at the same moment
+# from the same tasks cannot both claim one, and a refused Pool undoes its claims as a whole. Held
+# once per Pool for a list; never while a task runs. A generator's tasks are claimed one by one,
+# without it (see Workers._take_from_source).
 _claiming = threading.Lock()
 
 # What each worker thread is running, for checkpoint() and current_token(): a task cannot be handed
@@ -71,6 +72,24 @@ _here = threading.local()
 
 # What next() gives back once a generator is exhausted: None could be a (wrong) item of its own.
 _EXHAUSTED: Any = object()
+
+# What _take_from_source gives back in iteration when the workers are as far ahead as they may be.
+_NO_ROOM: Any = object()
+
+# Iteration: how many tasks per worker may be taken and not yet handed to the loop over the pool.
+# Each time the workers run out of room, each of them sleeps and is woken again: a few thread
+# switches, which cost tens of microseconds. Room for 16 tasks per worker, with the workers woken
+# once half of it is free, spreads that over 8 tasks per worker; with room for 1 (the bound
+# before) a no-op task cost 10-15 times a task of run() over a list, with 16 about 1.3-1.5 times
+# (issue 21's measurements). Constant memory all the same.
+AHEAD_PER_WORKER = 16
+
+
+def ahead_bound(concurrency: int) -> int:
+    """Iteration: at most this many tasks are taken and not yet handed to the loop over the pool
+    (a slow loop makes the workers wait there)."""
+    return AHEAD_PER_WORKER * concurrency
+
 
 # How long past its deadline a task may still run before it is reported overdue: long enough for a
 # task that checks now and then to reach its next checkpoint, short enough to be told promptly.
@@ -503,9 +522,10 @@ class Pool(Generic[Result]):
     def stream(self, timeout: float | None = None) -> Generator[Task[Result], None, None]:
         """Run the tasks, yielding each one as it finishes (completion order), keeping none.
 
-        At most `concurrency` tasks are taken and not yet yielded: a worker that finds that many
-        waiting for the consumer waits too, so a slow loop never lets finished tasks pile up and
-        a generator of a million tasks streams in constant memory. Tasks that never started are
+        At most 16 x `concurrency` tasks (`ahead_bound(concurrency)`) are taken and not yet
+        yielded: workers that find that many waiting for the consumer wait too (and go on once
+        half of that room is free), so a slow loop never lets finished tasks pile up and a
+        generator of a million tasks streams in constant memory. Tasks that never started are
         not yielded. Everything else is as run(): max_errors, cancel() and `timeout` stop it (the
         loop then ends once the running tasks are yielded); a panic or a bad tasks iterable is
         raised after every task that finished has been yielded; Ctrl-C while the loop waits for
@@ -538,14 +558,14 @@ class Pool(Generic[Result]):
 
     def _stream(self, timeout: float | None) -> Generator[Task[Result], None, None]:
         workers = self._begin(streaming=True, timeout=timeout)
+        workers._room_counted = True
         threads = workers.threads()
         started = 0
         try:
             for thread in threads:
                 thread.start()
                 started += 1
-            while (task := workers.next_finished(started)) is not None:
-                yield task
+            yield from workers.finished(started)
         except BaseException as raised:
             # As in run(). GeneratorExit is the loop ending early (break, or an exception in its
             # body, which closes this generator as it unwinds): the pool is cancelled, and the
@@ -629,8 +649,11 @@ class Workers(Generic[Result]):
         # Guards every field below unless it says otherwise.
         self._lock = threading.RLock()
         # Workers waiting for the consumer to make room (iteration only) sleep here. Only workers
-        # wait on a Condition: see _sleep_until for why main does not.
+        # wait on a Condition: see _sleep_until for why main does not. _waiting_for_room counts
+        # the workers that began to wait since the last wake-up: whoever wakes them (the consumer,
+        # or stop()) zeroes it and notifies them all.
         self._room_freed = threading.Condition(self._lock)
+        self._waiting_for_room = 0
         # Main (or the consumer) sleeps by acquiring this lock; whoever changes what it waits for
         # releases it (_wake_main) while _main_waiting says it sleeps.
         self._wakeup = threading.Lock()
@@ -667,12 +690,21 @@ class Workers(Generic[Result]):
         self.cancelled = False
         # The run has ended normally: cancel() has nothing left to stop.
         self._over = False
-        # Iteration only: finished tasks not yet handed to the consumer, and how many more tasks
-        # may be taken before it takes one (taken and not yet handed <= concurrency).
+        # Iteration only. Finished tasks not yet handed to the consumer: workers append and the
+        # consumer pops without a lock (a deque's appends and pops are atomic), so that handing a
+        # task over costs no lock and no wake-up while the consumer is awake.
         self._streaming = False
         self._done: deque[Task[Result]] = deque()
-        self._room = concurrency
-        self._waiting_for_room = 0
+        # Backpressure: at most `_ahead` tasks taken and not yet handed over. `_taken` is counted
+        # by the workers under _taking, `_handed` by the consumer alone (no lock: one writer, and
+        # an int attribute is read whole). Workers that find no room wait on _room_freed; the
+        # consumer wakes them once half the room is free, or before it sleeps itself.
+        self._ahead = ahead_bound(concurrency)
+        self._wake_room_at = self._ahead // 2
+        self._taken = 0
+        self._handed = 0
+        # Set for iteration on threads (a backend that drives its own run keeps its own room).
+        self._room_counted = False
         # Deadlines. The run's, on the time.monotonic() clock; each worker's current task (a slot
         # per worker, written by that worker without the lock); the tasks reported overdue.
         self.run_deadline: float | None = None
@@ -763,6 +795,7 @@ class Workers(Generic[Result]):
             self.current,
             self._at_source,
         )
+        streaming, done = self._streaming, self._done
         while True:
             if pending is not None:
                 # A list, in run(): stage 3's hand-off (see begin_run). An empty deque means
@@ -772,14 +805,26 @@ class Workers(Generic[Result]):
                 except IndexError:
                     return
             else:
-                if self._streaming and not self._hand_over(current[number]):
-                    return
-                at_source[number] = True
-                taken = self._take_from_source()
-                # Cleared before the check below, never after: the waiting thread, once the pool
-                # has stopped, may leave without this worker while the flag is set, so the worker
-                # must then see that stop before it starts a task.
-                at_source[number] = False
+                if streaming:
+                    finished = current[number]
+                    if finished is not None:
+                        # The hand-over: no lock unless the consumer sleeps (see _wake_consumer).
+                        current[number] = None
+                        done.append(finished)
+                        if self._main_waiting:
+                            self._wake_consumer()
+                while True:
+                    at_source[number] = True
+                    taken = self._take_from_source()
+                    # Cleared before the check below, never after: the waiting thread, once the
+                    # pool has stopped, may leave without this worker while the flag is set, so
+                    # the worker must then see that stop before it starts a task. (Waiting for
+                    # room is not at the source: stop() wakes a worker there.)
+                    at_source[number] = False
+                    if taken is not _NO_ROOM:
+                        break
+                    if not self._wait_for_room():
+                        return
                 if taken is None:
                     return
                 task = taken
@@ -800,35 +845,63 @@ class Workers(Generic[Result]):
                 self._start_clock(task)
             yield task
 
-    def _hand_over(self, finished: Task[Result] | None) -> bool:
-        """Iteration: pass `finished` to the consumer, then wait for room to take another (there is
-        room again once the consumer takes a finished task). False if the pool stopped."""
+    def _wake_consumer(self) -> None:
+        """A worker that has just appended to _done and seen _main_waiting set: wake the consumer.
+
+        The hint was read without the lock; it cannot miss a consumer going to sleep. The consumer
+        sets _main_waiting (under the lock) before it looks at _done, and the worker appends to
+        _done before it reads _main_waiting: under the GIL one of the two runs first, so either
+        the worker sees the flag, or the consumer sees the task. _wake_main checks the flag again
+        under the lock, so a stale hint costs a lock and nothing else."""
         with self._lock:
-            if finished is not None:
-                self._done.append(finished)
-                self._wake_main()
-            # The consumer cannot be waiting for us here: room is 0 only while `concurrency` tasks
-            # are taken and not handed, and this worker runs none, so at least one is in _done.
-            while self._room == 0 and self.stopped is None:
+            self._wake_main()
+
+    def _wait_for_room(self) -> bool:
+        """Iteration: sleep until fewer than `_ahead` tasks are taken and not handed over, or the
+        pool stops; False if it stopped.
+
+        Counted in _waiting_for_room before the room is read: the consumer counts a hand-over
+        (_handed) before it reads that count, so one of the two sees the other (as in
+        _wake_consumer), and a worker never sleeps on room the consumer made without seeing it
+        wait. A count left over (this worker found room) costs the consumer one useless wake-up."""
+        with self._lock:
+            while True:
+                if self.stopped is not None:
+                    return False
                 self._waiting_for_room += 1
-                try:
-                    self._room_freed.wait()
-                finally:
-                    self._waiting_for_room -= 1
-            if self.stopped is not None:
-                return False
-            self._room -= 1
-            return True
+                if self._taken - self._handed < self._ahead:
+                    return True
+                self._room_freed.wait()
+
+    def _wake_room_waiters(self) -> None:
+        """Lock held: wake every worker waiting for room (each looks at the room again).
+
+        The count is zeroed first: a Ctrl-C between the two lines leaves the waiters to stop()
+        (the consumer's except clause calls it), which notifies them whatever the count; a Ctrl-C
+        inside notify_all() leaves the rest to that notify_all(), which tolerates it (CPython
+        gh-92530, in 3.11.7 and 3.13)."""
+        self._waiting_for_room = 0
+        self._room_freed.notify_all()
 
     def _take_from_source(self) -> Task[Result] | None:
         """The next task from the iterable, checked and claimed; None once it is exhausted, or
-        after it failed (which stops the pool with its error)."""
+        after it failed (which stops the pool with its error). In iteration on threads,
+        _NO_ROOM if `ahead` tasks are taken and not yet handed over.
+
+        Only workers call it: main never waits for the iterable's own code. The lock is taken
+        and released by hand, not with `with`: this runs once per task, and `with` costs twice
+        as much (it looks up and calls __enter__ and __exit__)."""
         if self.stopped is not None:
             # Not even in line for the lock: a worker stuck in next() may hold it for good.
             return None
-        with self._taking:
+        taking = self._taking
+        taking.acquire()
+        try:
             if self.stopped is not None or self._source is None:
                 return None
+            if self._room_counted and self._taken - self._handed >= self._ahead:
+                no_room: Task[Result] | None = _NO_ROOM
+                return no_room
             try:
                 task = next(self._source, _EXHAUSTED)
             except BaseException as error:
@@ -841,7 +914,7 @@ class Workers(Generic[Result]):
             # Its place in the iterable, from 0, for messages.
             number = self._given
             self._given += 1
-            if not isinstance(task, Task):
+            if type(task) is not Task and not isinstance(task, Task):
                 not_a_task = TypeError(
                     f"the tasks iterable gave a {type(task).__name__}, not a Task, as item {number}"
                 )
@@ -850,15 +923,25 @@ class Workers(Generic[Result]):
                 return None
             if self._sequence is None:
                 # A task from a generator is claimed as it is taken: a task runs at most once.
-                try:
-                    _claim([task], self._mark, numbered_from=number)
-                except ValueError as given_twice:
+                # Another pool may be claiming the same task in another thread at this moment,
+                # and yet no lock: between reading _owner and writing it there is no call and no
+                # backward jump, the only places where CPython switches threads or runs a signal
+                # handler (its eval breaker; see _work), so no other thread runs in between.
+                # tests/test_beyond_streaming.py checks this function's bytecode for it.
+                owner = task._owner
+                if owner is None:
+                    task._owner = self._mark
+                if owner is not None:
+                    given_twice = _given_twice(task, number, owner is self._mark)
                     self._source = None
                     self._stop_for_source(given_twice, str(given_twice))
                     return None
             if self._keep is not None:
                 self._keep.append(task)
+            self._taken += 1
             return task
+        finally:
+            taking.release()
 
     def _stop_for_source(self, error: BaseException, message: str) -> None:
         self.stop(StopReason.BAD_SOURCE, message, error=error)
@@ -913,7 +996,7 @@ class Workers(Generic[Result]):
                 self.cancelled = True
                 for sleeper in self._sleepers:
                     sleeper.release()
-            self._room_freed.notify_all()
+            self._wake_room_waiters()
             self._wake_main()
             if self.on_stop is not None:
                 self.on_stop(reason, cancel)
@@ -958,26 +1041,51 @@ class Workers(Generic[Result]):
             self._only_the_source_since = now
         return now - self._only_the_source_since >= SIGNAL_CHECK_SECONDS
 
-    def next_finished(self, started: int) -> Task[Result] | None:
-        """The consumer: the next finished task, waiting for one if need be; None once all
-        `started` workers have ended and every finished task has been handed over."""
+    def finished(self, started: int) -> Iterator[Task[Result]]:
+        """The consumer: every finished task, in the order handed over, until all `started`
+        workers have ended. A generator, so that the loop over the pool resumes it (the cheapest
+        hand-off per task) and the common case takes no lock: pop, count, yield."""
+        done = self._done
         while True:
-            with self._lock:
-                if self._done:
-                    task = self._done.popleft()
-                    self._room += 1
-                    if self._waiting_for_room:
-                        self._room_freed.notify()
-                    return task
-                if len(self._ended) >= started or self._only_the_source_is_left():
-                    return None
-            self._sleep_until(
-                lambda: (
-                    bool(self._done)
-                    or len(self._ended) >= started
-                    or self._only_the_source_is_left()
-                )
-            )
+            try:
+                task = done.popleft()
+            except IndexError:
+                found = self._next_finished_or_sleep(started)
+                if found is None:
+                    return
+                task = found
+            else:
+                self._handed += 1
+                # Wake workers waiting for room once half of it is free, not at every hand-over:
+                # one wake-up then lets them run several tasks each. The count is read without
+                # the lock: see _wait_for_room.
+                if self._waiting_for_room and self._taken - self._handed <= self._wake_room_at:
+                    with self._lock:
+                        self._wake_room_waiters()
+            yield task
+
+    def _next_finished_or_sleep(self, started: int) -> Task[Result] | None:
+        """finished() found nothing: sleep until a worker hands a task over (then take it) or
+        every worker has ended (then None)."""
+        done = self._done
+
+        def ready() -> bool:
+            # Whatever the room, workers waiting for it must not wait for a consumer that sleeps.
+            self._wake_room_waiters()
+            # _ended read after _done, under the lock: a worker appends its last task to _done
+            # before it ends, and it ends under this lock.
+            # Or only workers at the tasks iterable are left, once the pool has stopped: they
+            # run no task, and the consumer does not wait for them (see _only_the_source_is_left).
+            return bool(done) or len(self._ended) >= started or self._only_the_source_is_left()
+
+        self._sleep_until(ready)
+        # Only this thread pops: if ready() saw a task, it is still there.
+        try:
+            task = done.popleft()
+        except IndexError:
+            return None
+        self._handed += 1
+        return task
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
@@ -1004,14 +1112,17 @@ class Workers(Generic[Result]):
                 seen = self._changes  # read before ready(): never newer than what it tested
                 if self._watching_deadlines:
                     self._check_deadlines()
-                if ready():
-                    return
-                timeout = self._seconds_to_next_deadline()
-                self._looked_at = seen if timeout == math.inf else None  # a deadline wakes it
                 # A release left over from an earlier sleep (woken as it timed out) must not end
                 # this one at once: take it back first. Non-blocking, so never interrupted.
                 self._wakeup.acquire(blocking=False)
+                # Set before ready() looks: a worker hands a finished task over without the lock,
+                # and reads this flag after its append (see _wake_consumer).
                 self._main_waiting = True
+                if ready():
+                    self._main_waiting = False
+                    return
+                timeout = self._seconds_to_next_deadline()
+                self._looked_at = seen if timeout == math.inf else None  # a deadline wakes it
             try:
                 self._wakeup.acquire(timeout=min(timeout, SIGNAL_CHECK_SECONDS))
             finally:
@@ -1364,18 +1475,22 @@ def _check_seconds(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
-def _claim(tasks: list[Task[Result]], mark: object, numbered_from: int = 0) -> None:
-    """Make the pool with this mark the owner of every task, or of none: a task runs once.
-    `numbered_from`: the first task's place in the pool's input, for the message."""
+def _claim(tasks: list[Task[Result]], mark: object) -> None:
+    """Make the pool with this mark the owner of every task, or of none: a task runs once."""
     with _claiming:
         for claimed, task in enumerate(tasks):
             if task._owner is not None:
-                where = "twice in this Pool" if task._owner is mark else "to another Pool already"
                 # Undo this pool's claims so far: the Pool is refused as a whole.
                 for earlier in tasks[:claimed]:
                     earlier._owner = None
-                raise ValueError(
-                    f"task {numbered_from + claimed} ({task!r}) was given {where}; a Task runs at "
-                    "most once, so make a new Task for each run"
-                )
+                raise _given_twice(task, claimed, task._owner is mark)
             task._owner = mark
+
+
+def _given_twice(task: Task[Any], number: int, here: bool) -> ValueError:
+    """The error for a task that already has an owner. `number`: its place in the pool's input."""
+    where = "twice in this Pool" if here else "to another Pool already"
+    return ValueError(
+        f"task {number} ({task!r}) was given {where}; a Task runs at most once, so make a new "
+        "Task for each run"
+    )

@@ -254,8 +254,11 @@ def test_run_takes_from_a_generator_only_when_a_worker_is_free() -> None:
     assert (produced, len(pool.tasks)) == (50, 50)
 
 
-def test_iteration_takes_at_most_concurrency_tasks_ahead_of_a_slow_consumer() -> None:
+def test_iteration_takes_at_most_the_stated_bound_of_tasks_ahead_of_a_slow_consumer() -> None:
     concurrency = 3
+    # The bound Pool.stream() states: 16 tasks per worker.
+    ahead = beyond.pool.ahead_bound(concurrency)
+    assert ahead == 16 * concurrency
     produced = 0
 
     def tasks() -> Iterator[Task[int]]:
@@ -267,7 +270,7 @@ def test_iteration_takes_at_most_concurrency_tasks_ahead_of_a_slow_consumer() ->
     pool = Pool(tasks(), concurrency)
     stream = pool.stream()
     consumed = 0
-    with_room = (beyond.pool.Workers._hand_over, beyond.pool.Workers.end)
+    with_room = (beyond.pool.Workers._wait_for_room, beyond.pool.Workers.end)
     for _task in stream:
         consumed += 1
         if consumed in (1, 500):
@@ -280,8 +283,11 @@ def test_iteration_takes_at_most_concurrency_tasks_ahead_of_a_slow_consumer() ->
                 ),
                 "every worker waits for room or has ended",
             )
-        # Taken and not yet handed to this loop: at most `concurrency`.
-        assert produced <= consumed + concurrency
+            # They went as far ahead as the bound lets them, less what this loop has taken
+            # since: they are woken once half of the room is free, not at every task.
+            assert ahead // 2 < produced - consumed <= ahead
+        # Taken and not yet handed to this loop: at most `ahead`.
+        assert produced <= consumed + ahead
     assert consumed == produced == 1000
     assert pool.tasks == []
 

@@ -36,6 +36,7 @@ except ModuleNotFoundError:
 import beyond.asyncio_backend
 from beyond import Cancelled, OverdueWarning, Pool, StopReason, Task
 from beyond.asyncio_backend import Asyncio
+from beyond.pool import ahead_bound
 from deadlock_watch import current_frames
 
 LOOPS = ["uvloop", "standard"]
@@ -357,23 +358,27 @@ def counting_source(total: int) -> tuple[list[int], Iterator[Task[int]]]:
     return produced, tasks()
 
 
-def test_iteration_from_synchronous_code_takes_at_most_concurrency_tasks_ahead(loop: str) -> None:
+def test_iteration_from_synchronous_code_takes_at_most_the_stated_bound_of_tasks_ahead(
+    loop: str,
+) -> None:
     concurrency = 3
-    produced, tasks = counting_source(200)
+    ahead = ahead_bound(concurrency)
+    produced, tasks = counting_source(500)
     consumed = 0
     for _task in make_pool(tasks, concurrency, loop):
         consumed += 1
-        # Taken and not yet handed to this loop: at most `concurrency`, and no task runs while
-        # this body does (the loop is driven step by step).
-        assert produced[0] <= consumed + concurrency
-    assert consumed == produced[0] == 200
+        # Taken and not yet handed to this loop: at most `ahead`, and no task runs while this
+        # body does (the loop is driven step by step).
+        assert produced[0] <= consumed + ahead
+    assert consumed == produced[0] == 500
 
 
 def test_async_iteration_lets_workers_run_ahead_while_the_body_awaits_but_no_further(
     loop: str,
 ) -> None:
     concurrency = 3
-    produced, tasks = counting_source(100)
+    ahead = ahead_bound(concurrency)
+    produced, tasks = counting_source(300)
 
     async def main() -> int:
         consumed = 0
@@ -383,10 +388,10 @@ def test_async_iteration_lets_workers_run_ahead_while_the_body_awaits_but_no_fur
                 # A slow body that awaits: the workers go as far as backpressure lets them.
                 for _ in range(20):
                     await asyncio.sleep(0)
-                assert produced[0] == min(consumed + concurrency, 100)
+                assert produced[0] == min(consumed + ahead, 300)
         return consumed
 
-    assert finish_within(10, lambda: on_a_loop(loop, main)) == 100
+    assert finish_within(10, lambda: on_a_loop(loop, main)) == 300
 
 
 @pytest.mark.parametrize("mode", MODES)

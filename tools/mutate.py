@@ -119,6 +119,7 @@ T_WATCHDOG_ASYNCIO = (
 T_WATCHDOG_POOLS = ("tests/test_watchdog_pools.py",)
 T_BEYOND = (
     "tests/test_beyond.py",
+    "tests/test_beyond_streaming.py",
     "tests/test_beyond_interrupts.py",
     "tests/test_beyond_demo.py",
 )
@@ -842,15 +843,16 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "beyond-no-backpressure",
         BEYOND,
-        "while self._room == 0 and self.stopped is None:",
-        "while False:",
+        "if self._room_counted and self._taken - self._handed >= self._ahead:",
+        "if False:",
         T_BEYOND,
     ),
     _mutant(
         "beyond-the-consumer-is-never-woken",
         BEYOND,
-        "                self._done.append(finished)\n                self._wake_main()",
-        "                self._done.append(finished)",
+        "                        if self._main_waiting:\n"
+        "                            self._wake_consumer()",
+        "                        pass",
         T_BEYOND,
     ),
     _mutant(
@@ -905,8 +907,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "beyond-the-consumer-never-frees-room",
         BEYOND,
-        "                    self._room += 1\n",
-        "\n",
+        "                self._handed += 1\n                # Wake workers",
+        "                # Wake workers",
         T_BEYOND,
     ),
     _mutant(
@@ -927,8 +929,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "beyond-finished-tasks-are-not-handed-over",
         BEYOND,
-        "if self._streaming and not self._hand_over(current[number]):",
-        "if self._streaming and not self._hand_over(None):",
+        "                        done.append(finished)\n",
+        "",
         T_BEYOND,
     ),
     _mutant(
@@ -968,6 +970,21 @@ MUTANTS: tuple[Mutant, ...] = (
         BEYOND,
         "            if deadline is None or task is None or task in self.overdue:",
         "            if deadline is None or task is None:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-stop-leaves-workers-waiting-for-room-asleep",
+        BEYOND,
+        "            self._wake_room_waiters()\n            self._wake_main()",
+        "            self._wake_main()",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-generators-task-is-claimed-across-a-switch-point",
+        BEYOND,
+        "                if owner is None:\n                    task._owner = self._mark",
+        "                if owner is None:\n                    len(self._tasks)\n"
+        "                    task._owner = self._mark",
         T_BEYOND,
     ),
     _mutant(
@@ -1030,8 +1047,9 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "beyond-a-worker-stays-counted-at-the-generator-for-good",
         BEYOND,
-        "                at_source[number] = False\n                if taken is None:",
-        "                if taken is None:",
+        "                    at_source[number] = False\n"
+        "                    if taken is not _NO_ROOM:",
+        "                    if taken is not _NO_ROOM:",
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
