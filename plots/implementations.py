@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 import beyond
 import errors_channel.pool
 import naive.pool
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 from plots.dask_child import DaskChild
 from robust import Pool, Task
 

@@ -33,10 +33,10 @@ try:
 except ModuleNotFoundError:
     pytest.skip(NEEDS_UVLOOP, allow_module_level=True)
 
-import beyond.asyncio_backend
+import beyond.backends.event_loop
 from beyond import Cancelled, OverdueWarning, Pool, StopReason, Task
-from beyond.asyncio_backend import Asyncio
-from beyond.pool import ahead_bound
+from beyond.backends.event_loop import Asyncio
+from beyond.scheduler import ahead_bound
 from deadlock_watch import current_frames
 
 LOOPS = ["uvloop", "standard"]
@@ -150,7 +150,7 @@ def test_backend_asyncio_runs_on_uvloop_when_it_is_installed_and_says_so() -> No
 def test_without_uvloop_the_standard_loop_runs_and_asking_for_uvloop_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(beyond.asyncio_backend, "uvloop", None)
+    monkeypatch.setattr(beyond.backends.event_loop, "uvloop", None)
     assert Asyncio().loop == "standard"
     with pytest.raises(ImportError) as refused:
         Asyncio("uvloop")
@@ -212,7 +212,7 @@ def observed_task(
         # The pool's own record of failures, read as the task starts: with worker coroutines
         # nothing may start once it has reached the limit.
         assert seen.pool is not None
-        if limit is not None and len(seen.pool._workers.failures) >= limit:
+        if limit is not None and len(seen.pool._scheduler.failures) >= limit:
             seen.started_after_limit.append(index)
         seen.calls[index] = seen.calls.get(index, 0) + 1
         for _ in range(awaits):

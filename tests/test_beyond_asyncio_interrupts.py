@@ -23,7 +23,7 @@ from tests.child_process import Child, spawn
 CHILD = r"""
 import asyncio, contextlib, os, sys, threading
 from beyond import Cancelled, Pool, Task
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 
 loop, mode, kind = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -212,7 +212,7 @@ def test_a_second_ctrl_c_inside_a_task_is_its_panic_and_ends_the_run_all_the_sam
 NEVER_AWAITING = r"""
 import asyncio, contextlib, itertools, os, signal, sys
 from beyond import Pool, Task
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 
 loop = sys.argv[1]
 
@@ -293,7 +293,7 @@ def test_ctrl_c_starts_no_task_after_it_even_when_the_tasks_never_await(loop: st
 BETWEEN_STEPS = r"""
 import asyncio, os, signal, sys, threading
 from beyond import Pool, Task
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 
 def say(line: str) -> None:
     os.write(1, (line + "\n").encode())

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-import beyond.pool
+import beyond.scheduler
+import beyond.task
+import beyond.waiting
 from beyond import Pool, StopReason, Task
 from tests.conftest import finish_within
 
@@ -29,16 +31,16 @@ def no_thread_left_behind() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def wake_ups_are_not_covered_by_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in test_beyond.py: a wake-up the pool forgets hangs the test instead of costing 50 ms."""
-    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 60.0)
+    monkeypatch.setattr(beyond.waiting, "SIGNAL_CHECK_SECONDS", 60.0)
 
 
-Workers = beyond.pool.Workers
+Scheduler = beyond.scheduler.Scheduler
 # Everything the consumer (the thread looping over the pool) runs of the pool's own code per task.
 CONSUMER_CODE = (
-    Workers.finished,
-    Workers._next_finished_or_sleep,
-    Workers._sleep_until,
-    Workers._wake_room_waiters,
+    Scheduler.finished,
+    Scheduler._next_finished_or_sleep,
+    Scheduler._sleep_until,
+    Scheduler._wake_room_waiters,
 )
 
 
@@ -128,10 +130,10 @@ def test_a_ctrl_c_at_any_instruction_of_the_consumer_stops_the_pool_and_ends_eve
 
 
 def test_a_generators_task_is_claimed_with_no_switch_point_between_read_and_write() -> None:
-    # Workers._take_from_source claims a generator's task without a lock: it reads task._owner
-    # and writes it with nothing in between where CPython could switch threads or run a signal
+    # beyond.task.claim claims a generator's task without a lock: it reads task._owner and
+    # writes it with nothing in between where CPython could switch threads or run a signal
     # handler: no call, no backward jump (the eval breaker runs at those), no yield.
-    code = list(dis.get_instructions(Workers._take_from_source))
+    code = list(dis.get_instructions(beyond.task.claim))
     reads = [
         i for i, ins in enumerate(code) if ins.opname == "LOAD_ATTR" and ins.argval == "_owner"
     ]
