@@ -11,8 +11,8 @@ from pathlib import Path
 
 from demo_args import DemoArgumentParser
 from plots.draw import DRAWERS, draw_all
-from plots.implementations import WrongResults
 from plots.measure import Sizes, measure_all
+from plots.workloads import WrongResults
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 

@@ -34,16 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from plots.contenders import MATRIX, Contender, GoProgram
 from plots.failures import (
-    CONTENDERS,
     GIVE_UP,
     POST,
     SIGINT,
     SYSTEM_EXIT,
     WORKERS,
     WORKLOADS,
-    Contender,
-    GoProgram,
     Workload,
     record,
 )
@@ -540,7 +538,7 @@ def measure_failures(
     sigint_job_seconds: float,
     parallel: int,
     progress_for: Callable[[int], Steps],
-    contenders: Sequence[Contender] = CONTENDERS,
+    contenders: Sequence[Contender] = MATRIX,
     workloads: Iterable[Workload] = WORKLOADS,
     scratch: Path | None = None,
     go: GoPrograms | None = None,

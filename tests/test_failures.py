@@ -22,18 +22,9 @@ import matplotlib.image
 import pytest
 
 import plots.measure
+from plots.contenders import GO, MATRIX, STDLIB, Contender
 from plots.draw import VERDICT_COLOURS, draw_all
-from plots.failures import (
-    CONTENDERS,
-    GIVE_UP,
-    GO,
-    POST,
-    SIGINT,
-    STDLIB,
-    SYSTEM_EXIT,
-    Contender,
-    Workload,
-)
+from plots.failures import GIVE_UP, POST, SIGINT, SYSTEM_EXIT, Workload
 from plots.failures_measure import (
     NOT_MEASURED,
     PROPERTIES,
@@ -67,7 +58,7 @@ class Quiet:
 # The Dask row starts a cluster of 3 worker processes for each of its runs: many seconds each on
 # this 2-core machine, before its clock starts, so that the matrix's quick run measures it but the
 # test run leaves it out (tests/test_beyond_dask.py tests the pool on a cluster).
-IN_THE_TEST_RUN = [c for c in CONTENDERS if c.name != "beyond on Dask (LocalCluster)"]
+IN_THE_TEST_RUN = [c for c in MATRIX if c.name != "beyond on Dask (LocalCluster)"]
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +302,7 @@ GO_BEHAVIOUR: dict[str, dict[str, Check]] = {
 
 
 def test_every_go_contender_has_its_behaviour_pinned() -> None:
-    go_rows = {contender.name for contender in CONTENDERS if contender.kind == GO}
+    go_rows = {contender.name for contender in MATRIX if contender.kind == GO}
     assert set(GO_BEHAVIOUR) == go_rows
     for name, checks in GO_BEHAVIOUR.items():
         assert set(checks) == {prop.name for prop in PROPERTIES}, name
@@ -345,7 +336,7 @@ def test_without_go_the_go_rows_say_not_measured_and_the_figure_still_draws(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    go_rows = [contender for contender in CONTENDERS if contender.kind == GO]
+    go_rows = [contender for contender in MATRIX if contender.kind == GO]
     rows = measure_failures(0.01, 0.01, 2, progress_for=lambda steps: Quiet(), contenders=go_rows)
 
     assert len(rows) == len(go_rows) * len(PROPERTIES)
@@ -358,7 +349,7 @@ def test_without_go_the_go_rows_say_not_measured_and_the_figure_still_draws(
 
 
 def test_a_go_program_that_was_not_built_says_why_in_its_cells() -> None:
-    go_rows = [contender for contender in CONTENDERS if contender.kind == GO]
+    go_rows = [contender for contender in MATRIX if contender.kind == GO]
     failed = GoPrograms(None, {}, {"go": "go1.19.8"}, "go build failed")
     rows = measure_failures(
         0.01, 0.01, 2, progress_for=lambda steps: Quiet(), contenders=go_rows, go=failed
@@ -367,7 +358,7 @@ def test_a_go_program_that_was_not_built_says_why_in_its_cells() -> None:
 
 
 def test_every_standard_library_contender_has_its_behaviour_pinned() -> None:
-    stdlib = {contender.name for contender in CONTENDERS if contender.kind == STDLIB}
+    stdlib = {contender.name for contender in MATRIX if contender.kind == STDLIB}
     assert set(STDLIB_BEHAVIOUR) == stdlib
     for name, checks in STDLIB_BEHAVIOUR.items():
         assert set(checks) == {prop.name for prop in PROPERTIES}, name
@@ -427,7 +418,7 @@ def run_of(
     workload: Workload = GIVE_UP,
     orphans: int = 0,
 ) -> ChildRun:
-    contender = Contender("by hand", STDLIB, lambda run: None)
+    contender = Contender("by hand", kind=STDLIB, runs_on="threads", call=lambda run: None)
     return ChildRun(contender, workload, status, 10.0, events, "", None, orphans)
 
 
@@ -581,7 +572,7 @@ def test_the_child_runner_has_help() -> None:
 
 
 REFERENCE = REPO_ROOT / "plots" / "reference" / "failures.csv"
-# Rows added to CONTENDERS since plots/reference was last measured: the next reference run
+# Rows added to the matrix since plots/reference was last measured: the next reference run
 # measures them, and this set is emptied with it (the test below fails until it is).
 NOT_YET_IN_THE_REFERENCE: set[str] = set()
 
@@ -601,6 +592,6 @@ def test_the_reference_run_was_quick_mode_and_says_so_in_the_readme() -> None:
         rows = list(csv.DictReader(file))
     in_the_reference = list(dict.fromkeys(row["contender"] for row in rows))
     assert in_the_reference == [
-        contender.name for contender in CONTENDERS if contender.name not in NOT_YET_IN_THE_REFERENCE
+        contender.name for contender in MATRIX if contender.name not in NOT_YET_IN_THE_REFERENCE
     ]
     assert len(rows) == len(in_the_reference) * len(PROPERTIES)

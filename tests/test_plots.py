@@ -12,9 +12,22 @@ import pytest
 from matplotlib.figure import Figure
 
 import plots.draw
+from beyond.processes import Processes
+from plots.contenders import (
+    BENCHMARKED,
+    CONTENDERS,
+    MATRIX,
+    ROBUST,
+    STAGE,
+    Contender,
+    colour,
+)
 from plots.draw import draw_all
-from plots.implementations import NO_OP, ROBUST, Contender, Workload, WrongResults, check
-from plots.measure import Sizes, child_records, measure_all
+from plots.failures import Run
+from plots.implementations import run_robust
+from plots.measure import Sizes, child_records, measure_all, timed_run
+from plots.start_method import START_METHOD
+from plots.workloads import NO_OP, Workload, WrongResults, check, no_op_async
 from tests.conftest import run_module
 
 EXPECTED_COLUMNS = {
@@ -96,6 +109,9 @@ def test_a_tiny_run_writes_every_csv_with_its_columns_and_metadata(tiny_run: Pat
         meta = json.loads((tiny_run / f"{name}.json").read_text())
         assert meta["mode"] == "tiny"
         assert {"python", "platform", "cpu_count", "commit", "date"} <= meta.keys()
+        # How processes were started, where a contender started any.
+        starts_processes = name in ("dispatch", "io", "cpu")
+        assert meta.get("start_method") == (START_METHOD if starts_processes else None), name
 
     # Each CPU run carries the plain loop timed just before it: a run of its own, not the median.
     _, cpu = read_csv(tiny_run / "cpu.csv")
@@ -184,6 +200,8 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
     assert "about 0.5 ms each" in tiny and "about 1 ms" not in tiny
     assert "Stage 2 (3 workers)" in tiny
     assert "target" not in tiny
+    assert " | ".join(shown["cpu"]).count(f"processes started by {START_METHOD}") == 1
+    assert "processes started by" not in " | ".join(shown["deadlock_map"])
 
     # Change the metadata alone, and the labels follow it.
     meta = json.loads((tmp_path / "io.json").read_text())
@@ -191,6 +209,7 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
     (tmp_path / "io.json").write_text(json.dumps(meta))
     meta = json.loads((tmp_path / "cpu.json").read_text())
     meta["sizes"]["cpu_task_seconds"] = 0.0025
+    meta["start_method"] = "spawn"
     (tmp_path / "cpu.json").write_text(json.dumps(meta))
     meta = json.loads((tmp_path / "deadlock_map.json").read_text())
     meta["sizes"]["map_workers"] = 5
@@ -201,6 +220,7 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
     assert "each runs 7 tasks" in changed
     assert "robust's target: 0.5 at 4 workers" in changed
     assert "about 2.5 ms each" in changed
+    assert "processes started by spawn" in changed
     assert "Stage 2 (5 workers)" in changed
 
 
@@ -242,11 +262,13 @@ def test_redraw_with_nothing_to_draw_is_a_clear_error(tmp_path: Path) -> None:
 
 def off_by_one(work: Workload, job_count: int, workers: int) -> list[int]:
     """A broken pool: it loses the last job."""
-    return ROBUST.run(work, job_count, workers)[:-1]
+    return run_robust(work, job_count, workers)[:-1]
 
 
 def test_a_run_with_wrong_results_is_refused_not_recorded(tmp_path: Path) -> None:
-    broken = Contender("broken", off_by_one, "threads")
+    broken = Contender(
+        "broken", kind=STAGE, runs_on="threads", figures=("dispatch",), run=off_by_one
+    )
     sizes = dataclasses.replace(Sizes.tiny(), benchmarks=("dispatch",))
 
     with pytest.raises(WrongResults, match="broken"):
@@ -256,7 +278,7 @@ def test_a_run_with_wrong_results_is_refused_not_recorded(tmp_path: Path) -> Non
 
 
 def test_the_check_itself_accepts_right_and_refuses_swapped_results() -> None:
-    assert sorted(ROBUST.run(NO_OP, 50, 4)) == [2 * job for job in range(1, 51)]
+    assert sorted(run_robust(NO_OP, 50, 4)) == [2 * job for job in range(1, 51)]
     check([4, 2, 6], 3, "in any order")
     with pytest.raises(WrongResults):
         check([2, 2, 6], 3, "one doubled, one lost")
@@ -266,3 +288,80 @@ def test_a_child_that_exits_2_without_a_deadlock_report_is_not_counted_as_a_dead
     # argparse exits with 2 too; only the watchdog's record makes an exit 2 a deadlock.
     with pytest.raises(RuntimeError, match="failed"):
         child_records(["deadlock-cell", "--jobs", "not-a-number"], timeout=30)
+
+
+# --- The contenders (plots/contenders.py): one table, read by every benchmark and the matrix. ---
+
+
+def test_every_contender_has_a_name_of_its_own_and_a_colour_in_its_figures() -> None:
+    names = [contender.name for contender in CONTENDERS]
+    assert len(names) == len(set(names))
+    for contender in CONTENDERS:
+        if contender.figures:
+            assert colour(contender.name) is not None, contender.name
+    # The Go pool's name carries its release, and keeps Go's blue.
+    assert colour("Go 1.19 pool (goroutines)") == "#00add8"
+
+
+def test_a_contender_cannot_be_in_a_figure_without_a_run_for_it() -> None:
+    with pytest.raises(ValueError, match="a run for the figures"):
+        Contender("runless", kind=STAGE, runs_on="threads", figures=("dispatch",))
+    with pytest.raises(ValueError, match="no such figure"):
+        Contender("lost", kind=STAGE, runs_on="threads", figures=("speed",), run=run_robust)
+    with pytest.raises(ValueError, match="memory run"):
+        Contender("forgetful", kind=STAGE, runs_on="threads", figures=("memory",))
+
+
+def test_the_benchmarks_measure_each_contender_in_its_figures_only(tmp_path: Path) -> None:
+    # robust is in every figure; the stand-in is in the dispatch figure alone.
+    dispatch_only = Contender(
+        "dispatch only", kind=STAGE, runs_on="threads", figures=("dispatch",), run=run_robust
+    )
+    sizes = dataclasses.replace(Sizes.tiny(), benchmarks=("dispatch", "io", "cpu"))
+    measure_all(tmp_path, sizes, contenders=[ROBUST, dispatch_only], with_go=False)
+
+    def names(benchmark: str) -> set[str]:
+        return {row["implementation"] for row in read_csv(tmp_path / f"{benchmark}.csv")[1]}
+
+    assert names("dispatch") == {"plain loop", "robust", "dispatch only"}
+    assert names("io") == {"hand-written threads, static split", "robust"}
+    assert names("cpu") == {"plain loop", "robust"}
+    # No contender here starts a process, and the metadata say nothing of how.
+    assert "start_method" not in json.loads((tmp_path / "cpu.json").read_text())
+
+
+# Set in this process while the pools below run. A child forked from it has a copy of this list
+# as it was at the fork; a child started by forkserver or spawn imports this module afresh (the
+# forkserver preloads only the project's packages, not the tests) and finds it empty.
+SET_IN_THE_PARENT: list[str] = []
+
+
+def not_forked(job: int) -> int:
+    """The job's double, in a process that was not forked from the test's; -1 in one that was,
+    which the benchmark's check refuses."""
+    return -1 if SET_IN_THE_PARENT else job * 2
+
+
+def test_every_process_pool_starts_its_processes_as_stage_4_does() -> None:
+    # Stage 4 on processes never forks (a threaded parent's fork can deadlock the child); its
+    # peers must start theirs the same way for the comparison to be fair.
+    assert Processes().start_method == START_METHOD != "fork"
+    work = Workload(not_forked, no_op_async)
+    pools = [c for c in BENCHMARKED if c.runs_on == "processes"]
+    callers = [c for c in MATRIX if c.runs_on == "processes"]
+    assert len(pools) == 4  # Pool.map twice, stage 4 on processes twice
+    assert len(callers) == 4  # ProcessPoolExecutor, Pool.map, Pool.imap_unordered, stage 4
+    SET_IN_THE_PARENT.append("forked")
+    try:
+        for contender in pools:
+            # timed_run refuses a run whose results are not every job doubled.
+            assert timed_run(contender, work, 6, 2) > 0, contender.name
+        for contender in callers:
+            assert callable(contender.call)
+            run = Run(not_forked, no_op_async, [1, 2, 3, 4], 2, "/dev/null")
+            contender.call(run)
+            assert not run.errors, contender.name
+            results = [value for _, value in run.results if isinstance(value, int)]
+            assert sorted(results) == [2, 4, 6, 8], contender.name
+    finally:
+        SET_IN_THE_PARENT.clear()
