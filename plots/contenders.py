@@ -21,6 +21,7 @@ here beside the entry when it is used nowhere else), and a test that runs it
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import KW_ONLY, dataclass
 from functools import partial
 
@@ -265,10 +266,22 @@ THREAD_POOL_EXECUTOR = Contender(
     call=failures.call_thread_pool_map,
     says_when_it_waits=True,
 )
+
+
+def run_thread_pool_as_completed(work: Workload, job_count: int, workers: int) -> list[int]:
+    """A Future per job, submitted up front, each result read as it completes."""
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        futures = [executor.submit(work.call, job) for job in range(1, job_count + 1)]
+        return [future.result() for future in as_completed(futures)]
+
+
 THREAD_POOL_AS_COMPLETED = Contender(
     "ThreadPoolExecutor submit + as_completed",
     kind=STDLIB,
     runs_on="threads",
+    colour="#a63603",
+    figures=("dispatch",),
+    run=run_thread_pool_as_completed,
     call=failures.call_thread_pool_as_completed,
 )
 THREAD_POOL_EXECUTOR_BUFFERED = Contender(

@@ -19,6 +19,7 @@ from plots.contenders import (
     MATRIX,
     ROBUST,
     STAGE,
+    THREAD_POOL_AS_COMPLETED,
     Contender,
     colour,
 )
@@ -301,6 +302,14 @@ def test_every_contender_has_a_name_of_its_own_and_a_colour_in_its_figures() -> 
             assert colour(contender.name) is not None, contender.name
     # The Go pool's name carries its release, and keeps Go's blue.
     assert colour("Go 1.19 pool (goroutines)") == "#00add8"
+
+
+def test_submit_and_as_completed_joins_the_dispatch_figure_beside_its_matrix_row() -> None:
+    # The last contender added: one entry in plots/contenders.py, and this test.
+    assert THREAD_POOL_AS_COMPLETED in BENCHMARKED and THREAD_POOL_AS_COMPLETED in MATRIX
+    assert THREAD_POOL_AS_COMPLETED.figures == ("dispatch",)
+    # timed_run checks every result (each job doubled, once) before it returns a time.
+    assert timed_run(THREAD_POOL_AS_COMPLETED, NO_OP, 500, 4) > 0
 
 
 def test_a_contender_cannot_be_in_a_figure_without_a_run_for_it() -> None:
