@@ -58,20 +58,28 @@ def grouped(rows: list[Row], *keys: str) -> dict[tuple[str, ...], list[Row]]:
 def caption(meta: dict[str, object]) -> str:
     # Go's version where Go programs took part in the run.
     go = f", {meta['go']}" if meta.get("go") and not why_no_go(meta) else ""
-    # How processes were started, where contenders started any (older metadata do not say).
-    processes = f"; processes started by {meta['start_method']}" if "start_method" in meta else ""
-    return (
-        f"Python {meta['python']}{go} on {meta['platform']}, {meta['cpu_count']} CPUs; "
-        f"{meta['mode']} mode, commit {meta['commit']}, {meta['date']}{processes}"
-    )
+    machine = f"Python {meta['python']}{go} on {meta['platform']}, {meta['cpu_count']} CPUs"
+    run = f"{meta['mode']} mode, commit {meta['commit']}, {meta['date']}"
+    if "start_method" not in meta:
+        return f"{machine}; {run}"
+    # How contenders started their processes, where any did (older metadata do not say): on a
+    # line of its own, since one line is as wide as the narrowest figure.
+    return f"{machine}; processes started by {meta['start_method']}\n{run}"
+
+
+# The caption's strip at the bottom: a fraction of the figure for its first line, and about a
+# 7-point line's height for each line after it.
+CAPTION_STRIP, CAPTION_LINE_INCHES = 0.03, 0.12
 
 
 def finish(figure: Figure, meta: dict[str, object], path: Path) -> None:
     # Keep a strip at the bottom for where the numbers came from, clear of axes and legends.
+    text = caption(meta)
+    strip = CAPTION_STRIP + text.count("\n") * CAPTION_LINE_INCHES / figure.get_figheight()
     engine = figure.get_layout_engine()
     if isinstance(engine, ConstrainedLayoutEngine):
-        engine.set(rect=(0, 0.03, 1, 0.97))
-    figure.text(0.01, 0.005, caption(meta), fontsize=7, color="#666666", va="bottom")
+        engine.set(rect=(0, strip, 1, 1 - strip))
+    figure.text(0.01, 0.005, text, fontsize=7, color="#666666", va="bottom")
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

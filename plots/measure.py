@@ -53,7 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each benchmark is. `quick()` fits in about a minute on 2 cores; `full()` does not."""
+    """How big each benchmark is: `quick()` for a first look (QUICK_SECONDS), `full()` for the
+    reference figures (half an hour and more), `tiny()` for the smoke test."""
 
     mode: str
     repeats: int
@@ -106,32 +107,39 @@ class Sizes:
 
     @staticmethod
     def quick() -> Sizes:
+        """What `python -m plots` measures by default, and `make demo` last: every figure, with
+        fewer repeats, worker counts and cells than full(), in QUICK_SECONDS on 2 cores. The
+        failure matrix is measured as in full(): its reference table is a quick run's."""
         return Sizes(
             mode="quick",
-            repeats=3,
+            repeats=2,
             dispatch_tasks=20_000,
             dispatch_workers=4,
-            io_workers=(1, 4, 16, 64, 256, 1024),
+            # 1,024 workers took two thirds of the I/O benchmark's time: full() has them.
+            io_workers=(1, 4, 16, 64, 256),
             io_tasks_per_worker=20,
             io_target_workers=64,
             io_target_efficiency=0.8,
             io_max_processes=16,
-            cpu_workers=(1, 2, 4, 8),
+            cpu_workers=(1, 2, 4),
             cpu_tasks=128,
             cpu_task_seconds=0.001,
-            map_error_capacities=tuple(range(11)),
-            map_failing_jobs=tuple(range(11)),
+            # Every cell is a process of its own: 63 of them show the boundary as 121 do.
+            map_error_capacities=tuple(range(7)),
+            map_failing_jobs=tuple(range(9)),
             map_parallel_cells=8,
             map_workers=3,
             timeline_work_seconds=0.3,
             failures_job_seconds=0.1,
             failures_sigint_job_seconds=0.2,
             failures_parallel_runs=12,
+            memory_repeats=1,
         )
 
     @staticmethod
     def full() -> Sizes:
-        """Publication sizes: every worker count, more tasks, more repeats (a few minutes)."""
+        """Publication sizes: every worker count, more tasks, more repeats (half an hour and more
+        on 2 cores)."""
         return replace(
             Sizes.quick(),
             mode="full",
@@ -141,6 +149,8 @@ class Sizes:
             io_max_processes=64,
             cpu_workers=(1, 2, 3, 4, 5, 6, 7, 8),
             cpu_tasks=256,
+            map_error_capacities=tuple(range(11)),
+            map_failing_jobs=tuple(range(11)),
             memory_tasks=(10_000, 30_000, 100_000, 300_000, 1_000_000),
             memory_repeats=3,
         )
@@ -443,13 +453,23 @@ TIMELINE_RUNS = (
 def measure_timelines(sizes: Sizes) -> list[dict[str, object]]:
     """5. Every job of each stage's default demo, on its worker, in time; and where it blocked."""
     progress = Progress("timeline", len(TIMELINE_RUNS))
-    rows: list[dict[str, object]] = []
-    for run, args in TIMELINE_RUNS:
+
+    def observe(run_and_args: tuple[str, list[str]]) -> list[dict[str, object]]:
+        run, args = run_and_args
         status, records = child_records(
             [*("timeline", *args), "--seconds", str(sizes.timeline_work_seconds)], 30.0
         )
         if status is None:
             raise RuntimeError(f"timeline {run}: neither finished nor reported a deadlock")
+        progress.step(run)
+        return records
+
+    # Each run is a process of its own whose jobs sleep, and each times itself from its own
+    # start: they run side by side, as the deadlock map's cells do.
+    with ThreadPoolExecutor(max_workers=len(TIMELINE_RUNS)) as executor:
+        recorded = list(executor.map(observe, TIMELINE_RUNS))
+    rows: list[dict[str, object]] = []
+    for (run, _), records in zip(TIMELINE_RUNS, recorded, strict=True):
         last_end: dict[str, float] = {}
         for record in records:
             if "job" in record:
@@ -492,7 +512,6 @@ def measure_timelines(sizes: Sizes) -> list[dict[str, object]]:
                         "kind": "deadlock reported",
                     }
                 )
-        progress.step(run)
     return rows
 
 
@@ -660,6 +679,7 @@ def measure_all(
     programs built once for the whole run); those benchmarks' metadata record its version, or why
     it is missing.
     """
+    started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     # What this machine cannot run (uvloop, Python 3.14's map(buffersize=)) is left out.
     contenders = [c for c in contenders if c.runs_here()]
@@ -714,7 +734,14 @@ def measure_all(
             # Before any timing: the first run that needed it would pay for its start. (A
             # cluster starts its processes in a child of its own, plots.dask_child.)
             start_the_forkserver()
-        for name in sizes.benchmarks:
+        for number, name in enumerate(sizes.benchmarks, 1):
+            # Which of the benchmarks, and since when: each one's own progress follows.
+            print(
+                f"benchmark {number} of {len(sizes.benchmarks)}: {name}, "
+                f"{time.monotonic() - started:.0f} s into the run",
+                file=sys.stderr,
+                flush=True,
+            )
             about = metadata(sizes)
             if starts_processes.get(name):
                 about["start_method"] = START_METHOD

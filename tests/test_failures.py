@@ -15,12 +15,15 @@ import csv
 import dataclasses
 import json
 import re
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 
+import plots.failures_measure
 import plots.measure
 from plots.contenders import GO, MATRIX, STDLIB, Contender
 from plots.draw import VERDICT_COLOURS, draw_all
@@ -30,9 +33,13 @@ from plots.failures_measure import (
     PROPERTIES,
     ChildRun,
     exit_status,
+    group_members,
+    kill_group,
+    left_behind,
     left_running,
     markdown_table,
     measure_failures,
+    multiprocessing_helper,
     read_rows,
     started_after_give_up,
     started_after_sigint,
@@ -499,6 +506,65 @@ def test_a_job_that_exits_some_other_way_than_systemexit_is_named_in_its_cell() 
     assert (
         system_exit(run_of(events, status=3, workload=SYSTEM_EXIT)).label == "exits 3; 2 of 9 ran"
     )
+
+
+# --- What a finished run left behind. ---
+
+FORKSERVER_USER = """
+from plots.start_method import start_the_forkserver
+
+if __name__ == "__main__":
+    start_the_forkserver()
+    print("ready", flush=True)
+    input()
+"""
+
+
+def test_multiprocessing_helpers_are_known_by_their_command_lines() -> None:
+    # A program in a session of its own, with its forkserver (and the resource tracker that
+    # starts with it), as a matrix run that uses a process pool has them.
+    program = subprocess.Popen(
+        [sys.executable, "-c", FORKSERVER_USER],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert program.stdout is not None and program.stdout.readline() == "ready\n"
+        members = group_members(program.pid)
+        helpers = [command for command in members if multiprocessing_helper(command)]
+        assert len(members) == 3 and len(helpers) == 2, members
+        assert not multiprocessing_helper(f"{sys.executable} -c {FORKSERVER_USER}")
+    finally:
+        kill_group(program.pid)
+        program.wait()
+
+
+def members_in_turn(*turns: list[str]) -> Iterator[list[str]]:
+    yield from turns
+    while True:
+        yield []
+
+
+def test_helpers_get_time_to_end_and_anything_else_left_is_an_orphan_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(plots.failures_measure, "ORPHAN_GRACE_SECONDS", 0.0)
+    helper = "python -c from multiprocessing.forkserver import main; main(5, 7)"
+    # Helpers that end on their own, later than the grace for other processes: no orphan.
+    turns = members_in_turn([helper], [helper], [helper])
+    monkeypatch.setattr(plots.failures_measure, "group_members", lambda group: next(turns))
+    assert left_behind(1) == 0
+    # Anything else is counted as it is found, helpers with it.
+    turns = members_in_turn(["sleep 30", helper], [])
+    monkeypatch.setattr(plots.failures_measure, "group_members", lambda group: next(turns))
+    assert left_behind(1) == 2
+    # A helper still there after its grace is left behind too.
+    monkeypatch.setattr(plots.failures_measure, "HELPER_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(plots.failures_measure, "group_members", lambda group: [helper])
+    assert left_behind(1) == 1
 
 
 # --- Wiring, the README, the child's command line. ---
