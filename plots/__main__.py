@@ -22,13 +22,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m plots",
         description="Measure the stages and their peers (ThreadPoolExecutor, asyncio, "
         "multiprocessing), write NAME.csv and its metadata NAME.json for each benchmark, and draw "
-        "NAME.png from them. Quick mode (the default) takes about five minutes on 2 cores.",
+        "NAME.png from them. Quick mode (the default) takes 1 to 1.5 minutes on an idle 2-core "
+        "machine, about 3 at a load average of 10.",
     )
     parser.add_argument(
         "--full",
         action="store_true",
         help="publication sizes: 100,000 dispatch tasks, 7 repeats, every worker count "
-        "(takes several minutes)",
+        "(about 20 minutes on 2 cores)",
     )
     parser.add_argument(
         "--redraw",

@@ -53,8 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each benchmark is: `quick()` for a first look (QUICK_SECONDS), `full()` for the
-    reference figures (half an hour and more), `tiny()` for the smoke test."""
+    """How big each benchmark is: `quick()` for a first look, `full()` for the reference figures,
+    `tiny()` for the smoke test."""
 
     mode: str
     repeats: int
@@ -108,8 +108,10 @@ class Sizes:
     @staticmethod
     def quick() -> Sizes:
         """What `python -m plots` measures by default, and `make demo` last: every figure, with
-        fewer repeats, worker counts and cells than full(), in QUICK_SECONDS on 2 cores. The
-        failure matrix is measured as in full(): its reference table is a quick run's."""
+        fewer repeats, worker counts and cells than full(): 181 s at a load average of 10, where
+        the sizes before these took 483 s at 16 and 128 s on a quiet machine; 1 to 1.5 minutes
+        there, by the CPU time, 0.38 of theirs. The failure matrix is measured as in full(): its
+        reference table is a quick run's."""
         return Sizes(
             mode="quick",
             repeats=2,
@@ -138,8 +140,8 @@ class Sizes:
 
     @staticmethod
     def full() -> Sizes:
-        """Publication sizes: every worker count, more tasks, more repeats (half an hour and more
-        on 2 cores)."""
+        """Publication sizes: every worker count, more tasks, more repeats (about 20 minutes on 2
+        cores: 19 at 447e452, load average 2 to 5)."""
         return replace(
             Sizes.quick(),
             mode="full",
