@@ -21,8 +21,8 @@ from typing import NoReturn
 # and on 3.11 every non-daemon start scans all earlier threads' shutdown locks
 # (threading._maintain_shutdown_locks). Starting and stopping 2,000 workers took 1.8-1.9 s, 5,000
 # took 3-13 s and 10,000 took 11-29 s (4-18 s on 3.13), the spread from other load on the machine.
-# 10,000 is under half the hard limit and about the most a demo user would wait for; README
-# "Limits" has the details.
+# 10,000 is under half the hard limit and about the most a demo user would wait for;
+# docs/limits.md has the details.
 MAX_WORKERS = 10_000
 # The most jobs a demo will queue. All jobs are queued up front: a million no-op jobs take about a
 # minute and 130-330 MB here; much more is a typing mistake, not a demo.

@@ -24,7 +24,7 @@ overdue past its deadline as in pool.py. Use more than one core: all the Python 
 Which loop: uvloop when it is installed (`pip install 'go-worker-pool-py[backends]'`), asyncio's
 own loop otherwise; `pool.backend.loop` says which, and `Asyncio(loop="standard")` picks it.
 
-Sample run (tasks that sleep 10 ms, every third failing; see the README, "Stage 4 on asyncio"):
+Sample run (tasks that sleep 10 ms, every third failing; see docs/stage4-asyncio.md):
 
     >>> pool = Pool((Task(partial(job, n), timeout=0.05) for n in range(100)), 4,
     ...             max_errors=3, backend="asyncio")

@@ -52,7 +52,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, overload, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, overload, runtime_checkable
 
 Result = TypeVar("Result")
 
@@ -105,6 +105,9 @@ class StopReason(enum.Enum):
     INTERRUPTED = "interrupted"  # Ctrl-C (or another exception) in the thread waiting for the pool
     PANIC = "panic"  # a task raised a BaseException that is not an Exception
     BAD_SOURCE = "bad source"  # the tasks iterable raised, or gave something that is not a Task
+    # The backend can run no more tasks: its worker processes cannot start, or its Dask client or
+    # scheduler is gone. run() raises the backend's error, as for a panic.
+    BACKEND_FAILED = "backend failed"
 
 
 @dataclass(frozen=True)
@@ -482,6 +485,15 @@ class Workers(Generic[Result]):
     too: CPython gh-92530, whose fix 3.11.7 and 3.13 have).
     """
 
+    # Read by the deadlock watchdog (deadlock_watch): main wakes in _sleep_until only to let a
+    # Ctrl-C in, so it sleeps for good while _looked_at == _changes (tests/test_watchdog_pools.py).
+    __deadlock_watch__: ClassVar[dict[str, str]] = {
+        "kind": "pool",
+        "polls": "_sleep_until",
+        "changes": "_changes",
+        "looked_at": "_looked_at",
+    }
+
     def __init__(
         self,
         tasks: list[Task[Result]],
@@ -506,6 +518,9 @@ class Workers(Generic[Result]):
         self._wakeup = threading.Lock()
         self._wakeup.acquire()
         self._main_waiting = False
+        # One more at each _wake_main(); the count main saw when it last found nothing to do.
+        self._changes = 0
+        self._looked_at: int | None = None
         # Tasks in Token.sleep(): each sleeps on a lock of its own, which a cancel releases.
         self._sleepers: set[threading.Lock] = set()
         # Workers that have begun and not yet ended.
@@ -775,6 +790,7 @@ class Workers(Generic[Result]):
     def _wake_main(self) -> None:
         """Lock held: wake main (or the consumer) if it sleeps, to look again at what it waits
         for. Released once per sleep: the flag is cleared with the release."""
+        self._changes += 1
         if self._main_waiting:
             self._main_waiting = False
             self._wakeup.release()
@@ -830,11 +846,13 @@ class Workers(Generic[Result]):
         """
         while True:
             with self._lock:
+                seen = self._changes  # read before ready(): never newer than what it tested
                 if self._watching_deadlines:
                     self._check_deadlines()
                 if ready():
                     return
                 timeout = self._seconds_to_next_deadline()
+                self._looked_at = seen if timeout == math.inf else None  # a deadline wakes it
                 # A release left over from an earlier sleep (woken as it timed out) must not end
                 # this one at once: take it back first. Non-blocking, so never interrupted.
                 self._wakeup.acquire(blocking=False)

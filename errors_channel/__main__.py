@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from deadlock_watch import Watchdog
 from demo_args import DemoArgumentParser, add_pool_arguments, say, whole_number
 from errors_channel import asyncio_fixes, asyncio_pool
 from errors_channel.fixes import run_draining_while_waiting, run_with_room_for_every_error
 from errors_channel.pool import ThreadStartFailed, double_evens_fail_odds, run
-from errors_channel.watchdog import Watchdog
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ queue holds, a worker suspends on `await errors.put(...)`, main awaits that work
 and the other workers soon suspend the same way. No task is ready to run, no timer is pending, no
 I/O is awaited: the event loop calls `select()` with no timeout (epoll_wait on Linux) and waits
 for something that will never come. Python does not notice (`PYTHONASYNCIODEBUG=1` prints nothing
-either); the demo's watchdog (`errors_channel/watchdog.py`) does, as Go's runtime would: it sees the
+either); the demo's watchdog (`deadlock_watch/`) does, as Go's runtime would: it sees the
 loop idle in `select()` with nothing registered that could wake it, and reports every task with
 the await it is stuck on. Unlike the threaded stage, Ctrl-C does end the raw hang
 (`--no-watchdog`), with a traceback: `asyncio.run` cancels the main task on SIGINT, and `gather`

@@ -10,23 +10,24 @@ change and nothing else. Stage 2 and its fixes import this; stage 1 needs neithe
   `queue.Queue(maxsize=0)` means *unbounded*, the opposite. `UnbufferedQueue` is the real thing: a
   put returns only once a get has taken its item.
 - `drain(items)` is Go's receive loop with `select { case x := <-ch: ... default: }`: take what is
-  waiting, never block.
+  waiting, never block; `receive_if_ready(items)` is that select once: one item, if one waits.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 Item = TypeVar("Item")
 
 
 class WaitGroup:
-    """Go's sync.WaitGroup: wait() blocks until done() has been called once per add()ed count.
+    """Go's sync.WaitGroup: wait() blocks until done() has been called once per add()ed count."""
 
-    The deadlock watchdog recognises a wait here by this class's name, so keep it.
-    """
+    # Read by the deadlock watchdog (deadlock_watch), which this stage never imports: a thread in
+    # these methods waits on a WaitGroup, and the report says "waitgroup wait".
+    __deadlock_watch__: ClassVar[dict[str, str]] = {"kind": "waitgroup"}
 
     def __init__(self) -> None:
         # Guards _count; wait() sleeps on it until the done() that brings the count to zero.
@@ -102,6 +103,14 @@ def drain(items: queue.Queue[Item]) -> list[Item]:
             drained.append(items.get_nowait())
         except queue.Empty:
             return drained
+
+
+def receive_if_ready(items: queue.Queue[Item]) -> list[Item]:
+    """Go's `select { case x := <-ch: ... default: }`: the next item if one waits; never blocks."""
+    try:
+        return [items.get_nowait()]
+    except queue.Empty:
+        return []
 
 
 def channel(capacity: int) -> queue.Queue[Item]:

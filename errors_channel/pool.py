@@ -5,10 +5,8 @@ results to know that the work is done: it waits for a WaitGroup that every worke
 
 What it builds on: stage 1; both queues get Go's capacities (go_primitives.py).
 
-What breaks: when more jobs fail than the errors queue holds, or more succeed than the results
-queue holds, workers block on puts that only main would read while main waits for them: a deadlock
-that Go reports and Python does not (see `errors_channel.watchdog`). And main reads only one error.
-`errors_channel.fixes` fixes both.
+What breaks: when more jobs fail than the errors queue holds, the workers block on it, and main
+reads it only once they are done: a deadlock. And main reads one error. fixes.py fixes both.
 
 Sample run (`python -m errors_channel --error-capacity 1`, the post's failing run):
 
@@ -16,9 +14,7 @@ Sample run (`python -m errors_channel --error-capacity 1`, the post's failing ru
     worker 2 processing job 2
     worker 3 processing job 3
     ...
-    worker 1 processing job 7
     fatal error: all threads are asleep - deadlock!
-    ...
 """
 
 from __future__ import annotations
@@ -29,8 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# What Go has and Python lacks: a WaitGroup, and queues with Go's capacities (go_primitives.py).
-from errors_channel.go_primitives import WaitGroup, channel, drain
+from errors_channel.go_primitives import WaitGroup, channel, drain, receive_if_ready
 
 # What a worker does with a job: the demo's work sleeps (standing in for I/O); the benchmarks and
 # the tests pass their own.
@@ -47,8 +42,7 @@ class ThreadStartFailed(RuntimeError):
     """The OS refused to start a worker thread; the ones already started have been stopped."""
 
 
-class JobFailed(Exception):
-    """The error a demo job fails with (Go: `fmt.Errorf("error on job %v", j)`)."""
+class JobFailed(Exception): ...  # a demo job's error (Go: `fmt.Errorf("error on job %v", j)`)
 
 
 def double_evens_fail_odds(seconds: float) -> Work:
@@ -79,14 +73,12 @@ def worker(
         try:
             result = work(job)
         except Exception as error:
-            # DEADLOCK: blocks while the errors queue is full. Only main reads it, and only once
-            # every worker is done (wait_group).
+            # DEADLOCK: blocks once the errors queue is full: main reads it only after wait_group.
             errors.put(error)
-        else:
-            # DEADLOCK: the same wait as above, once the results queue is full.
-            results.put(result)
-    # Reached only when every put above went through: a worker stuck on a put is never done.
-    wait_group.done()
+            continue
+        # DEADLOCK: the same wait as above, once the results queue is full.
+        results.put(result)
+    wait_group.done()  # never reached by a worker stuck on a put above
 
 
 def start(
@@ -155,26 +147,19 @@ def run(
 ) -> Outcome:
     """Run jobs 1..job_count on worker_count threads; return the results and at most one error."""
     # Go's example gives its channels room for 100 items, enough for its 9 jobs.
-    # Here both keep Go's capacities (0 is unbuffered), so a full one deadlocks the run as in Go.
     results: queue.Queue[int] = channel(results_capacity)
     errors: queue.Queue[Exception] = channel(error_capacity)
-    # Counts the workers still running: each marks itself done once, on its way out.
-    wait_group = WaitGroup()
+    wait_group = WaitGroup()  # each worker marks itself done once, on its way out
     wait_group.add(worker_count)
     workers = start(job_count, worker_count, work, log, wait_group, results, errors)
 
     # DEADLOCK: main sleeps here until every worker is done, while a worker blocked on a full queue
     # waits for main to read it. Neither can move: main waits on the workers, the workers on main.
     wait_group.wait()
-
     # Go: `select { case err := <-errors: ... default: }`, take one error if there is one. Every
     # other error is silently dropped: a second bug, and one no test of the happy path would show.
-    try:
-        first_error = [errors.get_nowait()]
-    except queue.Empty:
-        first_error = []
-    # The post never reads its results; the tests and benchmarks do. No worker puts any more.
-    collected = drain(results)
+    first_error = receive_if_ready(errors)
+    collected = drain(results)  # the post never reads them; the tests and benchmarks do
 
     # Go's main just returns and takes its goroutines with it. Python would keep the process alive
     # for any thread still running, so wait for every worker to reach its end marker: when run()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 
+from deadlock_watch import Watchdog
 from demo_args import DemoArgumentParser, add_pool_arguments, say, whole_number
-from errors_channel.watchdog import Watchdog
 from families import futures_nested, multiprocessing_join
 
 # Bounds for the multiprocessing demo, so that a typo cannot exhaust the machine.

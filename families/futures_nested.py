@@ -23,7 +23,7 @@ workers run only second steps, which wait for nothing, so each one finishes; the
 gets its result, and main gets every job's. For any depth of nesting, the general rule is that no
 task waits for work queued on its own executor: let the caller chain the steps instead.
 
-The deadlock watchdog (`errors_channel/watchdog.py`) sees this one, and the demo starts it as
+The deadlock watchdog (`deadlock_watch/`) sees this one, and the demo starts it as
 stage 2's does: main and every worker wait in `threading.Condition.wait()` without a timeout (a
 Future's result() waits on the future's Condition), and no other thread exists. It would not see
 an idle worker waiting for work (that wait is in C), but an idle worker would run the second step,

@@ -43,7 +43,7 @@ pipe's data in 16 pages of 4 KiB and puts a small write into the last page only 
 whole (fs/pipe.c, pipe_write), so three 1,028-byte items fill a page and 16 pages hold 48. Two
 workers share the same pipe: `--workers 2 --items 24` (48 items) finished, `--items 25` hung.
 
-What the deadlock watchdog (`errors_channel/watchdog.py`) cannot see: main waits in `waitpid`,
+What the deadlock watchdog (`deadlock_watch/`) cannot see: main waits in `waitpid`,
 C code below `Process.join()` that is not one of the Python waits the watchdog can read, so main
 counts as awake; and the stuck feeder thread lives in another process, out of its sight. Started
 before this hang, it stayed silent for the 5 s it was watched.

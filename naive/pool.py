@@ -61,8 +61,9 @@ def worker(
     # empty, and the loop ends at the first end marker. Each worker consumes exactly one marker.
     for job in iter(jobs.get, NO_MORE_JOBS):
         log(f"worker {worker_id} processing job {job}")
+        result = work(job)
         # Unbounded queue: this put never blocks, whatever main is doing.
-        results.put(work(job))
+        results.put(result)
 
 
 def start(

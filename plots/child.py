@@ -23,7 +23,7 @@ from functools import partial
 import beyond
 import errors_channel.pool
 import naive.pool
-from errors_channel.watchdog import DeadlockReport, Watchdog
+from deadlock_watch import DeadlockReport, Watchdog
 from plots.contenders import CONTENDERS
 from plots.workloads import check, no_op, quiet
 from robust import Pool, Task

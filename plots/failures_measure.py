@@ -663,7 +663,7 @@ def run_children(
             executor.shutdown(wait=True)
 
 
-# --- The README's table, rendered from the CSV. ---
+# --- The docs' table (docs/failure-matrix.md), rendered from the CSV. ---
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

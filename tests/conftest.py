@@ -16,6 +16,14 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# What a test module that needs an optional extra says when it skips for want of it: with only the
+# `test` extra installed, every module still collects, and those skip with this one line.
+NEEDS_PLOTS = "needs matplotlib, which the plots extra installs: pip install -e '.[plots]'"
+NEEDS_UVLOOP = "needs uvloop, which the backends extra installs: pip install -e '.[backends]'"
+NEEDS_DASK = (
+    "needs dask and distributed, which the backends extra installs: pip install -e '.[backends]'"
+)
+
 # Thread scheduling makes single examples slow now and then; a deadline would only add flakiness.
 settings.register_profile("threads", deadline=None)
 settings.load_profile("threads")

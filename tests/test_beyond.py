@@ -26,7 +26,7 @@ from beyond import (
     checkpoint,
     current_token,
 )
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 from tests.conftest import finish_within
 from tests.thread_probes import interrupt_thread_start
 

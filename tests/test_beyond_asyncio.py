@@ -22,15 +22,20 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 import pytest
-import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.conftest import NEEDS_UVLOOP, finish_within
+
+try:
+    import uvloop
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_UVLOOP, allow_module_level=True)
 
 import beyond.asyncio_backend
 from beyond import Cancelled, OverdueWarning, Pool, StopReason, Task
 from beyond.asyncio_backend import Asyncio
-from errors_channel.watchdog import current_frames
-from tests.conftest import finish_within
+from deadlock_watch import current_frames
 
 LOOPS = ["uvloop", "standard"]
 MODES = ["run", "iterate", "run_async", "stream_async"]

@@ -13,6 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import NEEDS_PLOTS
+
+try:
+    import matplotlib  # noqa: F401  (plots.draw, imported below, needs it)
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_PLOTS, allow_module_level=True)
+
 from plots.contenders import BEYOND_STANDARD_LOOP, BEYOND_UVLOOP, MATRIX, colour
 from plots.draw import io_asyncio_targets
 from plots.failures import JobFailed, JobSpec, Run, call_beyond_asyncio, job, job_async

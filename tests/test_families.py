@@ -207,13 +207,13 @@ def test_bad_input_is_refused_on_one_line_with_status_2(
 
 
 def test_sample_reports_point_at_the_lines_that_block() -> None:
-    # The sample reports in futures_nested's docstring and in the README must still name the
-    # waits they captured, or they teach the wrong line.
+    # The sample reports in futures_nested's docstring and in the docs (the same bug elsewhere)
+    # must still name the waits they captured, or they teach the wrong line.
     waits = {
         line_of("return rest.result()", "first_step"),
         line_of("return [job.result() for job in jobs]", "run_nested"),
     }
-    readme = (REPO_ROOT / "README.md").read_text()
-    for text in (futures_nested.__doc__ or "", readme):
+    page = (REPO_ROOT / "docs" / "same-bug-elsewhere.md").read_text()
+    for text in (futures_nested.__doc__ or "", page):
         shown = {int(n) for n in re.findall(r"families/futures_nested\.py:(\d+)", text)}
         assert shown and shown <= waits

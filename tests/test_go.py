@@ -16,9 +16,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import matplotlib.text
 import pytest
-from matplotlib.figure import Figure
+
+from tests.conftest import NEEDS_PLOTS
+
+try:
+    import matplotlib.text
+    from matplotlib.figure import Figure
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_PLOTS, allow_module_level=True)
 
 import plots.draw
 import plots.golang

@@ -9,8 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from errors_channel.go_primitives import UnbufferedQueue, WaitGroup, channel, drain
+from deadlock_watch import declared_wait
+from errors_channel.go_primitives import (
+    UnbufferedQueue,
+    WaitGroup,
+    channel,
+    drain,
+    receive_if_ready,
+)
 from tests.thread_probes import caller_of_wait, is_parked, parked_frame
+
+# Part of the lesson: `pytest -m lesson` runs these with tests/test_the_lesson.py.
+pytestmark = pytest.mark.lesson
 
 
 def wait_until_parked_or_gone(thread: threading.Thread) -> None:
@@ -104,6 +114,17 @@ def test_drain_takes_what_is_waiting_and_never_blocks() -> None:
     assert waiting.empty()
 
 
+def test_receive_if_ready_takes_one_item_if_one_waits_and_never_blocks() -> None:
+    # Go's `select { case err := <-errors: ... default: }`, as stage 2's main reads its errors.
+    empty: queue.Queue[int] = queue.Queue()
+    assert receive_if_ready(empty) == []
+    waiting: queue.Queue[int] = channel(3)
+    for item in (3, 1):
+        waiting.put(item)
+    assert receive_if_ready(waiting) == [3]
+    assert drain(waiting) == [1]
+
+
 def test_wait_group_wait_sleeps_until_the_last_done() -> None:
     wait_group = WaitGroup()
     wait_group.add(2)
@@ -187,8 +208,8 @@ def test_wait_group_refuses_a_negative_add() -> None:
     wait_group.wait()
 
 
-def test_the_watchdog_can_still_recognise_the_wait_group_by_its_class_name() -> None:
-    # errors_channel/watchdog.py names a wait "waitgroup wait" by this name, and reads the
-    # Condition.wait frame beneath it: keep both.
-    assert WaitGroup.__name__ == "WaitGroup"
+def test_the_wait_group_declares_its_wait_to_the_watchdog() -> None:
+    # deadlock_watch names a wait "waitgroup wait" from this declaration, and proves the thread
+    # asleep from the Condition.wait beneath it: keep both.
+    assert declared_wait(WaitGroup).kind == "waitgroup"
     assert isinstance(WaitGroup()._all_done, threading.Condition)

@@ -53,8 +53,7 @@ def test_an_unknown_mutant_name_is_refused_with_status_2(
 
 
 def development_notes() -> str:
-    readme = (REPO_ROOT / "README.md").read_text()
-    return readme.split("\n## Development notes\n", 1)[1].split("\n## ", 1)[0]
+    return (REPO_ROOT / "docs" / "development.md").read_text()
 
 
 def test_every_test_the_development_notes_cite_exists() -> None:

@@ -14,6 +14,9 @@ from naive.pool import run
 from tests.conftest import run_module
 from tests.thread_probes import exits_held_back
 
+# Part of the lesson: `pytest -m lesson` runs these with tests/test_the_lesson.py.
+pytestmark = pytest.mark.lesson
+
 TRACE_LINE = re.compile(r"worker (\d+) processing job (\d+)")
 
 

@@ -7,9 +7,15 @@ import dataclasses
 import json
 from pathlib import Path
 
-import matplotlib.image
 import pytest
-from matplotlib.figure import Figure
+
+from tests.conftest import NEEDS_PLOTS, run_module
+
+try:
+    import matplotlib.image
+    from matplotlib.figure import Figure
+except ModuleNotFoundError:
+    pytest.skip(NEEDS_PLOTS, allow_module_level=True)
 
 import plots.draw
 from beyond.processes import Processes
@@ -29,7 +35,6 @@ from plots.implementations import run_robust
 from plots.measure import Sizes, child_records, measure_all, timed_run
 from plots.start_method import START_METHOD
 from plots.workloads import NO_OP, Workload, WrongResults, check, no_op_async
-from tests.conftest import run_module
 
 EXPECTED_COLUMNS = {
     "dispatch": [

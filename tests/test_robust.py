@@ -16,10 +16,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 from robust import Pool, Task
 from tests.conftest import REPO_ROOT, finish_within, run_module
 from tests.thread_probes import interrupt_thread_start
+
+# Part of the lesson: `pytest -m lesson` runs these with tests/test_the_lesson.py.
+pytestmark = pytest.mark.lesson
 
 
 def returns(value: int) -> Callable[[], int]:

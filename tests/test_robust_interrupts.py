@@ -26,7 +26,7 @@ from tests.conftest import REPO_ROOT
 #   in the pool's after-a-stop wait (Workers.wait_until_none_running), where it has stopped
 #   handing out tasks. So a task that starts after that is one started after the signal.
 # - "release N once main waits": task N may end only once main is seen waiting inside the pool
-#   (its innermost frame is in robust/pool.py) with no other worker alive. A pool that is waiting
+#   (its innermost frame is in robust/) with no other worker alive. A pool that is waiting
 #   for task N is in exactly that state; a pool that has given up on it never is (it exits and
 #   cuts task N off instead).
 # - "workers K": the child answers "workers K" once exactly K worker threads are left.
@@ -34,7 +34,7 @@ from tests.conftest import REPO_ROOT
 CHILD = r"""
 import signal, sys, threading, time
 from robust import Pool, Task
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 
 computing = sys.argv[1] == "compute"
 released = [threading.Event() for _ in range(20)]
@@ -50,14 +50,14 @@ def workers_alive() -> list[threading.Thread]:
 def main_in(function: str) -> bool:
     frame = current_frames()[main.ident]
     while frame is not None:
-        if frame.f_code.co_name == function and frame.f_code.co_filename.endswith("pool.py"):
+        if frame.f_code.co_name == function and "/robust/" in frame.f_code.co_filename:
             return True
         frame = frame.f_back
     return False
 
 def main_waits_for(number: int) -> bool:
     frame = current_frames()[main.ident]
-    return len(workers_alive()) == 1 and frame.f_code.co_filename.endswith("robust/pool.py")
+    return len(workers_alive()) == 1 and "/robust/" in frame.f_code.co_filename
 
 def when(condition, then) -> None:
     def watch() -> None:
@@ -270,8 +270,8 @@ runpy.run_module("robust", run_name="__main__")
 # (the CALL instruction's eval-breaker check) and on entering each Python function (RESUME),
 # threading's own code included. A profile hook (main's only) counts those points and raises the
 # signal at the n-th; one run for each n. Left out: points inside Thread.start(), where a Ctrl-C can
-# wedge CPython's own locks whatever the pool does (see the README), and weakref callbacks, where
-# CPython prints a KeyboardInterrupt and drops it.
+# wedge CPython's own locks whatever the pool does (docs/ctrl-c-and-cpython-waits.md), and weakref
+# callbacks, where CPython prints a KeyboardInterrupt and drops it.
 SWEEP = r"""
 import json, signal, sys, threading, time
 from robust import Pool, Task

@@ -20,7 +20,7 @@ import threading
 import demo_args
 import errors_channel.fixes
 import errors_channel.pool
-import errors_channel.watchdog
+import deadlock_watch
 import naive.pool
 from tests.thread_probes import exits_held_back
 """

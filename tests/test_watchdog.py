@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 import pytest
 
-from errors_channel.watchdog import Watchdog, _Stillness, _Wait, current_frames
+from deadlock_watch import Watchdog, current_frames
+from deadlock_watch.threads import Wait
+from deadlock_watch.watchdog import Stillness
 from tests.conftest import REPO_ROOT
 from tests.watchdog_scenarios import (
     asleep_in,
@@ -349,7 +351,7 @@ SITE = test_stopping_the_watchdog_ends_its_thread.__code__
 
 
 def samples_until_deadlock(
-    stillness: _Stillness, make_waits: Callable[[], dict[int, _Wait]], seconds: float = 2.0
+    stillness: Stillness, make_waits: Callable[[], dict[int, Wait]], seconds: float = 2.0
 ) -> float | None:
     """Feed it a sample every 50 ms (on a made-up clock); when does it call it a deadlock?"""
     for step in range(int(seconds / 0.05)):
@@ -360,35 +362,35 @@ def samples_until_deadlock(
 
 
 def test_the_same_waits_for_the_grace_period_are_a_deadlock() -> None:
-    wait = {1: _Wait("condition", SITE, 10, object())}
-    assert samples_until_deadlock(_Stillness(0.3, None), lambda: wait) == pytest.approx(0.3)
+    wait = {1: Wait("condition", SITE, 10, object())}
+    assert samples_until_deadlock(Stillness(0.3, None), lambda: wait) == pytest.approx(0.3)
     # With context switches counted, the grace period starts at the first count (second sample).
-    counted = _Stillness(0.3, lambda waits: {1: 7})
+    counted = Stillness(0.3, lambda waits: {1: 7})
     assert samples_until_deadlock(counted, lambda: wait) == pytest.approx(0.35)
 
 
 def test_a_new_wait_object_at_the_same_place_means_the_thread_moved() -> None:
-    def a_new_waiter_every_time() -> dict[int, _Wait]:
-        return {1: _Wait("condition", SITE, 10, threading.Lock())}
+    def a_new_waiter_every_time() -> dict[int, Wait]:
+        return {1: Wait("condition", SITE, 10, threading.Lock())}
 
-    assert samples_until_deadlock(_Stillness(0.3, None), a_new_waiter_every_time) is None
+    assert samples_until_deadlock(Stillness(0.3, None), a_new_waiter_every_time) is None
 
 
 def test_a_grown_context_switch_count_means_the_thread_ran() -> None:
-    wait = {1: _Wait("simplequeue", SITE, 10, object())}
+    wait = {1: Wait("simplequeue", SITE, 10, object())}
     switches = iter(range(1000))
-    stillness = _Stillness(0.3, lambda waits: {1: next(switches)})
+    stillness = Stillness(0.3, lambda waits: {1: next(switches)})
     assert samples_until_deadlock(stillness, lambda: wait) is None
 
 
 def test_a_simple_queue_get_whose_count_cannot_be_read_is_never_a_deadlock() -> None:
     # A Condition wait has a wait object of its own to go by; a SimpleQueue.get() has not.
-    def unreadable() -> _Stillness:
-        return _Stillness(0.3, lambda waits: dict.fromkeys(waits))
+    def unreadable() -> Stillness:
+        return Stillness(0.3, lambda waits: dict.fromkeys(waits))
 
-    simple_queue = {1: _Wait("simplequeue", SITE, 10, object())}
+    simple_queue = {1: Wait("simplequeue", SITE, 10, object())}
     assert samples_until_deadlock(unreadable(), lambda: simple_queue) is None
-    condition = {1: _Wait("condition", SITE, 10, object())}
+    condition = {1: Wait("condition", SITE, 10, object())}
     assert samples_until_deadlock(unreadable(), lambda: condition) is not None
 
 
@@ -397,7 +399,7 @@ def test_a_simple_queue_get_whose_count_cannot_be_read_is_never_a_deadlock() -> 
 # frame that has none yet, while it holds the runtime's thread-list lock).
 LOOK_WHILE_THE_COLLECTOR_FREES_A_THREAD_LOCAL = """
 import gc, sys, threading
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 look = sys._current_frames if sys.argv[1] == "sys._current_frames" else current_frames
 class Holder: pass
 def make_garbage():

@@ -1,7 +1,7 @@
 """Look at real threads without sleeping: is one parked for good, is one still alive after run()?
 
 `is_parked` reads what a thread is doing right now from its Python frame. It relies on CPython
-internals, as errors_channel/watchdog.py does: `sys._current_frames()`, and the local names of
+internals, as the watchdog (deadlock_watch/) does: `sys._current_frames()`, and the local names of
 `threading.Condition.wait` (`waiter`, `gotit`, `timeout`), the same in 3.11, 3.12 and 3.13.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from errors_channel.watchdog import current_frames
+from deadlock_watch import current_frames
 
 _CONDITION_WAIT = threading.Condition.wait.__code__
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import functools
 import os
 import queue
@@ -35,10 +36,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+import beyond
+import robust
+from deadlock_watch import DeadlockReport, Watchdog, current_frames
+from deadlock_watch.threads import Wait
+from deadlock_watch.watchdog import classify
 from errors_channel.pool import double_evens_fail_odds
 from errors_channel.pool import run as run_errors_channel
-from errors_channel.watchdog import DeadlockReport, Watchdog, _classify, _Wait, current_frames
 from naive.pool import double_after
 from naive.pool import run as run_naive
 
@@ -260,6 +266,197 @@ def busy_executor() -> None:
         deadlock_for_good()
 
 
+# --- The pools of stages 3 and 4, whose main wakes every 50 ms only to let a Ctrl-C in ----------
+
+# Each pool scenario runs once per stage, as NAME[robust] and NAME[beyond]. They are a batch of
+# their own (pool_scenarios()), run by tests/test_watchdog_pools.py only.
+POOL_STAGES = ("robust", "beyond")
+POOL_SCENARIOS: list[str] = []
+
+
+def pool_scenario(function: Callable[[str], None]) -> Callable[[str], None]:
+    for stage in POOL_STAGES:
+        name = f"{function.__name__}[{stage}]"
+        SCENARIOS[name] = (functools.partial(function, stage), True)
+        POOL_SCENARIOS.append(name)
+    return function
+
+
+def pool_scenario_with_its_own_watchdog(function: Callable[[str], None]) -> Callable[[str], None]:
+    for stage in POOL_STAGES:
+        name = f"{function.__name__}[{stage}]"
+        SCENARIOS[name] = (functools.partial(function, stage), False)
+        POOL_SCENARIOS.append(name)
+    return function
+
+
+def run_pool(stage: str, calls: list[Callable[[], object]], concurrency: int) -> int:
+    """Stage 3's or stage 4's Pool (on threads) runs one task per call; how many finished."""
+    stages: dict[str, Any] = {"robust": robust, "beyond": beyond}
+    pool = stages[stage].Pool([stages[stage].Task(call) for call in calls], concurrency)
+    pool.run()
+    return sum(task.finished for task in pool.tasks)
+
+
+@pool_scenario
+def pool_tasks_wait_on_a_queue_nobody_feeds(stage: str) -> None:
+    # Issue 19, item 6: main's 50 ms wake-ups used to make it look awake, and the hang was silent.
+    inbox: queue.Queue[None] = queue.Queue()
+
+    def wait_for_an_item() -> None:
+        inbox.get()
+
+    run_pool(stage, [wait_for_an_item] * 3, 3)
+
+
+@pool_scenario_with_its_own_watchdog
+def pool_deadlock_torn_down_by_the_callback(stage: str) -> None:
+    # The watchdog calls back instead of ending the process; the callback feeds the queue the tasks
+    # wait on, so the pool (its main a daemon thread, its workers too) finishes, and main goes on.
+    inbox: queue.Queue[None] = queue.Queue()
+    reports: list[DeadlockReport] = []
+
+    def tear_down(report: DeadlockReport) -> None:
+        reports.append(report)
+        for _ in range(3):
+            inbox.put(None)
+
+    def wait_for_an_item() -> None:
+        inbox.get()
+
+    watchdog = Watchdog(tear_down).start()
+    runner = threading.Thread(
+        target=run_pool, args=(stage, [wait_for_an_item] * 3, 3), name="pool-main", daemon=True
+    )
+    runner.start()
+    runner.join()
+    watchdog.stop()
+    print("pool finished after the report", flush=True)
+    print(reports[0].format(), end="", flush=True)
+    print(f"threads left: {threading.active_count()}", flush=True)
+
+
+@pool_scenario_with_its_own_watchdog
+def pool_deadlock_timed(stage: str) -> None:
+    # How long after the deadlock formed (the last task parks on the queue) the report comes.
+    inbox: queue.Queue[None] = queue.Queue()
+    parked_at: list[float] = []
+
+    def report_when(report: DeadlockReport) -> None:
+        print(f"reported after {time.monotonic() - max(parked_at):.3f} s", flush=True)
+        os._exit(2)
+
+    def wait_for_an_item() -> None:
+        parked_at.append(time.monotonic())
+        inbox.get()
+
+    Watchdog(report_when).start()
+    run_pool(stage, [wait_for_an_item] * 3, 3)
+
+
+@pool_scenario
+def pool_of_slow_tasks(stage: str) -> None:
+    # Each task sleeps twice the grace period: main waits for workers that are awake.
+    print(f"finished: {run_pool(stage, [functools.partial(time.sleep, 0.6)] * 4, 2)}")
+    deadlock_for_good()
+
+
+@pool_scenario
+def pool_of_tasks_waiting_with_timeouts(stage: str) -> None:
+    # A timed wait is a way out (a timer, as in Go), even on a queue nobody feeds.
+    inbox: queue.Queue[None] = queue.Queue()
+
+    def wait_a_while() -> None:
+        with contextlib.suppress(queue.Empty):
+            inbox.get(timeout=HEALTHY_SECONDS)
+
+    print(f"finished: {run_pool(stage, [wait_a_while] * 3, 3)}")
+    deadlock_for_good()
+
+
+@pool_scenario
+def pool_waiting_on_a_running_worker(stage: str) -> None:
+    # Two tasks wait, untimed, for a third that computes for a second: everyone but the computing
+    # worker is asleep, main included, and that worker will wake them.
+    computed = threading.Event()
+
+    def compute() -> None:
+        deadline = time.monotonic() + HEALTHY_SECONDS
+        while time.monotonic() < deadline:
+            pass
+        computed.set()
+
+    print(f"finished: {run_pool(stage, [computed.wait, computed.wait, compute], 3)}")
+    deadlock_for_good()
+
+
+def rallies() -> list[Callable[[], object]]:
+    """Two tasks that bat an item back and forth twenty times through two queues."""
+    ping: queue.Queue[int] = queue.Queue()
+    pong: queue.Queue[int] = queue.Queue()
+
+    def serve() -> None:
+        for rally in range(20):
+            ping.put(rally)
+            pong.get()
+
+    def answer() -> None:
+        for _ in range(20):
+            pong.put(ping.get())
+
+    return [serve, answer]
+
+
+@pool_scenario
+def pools_ending_one_after_another(stage: str) -> None:
+    # Pool after pool for a second, each of two tasks that wait for each other by turns: workers
+    # park and wake and end all the time, at every point of main's wait.
+    deadline = time.monotonic() + HEALTHY_SECONDS
+    pools = 0
+    while time.monotonic() < deadline:
+        pools += run_pool(stage, rallies(), 2) == 2
+    print(f"pools: {pools}", flush=True)
+    deadlock_for_good()
+
+
+def beyond_stream_waiting_on_tasks_nobody_feeds() -> None:
+    # Stage 4's iteration: the consumer waits for a finished task in the same polling wait.
+    inbox: queue.Queue[None] = queue.Queue()
+
+    def wait_for_an_item() -> None:
+        inbox.get()
+
+    for _ in beyond.Pool([beyond.Task(wait_for_an_item) for _ in range(2)], 2):
+        pass
+
+
+def beyond_pool_with_a_deadline() -> None:
+    # A run's deadline wakes main, a timer: only once it has passed and every task is reported
+    # overdue (they never check) is main's wait for good.
+    inbox: queue.Queue[None] = queue.Queue()
+    started = time.monotonic()
+
+    def report_when(report: DeadlockReport) -> None:
+        print(f"reported after {time.monotonic() - started:.3f} s", flush=True)
+        print(report.format(), flush=True)
+        os._exit(2)
+
+    def wait_for_an_item() -> None:
+        inbox.get()
+
+    Watchdog(report_when).start()
+    pool = beyond.Pool([beyond.Task(wait_for_an_item) for _ in range(2)], 2, overdue_grace=0.2)
+    pool.run(timeout=HEALTHY_SECONDS)
+
+
+SCENARIOS["beyond_stream_waiting_on_tasks_nobody_feeds"] = (
+    beyond_stream_waiting_on_tasks_nobody_feeds,
+    True,
+)
+SCENARIOS["beyond_pool_with_a_deadline"] = (beyond_pool_with_a_deadline, False)
+POOL_SCENARIOS += ["beyond_stream_waiting_on_tasks_nobody_feeds", "beyond_pool_with_a_deadline"]
+
+
 # --- Signals and timers ---------------------------------------------------------------------------
 
 
@@ -472,20 +669,20 @@ def asyncio_signal_handler() -> None:
 # --- Looking at one thread of this process --------------------------------------------------
 
 
-def asleep_in(thread: threading.Thread) -> _Wait:
+def asleep_in(thread: threading.Thread) -> Wait:
     """The thread's wait, once it sleeps in one the watchdog can read (fails after 10 s)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         frame = current_frames().get(thread.ident or 0)
-        wait = _classify(frame, counts_switches=True) if frame is not None else None
+        wait = classify(frame, counts_switches=True) if frame is not None else None
         if wait is not None:
             return wait
         thread.join(0.001)
     raise AssertionError(f"{thread.name} never fell asleep")
 
 
-def sampled(thread: threading.Thread) -> _Wait | None:
-    return _classify(current_frames()[thread.ident or 0], counts_switches=True)
+def sampled(thread: threading.Thread) -> Wait | None:
+    return classify(current_frames()[thread.ident or 0], counts_switches=True)
 
 
 @contextmanager
@@ -537,8 +734,17 @@ def assert_healthy_then_reported(outcome: Outcome, *also_asleep: str, tasks: boo
 
 @functools.cache
 def every_scenario() -> Runs:
-    """Every scenario, all started on first use; any still running are killed at exit."""
-    runs = Runs(SCENARIOS)
+    """Every scenario but the pools', all started on first use; any still running are killed at
+    exit."""
+    runs = Runs(name for name in SCENARIOS if name not in POOL_SCENARIOS)
+    atexit.register(runs.close)
+    return runs
+
+
+@functools.cache
+def pool_scenarios() -> Runs:
+    """The pools' scenarios, all started on first use."""
+    runs = Runs(POOL_SCENARIOS)
     atexit.register(runs.close)
     return runs
 

@@ -19,7 +19,7 @@ A table goes stale when the code changes: every snippet must occur exactly once 
 the run refuses to start and names the stale entries (tests/test_mutate.py checks this in
 `make test`). A mutant the suite is known not to catch says why in `survives`: "Equivalent:" when
 no behaviour changes, else why no test of behaviour can catch it. It still counts as survived,
-but does not fail the run; the README's development notes list them.
+but does not fail the run; docs/development.md lists them.
 
 The last line is `mutants: K killed, S survived`. Exit status 0 if only mutants with a reason
 survived, 1 if another did, 2 for a stale table or bad arguments.
@@ -28,8 +28,10 @@ survived, 1 if another did, 2 for a stale table or bad arguments.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,12 @@ class Mutant:
     tests: tuple[str, ...]
     # Why the suite cannot catch it ("Equivalent: ..." if no behaviour changes); empty if it must.
     survives: str = ""
+    # Edits of other files that belong to the same bug: (path, original, replacement).
+    elsewhere: tuple[tuple[str, str, str], ...] = ()
+
+    def every_edit(self) -> list[tuple[str, str, str]]:
+        """(path, original, replacement) for each edit, in every file the bug touches."""
+        return [(self.path, *edit) for edit in self.edits] + list(self.elsewhere)
 
 
 def _mutant(
@@ -67,21 +75,29 @@ def _mutant(
 
 
 ROBUST = "robust/pool.py"
+ROBUST_WAIT = "robust/ctrl_c_safe_wait.py"
+ROBUST_GUARDS = "robust/task_guards.py"
 EC_POOL = "errors_channel/pool.py"
 EC_FIXES = "errors_channel/fixes.py"
 GO_PRIMITIVES = "errors_channel/go_primitives.py"
 NAIVE = "naive/pool.py"
-WATCHDOG = "errors_channel/watchdog.py"
+WD_FRAMES = "deadlock_watch/frames.py"
+WD_THREADS = "deadlock_watch/threads.py"
+WD_LOOPS = "deadlock_watch/loops.py"
+WD_WAYS_OUT = "deadlock_watch/ways_out.py"
+WATCHDOG = "deadlock_watch/watchdog.py"
 BEYOND = "beyond/pool.py"
+PROCESSES = "beyond/processes.py"
+DASK = "beyond/dask_backend.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
-T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py")
+T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py", "tests/test_the_lesson.py")
 T_ROBUST_INTERRUPTS = ("tests/test_robust_interrupts.py", "tests/test_robust.py")
 T_ROBUST_START = ("tests/test_robust_interrupts.py", "tests/test_thread_limits.py")
-T_EC = ("tests/test_errors_channel.py",)
+T_EC = ("tests/test_errors_channel.py", "tests/test_the_lesson.py")
 T_EC_START = ("tests/test_thread_limits.py", "tests/test_errors_channel.py")
 T_GO = ("tests/test_go_primitives.py", "tests/test_errors_channel.py")
-T_NAIVE = ("tests/test_naive.py",)
+T_NAIVE = ("tests/test_naive.py", "tests/test_the_lesson.py")
 T_NAIVE_START = ("tests/test_thread_limits.py", "tests/test_naive.py")
 T_WATCHDOG = (
     "tests/test_watchdog.py",
@@ -98,6 +114,7 @@ T_WATCHDOG_ASYNCIO = (
     "tests/test_watchdog.py",
     "tests/test_watchdog_signals.py",
 )
+T_WATCHDOG_POOLS = ("tests/test_watchdog_pools.py",)
 T_BEYOND = (
     "tests/test_beyond.py",
     "tests/test_beyond_interrupts.py",
@@ -108,6 +125,8 @@ T_BEYOND_INTERRUPTS = (
     "tests/test_beyond.py",
     "tests/test_beyond_demo.py",
 )
+T_PROCESSES = ("tests/test_beyond_processes.py",)
+T_DASK = ("tests/test_beyond_dask.py",)
 
 MUTANTS: tuple[Mutant, ...] = (
     # --- robust/pool.py ---
@@ -120,7 +139,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "robust-main-sleeps-until-a-worker-ends-whatever-signal-came",
-        ROBUST,
+        ROBUST_WAIT,
         "wakeups.get(timeout=SIGNAL_CHECK_SECONDS)",
         "wakeups.get()",
         T_ROBUST_INTERRUPTS,
@@ -156,8 +175,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-a-tasks-error-is-dropped",
         ROBUST,
-        "            self.err = error\n",
-        "            pass\n",
+        "            self.err = error  # Go",
+        "            pass  # Go",
         T_ROBUST,
     ),
     _mutant(
@@ -176,7 +195,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "robust-a-task-can-be-claimed-by-two-pools",
-        ROBUST,
+        ROBUST_GUARDS,
         "            if task._owner is not None:",
         "            if False:",
         T_ROBUST,
@@ -184,20 +203,20 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-tasks-hold-their-pool",
         ROBUST,
-        "        _claim(self.tasks, self._mark)",
-        "        _claim(self.tasks, self)",
+        "        claim(self.tasks, self._mark)",
+        "        claim(self.tasks, self)",
         T_ROBUST,
     ),
     _mutant(
         "robust-a-ctrl-c-inside-thread-start-is-taken-for-a-refused-thread",
-        ROBUST,
+        ROBUST_WAIT,
         "    if isinstance(error, RuntimeError):\n        context = error.__context__",
         "    if False:\n        context = error.__context__",
         T_ROBUST_INTERRUPTS,
     ),
     _mutant(
         "robust-a-refused-thread-miscounts-the-started-ones",
-        ROBUST,
+        ROBUST_WAIT,
         'f"could start only {started} of',
         'f"could start only {started + 1} of',
         T_ROBUST_START,
@@ -209,6 +228,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "            workers.join_ended()\n",
         "            pass\n",
         T_ROBUST_START,
+    ),
+    _mutant(
+        "robust-a-workers-end-is-not-a-change-for-the-watchdog",
+        ROBUST_WAIT,
+        "            self._ended.append(threading.current_thread())\n"
+        "            self._changes += 1\n",
+        "            self._ended.append(threading.current_thread())\n",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "robust-main-never-tells-the-watchdog-it-looked",
+        ROBUST_WAIT,
+        "                self._looked_at = seen\n",
+        "\n",
+        T_WATCHDOG_POOLS,
     ),
     # --- errors_channel/pool.py (stage 2 must keep the post's bug, and only that bug) ---
     _mutant("ec-done-never-called", EC_POOL, "    wait_group.done()", "    pass", T_EC),
@@ -236,7 +270,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "ec-main-reads-every-error-not-one",
         EC_POOL,
-        "first_error = [errors.get_nowait()]",
+        "first_error = receive_if_ready(errors)",
         "first_error = drain(errors)",
         T_EC,
     ),
@@ -444,6 +478,13 @@ MUTANTS: tuple[Mutant, ...] = (
         T_GO,
     ),
     _mutant(
+        "go-receive-if-ready-takes-nothing",
+        GO_PRIMITIVES,
+        "        return [items.get_nowait()]",
+        "        return []",
+        T_GO,
+    ),
+    _mutant(
         "go-drain-stops-after-one",
         GO_PRIMITIVES,
         "drained.append(items.get_nowait())",
@@ -479,10 +520,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "                pass",
         T_NAIVE_START,
     ),
-    # --- errors_channel/watchdog.py ---
+    # --- deadlock_watch/ ---
     _mutant(
         "watchdog-looks-at-threads-with-the-collector-on",
-        WATCHDOG,
+        WD_FRAMES,
         "            gc.disable()\n            return sys._current_frames()",
         "            return sys._current_frames()",
         T_WATCHDOG,
@@ -493,14 +534,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-timed-condition-wait-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if local.get("timeout") is None and waiter is not None and waiter in waiters:',
         "if waiter is not None and waiter in waiters:",
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-notified-waiter-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if local.get("timeout") is None and waiter is not None and waiter in waiters:',
         'if local.get("timeout") is None and waiter is not None:',
         T_WATCHDOG,
@@ -514,17 +555,16 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-timed-join-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'untimed = local.get("block") is True and local.get("timeout") == -1',
         'untimed = local.get("block") is True',
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-waiter-identity-check-removed",
-        WATCHDOG,
-        "return self.code is other.code and self.lasti == other.lasti"
-        " and self.token is other.token",
-        "return self.code is other.code and self.lasti == other.lasti",
+        WD_THREADS,
+        "return same_place and self.token is other.token and self.progress == other.progress",
+        "return same_place and self.progress == other.progress",
         T_WATCHDOG,
     ),
     _mutant(
@@ -536,16 +576,16 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "watchdog-every-has-it-moved-guard-removed",
-        WATCHDOG,
+        WD_THREADS,
         (
             (
-                "return self.code is other.code and self.lasti == other.lasti"
-                " and self.token is other.token",
-                "return self.code is other.code and self.lasti == other.lasti",
+                "return same_place and self.token is other.token"
+                " and self.progress == other.progress",
+                "return same_place and self.progress == other.progress",
             ),
-            ("if self._count_switches is not None:", "if False:"),
         ),
         T_WATCHDOG,
+        elsewhere=((WATCHDOG, "if self._count_switches is not None:", "if False:"),),
     ),
     _mutant(
         "watchdog-unreadable-switch-count-accepted",
@@ -556,35 +596,35 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-signal-handlers-ignored",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "        if not _is_asyncio_sigint(handler):\n            return True",
         "        if not _is_asyncio_sigint(handler):\n            continue",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-asyncios-sigint-handler-counts-as-a-way-out",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "        if not _is_asyncio_sigint(handler):\n            return True",
         "        if True:\n            return True",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-armed-timer-ignored",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
         "if False:",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-timer-for-an-ignored-sigalrm-counts",
-        WATCHDOG,
+        WD_WAYS_OUT,
         "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
         "if timer_armed:",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-simple-queue-item-waiting-ignored",
-        WATCHDOG,
+        WD_THREADS,
         "if not isinstance(simple_queue, queue.SimpleQueue) or not queue.SimpleQueue.empty("
         "simple_queue):",
         "if not isinstance(simple_queue, queue.SimpleQueue):",
@@ -592,14 +632,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-simple-queue-timeout-ignored",
-        WATCHDOG,
+        WD_THREADS,
         'if not arguments.get("block", True) or arguments.get("timeout") is not None:',
         'if not arguments.get("block", True):',
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-nonblocking-simple-queue-get-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if not arguments.get("block", True) or arguments.get("timeout") is not None:',
         'if arguments.get("timeout") is not None:',
         T_WATCHDOG,
@@ -614,27 +654,27 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-simple-queue-get-never-recognised",
         WATCHDOG,
-        "    if counts_switches:\n        return _simple_queue_get(frame)",
-        "    if False:\n        return _simple_queue_get(frame)",
+        "if counts_switches and (simple_queue := simple_queue_get(frame)) is not None:",
+        "if False and (simple_queue := simple_queue_get(frame)) is not None:",
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-loop-ready-callbacks-ignored",
-        WATCHDOG,
+        WD_LOOPS,
         "        if loop._ready:\n            return None",
         "        if False:\n            return None",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-loop-registered-files-ignored",
-        WATCHDOG,
+        WD_LOOPS,
         "if registered != {loop._ssock.fileno()}:",
         "if False:",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-loop-select-timeout-ignored",
-        WATCHDOG,
+        WD_LOOPS,
         'if run_once.f_locals.get("timeout") is not None:',
         "if False:",
         T_WATCHDOG_ASYNCIO,
@@ -642,14 +682,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-idle-loop-never-recognised",
         WATCHDOG,
-        "    if code in _SELECT_CALLS:\n        return _idle_loop(frame)",
-        "    if False:\n        return _idle_loop(frame)",
+        "    if code in SELECT_CALLS:\n        return idle_loop(frame)",
+        "    if False:\n        return idle_loop(frame)",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-select-call-position-unchecked",
-        WATCHDOG,
-        "if select.f_lasti not in _SELECT_CALLS[select.f_code]:",
+        WD_LOOPS,
+        "if select.f_lasti not in SELECT_CALLS[select.f_code]:",
         "if False:",
         T_WATCHDOG_ASYNCIO,
         survives=(
@@ -669,7 +709,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-reports-without-a-second-look",
         WATCHDOG,
-        "        if not _same_waits(asleep, expected):\n            return None",
+        "        if not same_waits(asleep, expected):\n            return None",
         "        if False:\n            return None",
         T_WATCHDOG,
         survives=(
@@ -686,9 +726,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "watchdog-exit-lock-not-checked",
-        WATCHDOG,
-        '        if lock is not None and lock.locked():\n            return _Wait("exit"',
-        '        if lock is not None:\n            return _Wait("exit"',
+        WD_THREADS,
+        '        if lock is not None and lock.locked():\n            return Wait("exit"',
+        '        if lock is not None:\n            return Wait("exit"',
         T_WATCHDOG,
         survives=(
             "Not equivalent, not killable by a test: acquire() takes a free lock without "
@@ -704,14 +744,14 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-awake-hint-never-rechecked",
         WATCHDOG,
-        "if hint in frames and hint != me and _classify(frames[hint], self._counts_switches)"
+        "if hint in frames and hint != me and classify(frames[hint], self._counts_switches)"
         " is None:",
         "if hint in frames and hint != me:",
         T_WATCHDOG,
     ),
     _mutant(
         "watchdog-timed-join-in-c-counts-as-asleep",
-        WATCHDOG,
+        WD_THREADS,
         'if local.get("timeout") is None and handle is not None and not handle.is_done():',
         "if handle is not None and not handle.is_done():",
         T_WATCHDOG,
@@ -720,6 +760,34 @@ MUTANTS: tuple[Mutant, ...] = (
             "runs. On 3.13 test_a_timed_join_is_a_way_out kills it: --python with a 3.13 "
             "interpreter."
         ),
+    ),
+    _mutant(
+        "watchdog-polling-wait-never-recognised",
+        WATCHDOG,
+        "    return polling_wait(frame)",
+        "    return None",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "watchdog-polling-wait-asleep-although-it-has-not-looked",
+        WD_THREADS,
+        "if type(changes) is not int or looked_at != changes:",
+        "if type(changes) is not int:",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "watchdog-polling-wait-progress-not-compared",
+        WD_THREADS,
+        "return same_place and self.token is other.token and self.progress == other.progress",
+        "return same_place and self.token is other.token",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "watchdog-polling-threads-context-switches-counted",
+        WATCHDOG,
+        'ident: None if wait.kind == "polling" else voluntary_context_switches(',
+        "ident: voluntary_context_switches(",
+        T_WATCHDOG_POOLS,
     ),
     # --- beyond/pool.py ---
     _mutant(
@@ -945,6 +1013,92 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if False:",
         T_BEYOND_INTERRUPTS,
     ),
+    _mutant(
+        "beyond-a-wake-up-is-not-a-change-for-the-watchdog",
+        BEYOND,
+        "        self._changes += 1\n        if self._main_waiting:",
+        "        if self._main_waiting:",
+        T_WATCHDOG_POOLS,
+    ),
+    _mutant(
+        "beyond-a-deadline-ahead-does-not-keep-main-awake",
+        BEYOND,
+        "self._looked_at = seen if timeout == math.inf else None",
+        "self._looked_at = seen",
+        T_WATCHDOG_POOLS,
+    ),
+    # --- beyond/processes.py ---
+    _mutant(
+        "processes-a-forked-copy-goes-on-serving",
+        PROCESSES,
+        "    if os.getpid() != me:\n        os._exit(0)",
+        "    if False:\n        os._exit(0)",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-any-reply-passes-for-the-workers-answer",
+        PROCESSES,
+        "if header is None or header[:2] != (number, child):",
+        "if header is None:",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-dead-child-held-open-by-a-forked-copy-goes-unseen",
+        PROCESSES,
+        "            if self._ended():\n                raise self._died(task)",
+        "            if False:\n                raise self._died(task)",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-loading-an-outcome-that-exits-stops-the-pool",
+        PROCESSES,
+        "    except BaseException as raised:\n        return None, raised",
+        "    except Exception as raised:\n        return None, raised",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-tasks-clock-runs-through-its-childs-start",
+        PROCESSES,
+        "        if task.timeout is not None:\n            # Later than the deadline",
+        "        if False:\n            # Later than the deadline",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-failed-start-fails-each-task-instead-of-the-run",
+        PROCESSES,
+        "            self._stop_the_run(failed)\n            return False",
+        "            return task.run(partial(_reraise, failed))",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-child-runs-the-unguarded-scripts-pool-again",
+        PROCESSES,
+        "        _leave_if_a_child_importing_main()\n",
+        "\n",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-programs-a-task-execs-hold-the-workers-pipe",
+        PROCESSES,
+        "    os.set_inheritable(connection.fileno(), False)\n",
+        "\n",
+        T_PROCESSES,
+    ),
+    # --- beyond/dask_backend.py ---
+    _mutant(
+        "dask-waits-on-a-future-for-ever",
+        DASK,
+        "return outcome.result(timeout=CLIENT_CHECK_SECONDS)",
+        "return outcome.result()",
+        T_DASK,
+    ),
+    _mutant(
+        "dask-a-lost-cluster-goes-unseen",
+        DASK,
+        '    if status == "running":\n        return None',
+        "    if True:\n        return None",
+        T_DASK,
+    ),
 )
 
 
@@ -952,11 +1106,10 @@ def stale(mutants: Sequence[Mutant], root: Path = REPO_ROOT) -> list[str]:
     """One line per edit whose original snippet does not occur exactly once in its file."""
     problems = []
     for mutant in mutants:
-        text = (root / mutant.path).read_text()
-        for original, replacement in mutant.edits:
-            count = text.count(original)
+        for path, original, replacement in mutant.every_edit():
+            count = (root / path).read_text().count(original)
             if count != 1:
-                problems.append(f"{mutant.name}: its snippet occurs {count} times in {mutant.path}")
+                problems.append(f"{mutant.name}: its snippet occurs {count} times in {path}")
             if original == replacement:
                 problems.append(f"{mutant.name}: its replacement changes nothing")
         for test in mutant.tests:
@@ -993,7 +1146,7 @@ def child_environment(copy: Path) -> dict[str, str]:
 
 
 def check_imports_come_from(copy: Path, python: str) -> None:
-    program = "import beyond.pool, errors_channel.watchdog, robust.pool; "
+    program = "import beyond.pool, deadlock_watch, robust.pool; "
     program += "print(robust.pool.__file__)"
     where = subprocess.run(
         [python, "-c", program],
@@ -1016,13 +1169,13 @@ class Verdict:
 
 
 def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdict:
-    """Apply mutant to the copy, run its tests, put the file back."""
-    target = copy / mutant.path
-    original_text = target.read_text()
-    text = original_text
-    for original, replacement in mutant.edits:
-        text = text.replace(original, replacement, 1)
-    target.write_text(text)
+    """Apply mutant to the copy, run its tests, put the files back."""
+    originals: dict[Path, str] = {}
+    for path, original, replacement in mutant.every_edit():
+        target = copy / path
+        text = target.read_text()
+        originals.setdefault(target, text)
+        target.write_text(text.replace(original, replacement, 1))
     command = [
         python,
         "-m",
@@ -1039,30 +1192,39 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdi
         *mutant.tests,
     ]
     start = time.monotonic()
+    # A session of its own, ended whole once the tests are done: pytest exits at once
+    # (tools/pytest_exit_at_once), so the processes its tests started and left hanging under a
+    # mutant (the watchdog's scenarios) would otherwise live on, each run adding dozens.
+    tests = subprocess.Popen(
+        command,
+        cwd=copy,
+        env=child_environment(copy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         # A whole-run limit as well as pytest-timeout's per-test one: a hang outside a test (a
         # fixture, a thread left behind at exit) is caught too.
-        done = subprocess.run(
-            command,
-            cwd=copy,
-            env=child_environment(copy),
-            capture_output=True,
-            text=True,
-            timeout=timeout * 3,
-        )
+        stdout, stderr = tests.communicate(timeout=timeout * 3)
     except subprocess.TimeoutExpired:
         limit = timeout * 3
         return Verdict(mutant, True, f"timeout: the tests ran over {limit:.0f} s", limit)
     finally:
-        target.write_text(original_text)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(tests.pid, signal.SIGKILL)
+        tests.wait()
+        for target, text in originals.items():
+            target.write_text(text)
     seconds = time.monotonic() - start
-    lines = done.stdout.splitlines()
-    if done.returncode == 0:
+    lines = stdout.splitlines()
+    if tests.returncode == 0:
         return Verdict(mutant, False, lines[-1] if lines else "", seconds)
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
-    how = failed[0] if failed else (lines[-1] if lines else done.stderr.strip()[-200:])
+    how = failed[0] if failed else (lines[-1] if lines else stderr.strip()[-200:])
     # What pytest-timeout says when it stops a test that hangs.
-    if "from pytest-timeout" in done.stdout:
+    if "from pytest-timeout" in stdout:
         how = f"timeout (a test hung): {how}"
     return Verdict(mutant, True, how, seconds)
 
