@@ -15,7 +15,7 @@ plots.measure, plots.failures_measure, plots.draw and the two child programs rea
 know no contender by anything else. The order of CONTENDERS is the order of the figures' legends
 and of the matrix's rows. To add a contender: one entry below, with its `run` or `call` (written
 here beside the entry when it is used nowhere else), and a test that runs it
-(tests/test_plots.py has one for the last one added).
+(tests/test_contenders.py has one for the last one added).
 """
 
 from __future__ import annotations
