@@ -139,6 +139,13 @@ RUNNING_JOBS_IN_LOCKSTEP = count(0, 3)
 # so a job shorter than that may finish first: 3 were cut off with the reference's 0.2 s jobs,
 # 0 to 3 with these tests' 0.05 s.
 TERMINATED_JOBS = count(0, 3)
+# LATE_WORKER_PROCESSES: a process pool's worker is started by forkserver (plots.start_method):
+# forked from the server, it then imports the caller's main module again, which on a loaded
+# machine can take longer than a job. A worker that comes up after job 1's error has ended the
+# run never runs one (seen: Pool.imap_unordered's give-up run at 2 of 30, load average 18), so a
+# process pool's first round is anything from job 1 alone (or jobs 1 and 2 where job 2 exits) to
+# one job per worker. A forking pool's workers were up at once; a forked child of a process that
+# runs threads can deadlock, which is why none is forked here.
 SIGINT_ENDS_THE_RUN = {
     "time to exit": FINISHES_IN_TIME,
     "exit status": says("130"),
@@ -189,10 +196,11 @@ STDLIB_BEHAVIOUR: dict[str, dict[str, Check]] = {
     "ProcessPoolExecutor.map": {
         **ONE_ERROR_IN_INPUT_ORDER,
         # Like the thread pool's map, but up to workers + 1 calls already sit in the call queue
-        # to the processes, marked running and past cancelling.
-        "jobs run": count(3, 16),
+        # to the processes, marked running and past cancelling. From job 1 alone: see
+        # LATE_WORKER_PROCESSES.
+        "jobs run": count(1, 16),
         "started after give-up": count(0, 8),
-        "SystemExit in a job": matches(r"exits 3; [3-9] of 9 ran"),
+        "SystemExit in a job": matches(r"exits 3; [2-9] of 9 ran"),
         "started after SIGINT": count(0, 8),
         "cut off mid-run": says("0"),
         **SIGINT_ENDS_THE_RUN,
@@ -216,7 +224,8 @@ STDLIB_BEHAVIOUR: dict[str, dict[str, Check]] = {
         **ONE_ERROR_IN_INPUT_ORDER,
         # Results arrive as jobs finish; job 2 may beat job 1's error.
         "results kept": count(0, 3),
-        "jobs run": count(3, 12),
+        # From job 1 alone: see LATE_WORKER_PROCESSES.
+        "jobs run": count(1, 12),
         "started after give-up": AT_MOST_ONE_PER_WORKER,
         "SystemExit in a job": matches(r"hangs; \d of 9 ran"),
         "started after SIGINT": AT_MOST_ONE_PER_WORKER,
