@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +27,7 @@ from plots.contenders import (
 )
 from plots.draw import draw_all
 from plots.implementations import run_robust
-from plots.measure import Sizes, child_records, measure_all
+from plots.measure import Sizes, child_records, measure_all, timed_run
 from plots.start_method import START_METHOD
 from plots.workloads import NO_OP, Workload, WrongResults, check
 
@@ -287,3 +289,43 @@ def test_a_child_that_exits_2_without_a_deadlock_report_is_not_counted_as_a_dead
     # argparse exits with 2 too; only the watchdog's record makes an exit 2 a deadlock.
     with pytest.raises(RuntimeError, match="failed"):
         child_records(["deadlock-cell", "--jobs", "not-a-number"], timeout=30)
+
+
+def cycle() -> list[object]:
+    """One object that only the cyclic garbage collector can free, once dropped."""
+    itself: list[object] = []
+    itself.append(itself)
+    return itself
+
+
+def test_a_run_pays_for_its_own_cyclic_garbage_and_for_no_one_elses() -> None:
+    collected_in_the_run: list[int] = []
+    inside: list[bool] = []
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and inside:
+            collected_in_the_run.append(int(info["collected"]))
+
+    def run_making_cycles(work: Workload, job_count: int, workers: int) -> list[int]:
+        inside.append(True)  # from here until timed_run returns
+        for _ in range(100):
+            cycle()
+        return [2 * job for job in range(1, job_count + 1)]
+
+    # Garbage from before the run, in the oldest generation (unfreeze puts objects there), where
+    # only a full collection finds it.
+    before = [cycle() for _ in range(1_000)]
+    gc.freeze()
+    gc.unfreeze()
+    del before
+    making_cycles = Contender(
+        "cycles", kind=STAGE, runs_on="none", figures=("dispatch",), run=run_making_cycles
+    )
+    gc.callbacks.append(note)
+    try:
+        timed_run(making_cycles, NO_OP, 3, 1)
+    finally:
+        gc.callbacks.remove(note)
+        inside.clear()
+    # The run's own 100 cycles, collected in its time; none of the 1,000 made before it.
+    assert sum(collected_in_the_run) == 100
