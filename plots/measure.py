@@ -108,10 +108,10 @@ class Sizes:
     @staticmethod
     def quick() -> Sizes:
         """What `python -m plots` measures by default, and `make demo` last: every figure, with
-        fewer repeats, worker counts and cells than full(): 181 s at a load average of 10, where
+        fewer repeats, worker counts and cells than full(): 114 s at a load average of 14, where
         the sizes before these took 483 s at 16 and 128 s on a quiet machine; 1 to 1.5 minutes
-        there, by the CPU time, 0.38 of theirs. The failure matrix is measured as in full(): its
-        reference table is a quick run's."""
+        there, by the CPU time, a third of theirs. The failure matrix is measured as in full():
+        its reference table is a quick run's."""
         return Sizes(
             mode="quick",
             repeats=2,
