@@ -12,8 +12,8 @@ from pathlib import Path
 
 from demo_args import DemoArgumentParser
 from plots.draw import DRAWERS, draw_all
-from plots.implementations import WrongResults
 from plots.measure import Sizes, measure_all
+from plots.workloads import WrongResults
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
@@ -31,13 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m plots",
         description="Measure the stages and their peers (ThreadPoolExecutor, asyncio, "
         "multiprocessing), write NAME.csv and its metadata NAME.json for each benchmark, and draw "
-        "NAME.png from them. Quick mode (the default) takes about five minutes on 2 cores.",
+        "NAME.png from them. Quick mode (the default) takes 1 to 1.5 minutes on an idle 2-core "
+        "machine, about 2 at a load average of 14.",
     )
     parser.add_argument(
         "--full",
         action="store_true",
         help="publication sizes: 100,000 dispatch tasks, 7 repeats, every worker count "
-        "(takes several minutes)",
+        "(about 20 minutes on 2 cores)",
     )
     parser.add_argument(
         "--redraw",

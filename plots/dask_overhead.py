@@ -24,7 +24,7 @@ from typing import Any
 
 from beyond import Pool, Task
 from demo_args import DemoArgumentParser
-from plots.implementations import check, no_op
+from plots.workloads import check, no_op
 
 
 def by_the_pool(client: Any, tasks: int, workers: int) -> list[int]:

@@ -98,6 +98,8 @@ ASYNCIO_WORKERS = "beyond/backends/event_loop_workers.py"
 PROCESSES = "beyond/backends/child_processes.py"
 PROCESS_CHILD = "beyond/backends/child_process_loop.py"
 DASK = "beyond/backends/dask_cluster.py"
+START_METHOD = "plots/start_method.py"
+CONTENDERS = "plots/contenders.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
 T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py", "tests/test_the_lesson.py")
@@ -137,6 +139,7 @@ T_BEYOND_INTERRUPTS = (
 )
 T_PROCESSES = ("tests/test_beyond_processes.py",)
 T_DASK = ("tests/test_beyond_dask.py",)
+T_CONTENDERS = ("tests/test_contenders.py",)
 
 T_BEYOND_ASYNCIO_INTERRUPTS = (
     "tests/test_beyond_asyncio_interrupts.py",
@@ -1207,6 +1210,21 @@ MUTANTS: tuple[Mutant, ...] = (
         '    if status == "running":\n        return None',
         "    if True:\n        return None",
         T_DASK,
+    ),
+    # --- plots/: the benchmarks' contenders ---
+    _mutant(
+        "plots-peer-process-pools-fork",
+        START_METHOD,
+        "    return multiprocessing.get_context(START_METHOD)",
+        '    return multiprocessing.get_context("fork")',
+        T_CONTENDERS,
+    ),
+    _mutant(
+        "plots-a-contender-in-a-figure-with-nothing-to-run",
+        CONTENDERS,
+        "if self.kind != GO and bool(timed) != (self.run is not None):",
+        "if self.kind != GO and self.run is not None and not timed:",
+        T_CONTENDERS,
     ),
 )
 
