@@ -98,6 +98,7 @@ ASYNCIO_WORKERS = "beyond/backends/event_loop_workers.py"
 PROCESSES = "beyond/backends/child_processes.py"
 PROCESS_CHILD = "beyond/backends/child_process_loop.py"
 DASK = "beyond/backends/dask_cluster.py"
+DASK_LOST = "beyond/backends/dask_lost_workers.py"
 START_METHOD = "plots/start_method.py"
 CONTENDERS = "plots/contenders.py"
 
@@ -1206,7 +1207,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "dask-a-lost-cluster-goes-unseen",
-        DASK,
+        DASK_LOST,
         '    if status == "running":\n        return None',
         "    if True:\n        return None",
         T_DASK,

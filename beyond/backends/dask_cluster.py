@@ -67,7 +67,7 @@ except ImportError:
         "(or: pip install dask distributed)"
     ) from None
 
-from beyond.backends.dask_lost_workers import LostWorkerWatch, runs_at_most
+from beyond.backends.dask_lost_workers import LostWorkerWatch, client_gone, runs_at_most
 from beyond.backends.dask_workers import (
     NotStarted,
     Panicked,
@@ -198,7 +198,7 @@ class DaskBackend(OneThreadPerWorker):
             watcher.join()
         if watch is not None:
             watch.forget(self)
-        if _gone(self.client) is not None:
+        if client_gone(self.client) is not None:
             # The marks went with the cluster (or stay on a scheduler this client cannot reach).
             return
         for name in self._marks_registered:
@@ -212,7 +212,7 @@ class DaskBackend(OneThreadPerWorker):
         """No task of this pool starts on the cluster from now on; with `cancel`, the running ones
         are told too (their checkpoint() raises Cancelled). Once each; never raises."""
         mark = "cancelled" if cancel else "stopped"
-        if _gone(self.client) is not None:
+        if client_gone(self.client) is not None:
             # Nothing to tell, and a call to a client that tries to reconnect could wait for its
             # whole reconnect timeout.
             return
@@ -353,7 +353,7 @@ class DaskRunner:
         task_left = None if task.deadline is None else task.deadline - now
         run_left = None if scheduler.run_deadline is None else scheduler.run_deadline - now
         client = backend.client
-        if (gone := _gone(client)) is not None:
+        if (gone := client_gone(client)) is not None:
             self._stop_the_run(gone)
             return _NeverSent()
         # retries=0: a task that raises is not run again. A caller's `dask.annotate(retries=...)`
@@ -373,7 +373,7 @@ class DaskRunner:
                 retries=0,
             )
         except Exception as not_sent:
-            if (gone := _gone(client)) is not None:
+            if (gone := client_gone(client)) is not None:
                 # Closed as the task was being sent: it never reached the cluster.
                 self._stop_the_run(gone)
                 return _NeverSent()
@@ -411,7 +411,7 @@ class DaskRunner:
         except Exception as refused:
             # The client's loop has closed.
             fetching.close()
-            return self._lost(task, _gone(client) or "has no event loop running", refused)
+            return self._lost(task, client_gone(client) or "has no event loop running", refused)
         while True:
             finished = outcome.done()
             try:
@@ -419,13 +419,13 @@ class DaskRunner:
             except Exception as raised:
                 if finished:
                     # The task's outcome (TimeoutError included: a checkpoint past its deadline).
-                    if isinstance(raised, CancelledError) and (gone := _gone(client)):
+                    if isinstance(raised, CancelledError) and (gone := client_gone(client)):
                         # distributed cancels the futures in flight when the client goes.
                         return self._lost(task, gone, raised)
                     return _Raised(raised)
                 # The slice passed (or the outcome came just after it: the next call answers at
                 # once).
-                if not outcome.done() and (gone := _gone(client)) is not None:
+                if not outcome.done() and (gone := client_gone(client)) is not None:
                     outcome.cancel()
                     return self._lost(task, gone, raised)
 
@@ -478,18 +478,6 @@ class _NeverSent:
     """What _send_and_wait returns for a task it did not send because the cluster was gone."""
 
     __slots__ = ()
-
-
-def _gone(client: Any) -> str | None:
-    """None while the client is connected to its scheduler; else what happened, for messages.
-    A client that lost its connection says "connecting" while it tries to reconnect: the futures
-    in flight are lost already then (distributed cancels them), whether it succeeds or not."""
-    status = client.status
-    if status == "running":
-        return None
-    if status in ("closing", "closed"):
-        return f"was closed (status {status!r})"
-    return f"lost its scheduler (status {status!r})"
 
 
 def _prefix(fn: Callable[[], Any]) -> str:

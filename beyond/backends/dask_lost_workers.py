@@ -1,4 +1,5 @@
-"""The Dask backend's watch for lost workers, and what it means for a task that was on one.
+"""What the Dask backend can lose: a worker (the watch below, and what it means for a task that
+was on one), or the client's scheduler (client_gone).
 
 A task that raises is never run again: the pool submits with `retries=0`. But a task whose
 *worker* dies (killed, out of memory, the machine gone) is sent by the Dask scheduler to another
@@ -96,3 +97,15 @@ class LostWorkerWatch:
         if self.previous is not None:
             return self.previous(event)
         return None
+
+
+def client_gone(client: Any) -> str | None:
+    """None while the client is connected to its scheduler; else what happened, for messages.
+    A client that lost its connection says "connecting" while it tries to reconnect: the futures
+    in flight are lost already then (distributed cancels them), whether it succeeds or not."""
+    status = client.status
+    if status == "running":
+        return None
+    if status in ("closing", "closed"):
+        return f"was closed (status {status!r})"
+    return f"lost its scheduler (status {status!r})"
