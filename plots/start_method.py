@@ -9,7 +9,8 @@ for ever, and CPython 3.12 and later warn about it ("use of fork() may lead to d
 child"). So every process-based contender, ours and the peers', starts its processes the same way,
 chosen here, and each figure's metadata and caption say which: a pool's start is part of its timed
 run, and a forkserver start costs more than a fork, so a peer that forked would be measured doing
-something our pool refuses to do. """
+something our pool refuses to do.
+"""
 
 from __future__ import annotations
 
