@@ -718,6 +718,72 @@ def test_ctrl_c_while_a_child_starts_stops_the_run_and_leaves_no_process(
     session_ends(child.pid)
 
 
+# Ctrl-C while workers wait in line to start their children (the starts are serialised, tens of
+# milliseconds each). The script holds the line's lock until every worker waits in it, sends
+# itself SIGINT, and lets the line go once the pool has stopped: no child may start after that.
+CTRL_C_WHILE_STARTS_WAIT = """
+import json, multiprocessing.process, os, signal, sys, threading, time
+from functools import partial
+from beyond import Pool, Task
+from beyond.backends import child_processes
+from tests.processes_tasks import double
+
+count = int(sys.argv[1])
+pool = Pool([Task(partial(double, n)) for n in range(count)], count, backend="processes")
+started_after_the_stop = []
+start = multiprocessing.process.BaseProcess.start
+
+def counted_start(process):
+    if pool.stopped is not None:
+        started_after_the_stop.append(process.name)
+    start(process)
+
+multiprocessing.process.BaseProcess.start = counted_start
+
+def in_line():
+    frames = sys._current_frames()
+    return sum(
+        frames[thread.ident].f_code.co_name == "_start"
+        for thread in threading.enumerate()
+        if thread.name.startswith("worker-") and thread.ident in frames
+    )
+
+def ctrl_c_while_every_worker_waits_to_start():
+    with child_processes._starting:
+        while in_line() < count:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        while pool.stopped is None:
+            time.sleep(0.01)
+
+threading.Thread(target=ctrl_c_while_every_worker_waits_to_start, daemon=True).start()
+try:
+    pool.run()
+except KeyboardInterrupt:
+    print(json.dumps({
+        "started after the stop": started_after_the_stop,
+        "outcomes": [type(t.err).__name__ if t.finished else "not run" for t in pool.tasks],
+        "children": [child.pid for child in multiprocessing.active_children()],
+    }))
+"""
+
+
+def test_ctrl_c_while_workers_wait_to_start_their_children_starts_none(tmp_path: Path) -> None:
+    # Before the fix each worker in line started its child after the stop all the same (4 of 4
+    # here; 63 of 64 at concurrency 64 in the adversary's run, KeyboardInterrupt 0.9 to 1.2 s
+    # after the SIGINT), only to kill it at its first look at the cancel.
+    child = run_script(tmp_path, CTRL_C_WHILE_STARTS_WAIT, "4")
+    out, err = communicate(child)
+    assert child.returncode == 0, err
+    report = json.loads(out)
+    assert report == {
+        "started after the stop": [],
+        "outcomes": ["Cancelled"] * 4,
+        "children": [],
+    }
+    session_ends(child.pid)
+
+
 def test_a_child_killed_while_it_starts_stops_the_run_saying_so(tmp_path: Path) -> None:
     env = {"MARKERS": str(tmp_path), "START_SECONDS": "600"}
     child = run_script(tmp_path, SLOW_START_SCRIPT, "3", "600", "0", env=env)

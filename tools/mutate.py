@@ -1197,6 +1197,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "\n",
         T_PROCESSES,
     ),
+    _mutant(
+        "processes-a-worker-in-line-starts-its-child-after-a-ctrl-c",
+        PROCESSES,
+        "                token.check()\n                try:\n                    process.start()",
+        "                try:\n                    process.start()",
+        T_PROCESSES,
+    ),
     # --- beyond/backends/dask_cluster.py ---
     _mutant(
         "dask-waits-on-a-future-for-ever",
