@@ -541,6 +541,40 @@ def test_an_outcome_whose_loading_raises_system_exit_or_ctrl_c_fails_its_task_al
     assert pool.stopped is None
 
 
+def test_an_outcome_whose_pickling_exits_fails_its_task_not_its_child() -> None:
+    # Pickling runs the outcome's own code in the child. Before the fix what it raised ended the
+    # child: each of these four tasks got WorkerDied (status 7, 1, 6, 1) and a fresh child.
+    first: Task[int] = Task(tasks.pid)
+    result_exits: Task[Any] = Task(tasks.returns_a_result_that_exits_when_pickled)
+    result_interrupts: Task[Any] = Task(tasks.returns_a_result_that_interrupts_when_pickled)
+    error_exits: Task[Any] = Task(tasks.raises_an_error_that_exits_when_pickled)
+    error_interrupts: Task[Any] = Task(tasks.raises_an_error_that_interrupts_when_printed)
+    last: Task[int] = Task(tasks.pid)
+    work = [first, result_exits, result_interrupts, error_exits, error_interrupts, last]
+    pool = Pool(work, 1, backend="processes")
+    run(pool)
+    assert isinstance(result_exits.err, NotPicklable)
+    assert str(result_exits.err) == (
+        "the result of task 'returns_a_result_that_exits_when_pickled' (ExitsWhenPickled) cannot "
+        "be sent back from its worker process: SystemExit(7)"
+    )
+    assert isinstance(result_interrupts.err, NotPicklable)
+    assert str(result_interrupts.err).endswith(
+        "(InterruptsWhenPickled) cannot be sent back from its worker process: KeyboardInterrupt()"
+    )
+    assert isinstance(error_exits.err, RemoteError)
+    assert str(error_exits.err) == (
+        "ErrorThatExitsWhenPickled: raised in the worker (it could not be sent back: pickling it "
+        "raised SystemExit(6))"
+    )
+    assert "in raises_an_error_that_exits_when_pickled" in str(error_exits.err.__cause__)
+    # It pickles: it comes back as itself (its str() still raises, here as there).
+    assert type(error_interrupts.err).__name__ == "ErrorThatInterruptsWhenPrinted"
+    # Four failures, no panic, and one child served them all.
+    assert pool.stopped is None
+    assert first.result == last.result
+
+
 def test_a_huge_result_comes_back_whole() -> None:
     size = 64 * 2**20
     huge: Task[bytes] = Task(partial(tasks.returns_bytes, size))

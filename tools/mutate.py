@@ -1204,6 +1204,20 @@ MUTANTS: tuple[Mutant, ...] = (
         "                try:\n                    process.start()",
         T_PROCESSES,
     ),
+    _mutant(
+        "processes-a-result-whose-pickling-exits-ends-the-child",
+        PROCESS_CHILD,
+        "    except BaseException as error:\n        # BaseException too: pickling runs",
+        "    except Exception as error:\n        # BaseException too: pickling runs",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-an-error-whose-pickling-exits-ends-the-child",
+        PROCESS_CHILD,
+        '        except BaseException as failed:\n            message += f" (it could not be sent',
+        '        except Exception as failed:\n            message += f" (it could not be sent',
+        T_PROCESSES,
+    ),
     # --- beyond/backends/dask_cluster.py ---
     _mutant(
         "dask-waits-on-a-future-for-ever",

@@ -18,8 +18,9 @@ down a pipe, and waits for the outcome while watching the task's deadline and th
   other workers never notice. ProcessPoolExecutor instead marks the whole executor broken
   (`BrokenProcessPool`) and fails every pending future with it.
 - A task that cannot be pickled (a lambda, a closure), or whose result cannot be pickled there or
-  loaded here, fails alone with `NotPicklable`; so does one whose loading raises SystemExit or
-  KeyboardInterrupt (a `__reduce__` returning `(sys.exit, ...)`): that is not the task's run.
+  loaded here, fails alone with `NotPicklable`; so does one whose pickling there or loading here
+  raises SystemExit or KeyboardInterrupt (a `__reduce__` calling or returning `sys.exit`): that
+  is not the task's run, and the child serves on.
 - Past its deadline (its own, or the run's) a task's child is killed with SIGKILL and the task
   gets TimeoutError; on cancel() (and Ctrl-C, and a loop left early) the running children are
   killed the same way and their tasks get Cancelled. max_errors does not kill: as with threads, the
