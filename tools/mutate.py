@@ -152,8 +152,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-ctrl-c-does-not-wait-for-running-workers",
         ROBUST,
-        "            pending.clear()\n            workers.wait_until_none_running()\n",
-        "            pending.clear()\n",
+        "            pending.clear()\n            stop = workers.wait_until_none_running(raised)\n",
+        "            pending.clear()\n            stop = raised\n",
         T_ROBUST_INTERRUPTS,
     ),
     _mutant(
@@ -243,10 +243,24 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-a-refused-thread-leaves-the-started-ones-running",
         ROBUST,
-        "            pending.clear()\n            workers.wait_until_none_running()\n"
+        "            pending.clear()\n            stop = workers.wait_until_none_running(raised)\n"
         "            workers.join_ended()\n",
-        "            pass\n",
+        "            stop = raised\n",
         T_ROBUST_START,
+    ),
+    _mutant(
+        "robust-after-a-refused-thread-the-first-ctrl-c-ends-the-wait",
+        ROBUST_WAIT,
+        "ctrl_c_seen = isinstance(ctrl_c_behind(stopped_by), KeyboardInterrupt)",
+        "ctrl_c_seen = True",
+        ("tests/test_thread_limits.py",),
+    ),
+    _mutant(
+        "robust-a-second-ctrl-c-never-ends-the-wait-after-a-stop",
+        ROBUST_WAIT,
+        "                if ctrl_c_seen:\n                    raise",
+        "                if False:\n                    raise",
+        T_ROBUST_INTERRUPTS,
     ),
     _mutant(
         "robust-a-workers-end-is-not-a-change-for-the-watchdog",
@@ -1125,6 +1139,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "                loop.stop()\n                loop.run_forever()\n",
         "",
         T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-after-a-refused-thread-the-first-ctrl-c-ends-the-wait",
+        WAITING,
+        "                if not first_ctrl_c_waits or kept is not None:",
+        "                if True:",
+        ("tests/test_thread_limits.py",),
     ),
     _mutant(
         "beyond-a-wake-up-is-not-a-change-for-the-watchdog",
