@@ -1254,6 +1254,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if True:\n        return None",
         T_DASK,
     ),
+    _mutant(
+        "dask-only-a-cancel-counts-as-an-outcome-lost-with-the-cluster",
+        DASK,
+        "if (gone := outcome_lost(client, future, raised)) is not None:",
+        # The code before: only a cancel (distributed's, when the client goes) was the cluster's.
+        'if isinstance(raised, __import__("concurrent.futures").futures.CancelledError)'
+        " and (gone := client_gone(client)):",
+        T_DASK,
+    ),
+    _mutant(
+        "dask-a-fetch-cut-off-before-the-status-changes-is-the-tasks-error",
+        DASK_LOST,
+        "    if gone is None and isinstance(raised, OSError):",
+        "    if False:",
+        T_DASK,
+    ),
     # --- plots/: the benchmarks' contenders ---
     _mutant(
         "plots-peer-process-pools-fork",

@@ -181,10 +181,10 @@ class DaskBackend(OneThreadPerWorker):
 
     def runner_closed(self, scheduler: SchedulerSeam[Any]) -> None:
         """A runner's worker thread has ended. Never raises: its worker must still say it ended."""
-        if scheduler.stopped is not None:
-            # max_errors, a panic or a bad tasks iterable: a stop the thread that ends here made
-            # (and no cancel: running tasks finish), so it passes it on itself, before anything of
-            # the run is undone. A cancel is the watcher's to pass on.
+        if scheduler.stopped is not None and not isinstance(scheduler.error, ClusterLost):
+            # max_errors, a panic or a bad tasks iterable (a lost cluster has no one to tell): a
+            # stop the thread that ends here made (no cancel: running tasks finish), so it passes
+            # it on itself, before anything of the run is undone. A cancel is the watcher's.
             self._stop_on_cluster(cancel=False)
         with self._lock:
             self._runners -= 1
