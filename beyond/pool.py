@@ -310,9 +310,12 @@ def _stop_and_wait(scheduler: Scheduler[Any], raised: BaseException) -> BaseExce
         scheduler.stop(StopReason.CANCELLED, "the loop over the pool ended early", cancel=True)
     else:
         scheduler.stop(StopReason.INTERRUPTED, f"interrupted by {stop!r}", cancel=True)
-    scheduler.wait_until_none_running()
+    # A Ctrl-C during this wait after a refused thread is the first (it waits); after a loop left
+    # early, which may have been a Ctrl-C in its body, it is taken for a second (it ends the wait).
+    first_ctrl_c_waits = not isinstance(stop, KeyboardInterrupt | GeneratorExit)
+    ctrl_c = scheduler.wait_until_none_running(first_ctrl_c_waits=first_ctrl_c_waits)
     scheduler.join_ended()
-    return stop
+    return ctrl_c or stop
 
 
 def _finish(scheduler: Scheduler[Any]) -> None:

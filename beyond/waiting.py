@@ -133,14 +133,27 @@ class RunWatch(ABC, Generic[Result]):
         """Main: wait until `count` workers have ended (or only the source holds them)."""
         self._sleep_until(lambda: len(self._ended) >= count or self._only_the_source_is_left())
 
-    def wait_until_none_running(self) -> None:
+    def wait_until_none_running(self, *, first_ctrl_c_waits: bool = False) -> BaseException | None:
         """Main: wait until every worker that has begun has ended (or only the source holds
-        them).
+        them); return the Ctrl-C kept meanwhile, if any.
 
         A worker that has been started but not yet begun is not waited for: main calls this only
         once the pool has stopped, so such a worker will take no task and end by itself.
+
+        `first_ctrl_c_waits`: the pool was stopped by no Ctrl-C (a thread the system refused), so
+        a Ctrl-C now is the first, and the rule for a first one holds: the wait goes on, and the
+        Ctrl-C is returned, to be raised once the running tasks have finished. A second one ends
+        the wait (raised from here), as always.
         """
-        self._sleep_until(lambda: self._running == 0 or self._only_the_source_is_left())
+        kept: BaseException | None = None
+        while True:
+            try:
+                self._sleep_until(lambda: self._running == 0 or self._only_the_source_is_left())
+                return kept
+            except KeyboardInterrupt as ctrl_c:
+                if not first_ctrl_c_waits or kept is not None:
+                    raise
+                kept = ctrl_c
 
     def _only_the_source_is_left(self) -> bool:
         """The waiting thread, lock held: the pool has stopped, and every worker still running is

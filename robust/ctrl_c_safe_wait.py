@@ -65,13 +65,27 @@ class Workers:
         """Main: wait until `count` workers have ended."""
         self._sleep_until(lambda: len(self._ended) >= count)
 
-    def wait_until_none_running(self) -> None:
-        """Main: wait until every worker that has begun has ended.
+    def wait_until_none_running(self, stopped_by: BaseException) -> BaseException:
+        """Main, once `stopped_by` has stopped the run: wait until every worker that has begun
+        has ended; return what stopped the run.
 
         A worker started but not yet begun is not waited for: main calls this only once no task
         is left to take, so such a worker will take none and end by itself.
+
+        The rule for Ctrl-C holds here too: the first one waits for the running tasks, only a
+        second one ends the wait (raised from here). So if `stopped_by` was no Ctrl-C (a thread
+        the system refused), a Ctrl-C during this wait is the first: the wait goes on, and that
+        Ctrl-C is what stopped the run (the refusal its __context__).
         """
-        self._sleep_until(lambda: self._running == 0)
+        ctrl_c_seen = isinstance(ctrl_c_behind(stopped_by), KeyboardInterrupt)
+        while True:
+            try:
+                self._sleep_until(lambda: self._running == 0)
+                return stopped_by
+            except KeyboardInterrupt as ctrl_c:
+                if ctrl_c_seen:
+                    raise
+                ctrl_c_seen, stopped_by = True, ctrl_c
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended (they have no task left to lose), so that none

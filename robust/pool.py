@@ -142,9 +142,9 @@ class Pool(Generic[Result]):
             # Ctrl-C, or a thread the system refused. No task starts from here on; every started
             # task has a worker that has begun, so waiting for those waits for every such task.
             pending.clear()
-            workers.wait_until_none_running()
+            stop = workers.wait_until_none_running(raised)
             workers.join_ended()
-            raise_what_stopped(raised, started, len(threads))
+            raise_what_stopped(stop, started, len(threads))
         workers.join_ended()
         if panics:
             raise panics[0]

@@ -94,6 +94,29 @@ def exits(log: str, name: str, status: int) -> int:
     raise SystemExit(status)
 
 
+class SlowToSend:
+    """A result whose pickling on the worker (as it is sent back) records the moment and waits at
+    the gate: a test acts on the cluster while the result is on its way."""
+
+    def __init__(self, log: str, name: str, gate: str) -> None:
+        self.log, self.name, self.gate = log, name, gate
+
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:
+        record(self.log, sending=self.name)
+        wait_for(self.gate)
+        return str, (f"{self.name} sent",)
+
+
+def returns_a_result_slow_to_send(log: str, name: str, gate: str) -> SlowToSend:
+    record(log, start=name, pid=os.getpid())
+    return SlowToSend(log, name, gate)
+
+
+def sending(log: str | Path) -> list[str]:
+    """The tasks whose results have begun to be sent back, by name."""
+    return [str(event["sending"]) for event in events(log) if event.get("sending") is not None]
+
+
 # A pool in a child process, on the cluster at argv[1]: six tasks that sleep with the pool's token,
 # four in flight; the test sends it a real SIGINT. Prints what the pool and its tasks say.
 CTRL_C_CHILD = """

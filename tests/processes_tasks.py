@@ -238,3 +238,50 @@ def forks_a_lingering_copy_then_exits(folder: str, status: int) -> None:
             os._exit(0)
     wait_for_file(str(Path(folder) / "copy"), 60)
     os._exit(status)
+
+
+# --- Outcomes whose pickling, in the worker process, raises a BaseException. ---
+
+
+class ExitsWhenPickled:
+    """Returned by a task; pickling it calls sys.exit(7)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        sys.exit(7)
+
+
+class InterruptsWhenPickled:
+    """Returned by a task; pickling it raises KeyboardInterrupt."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise KeyboardInterrupt
+
+
+class ErrorThatExitsWhenPickled(Exception):
+    """Raised by a task; pickling it calls sys.exit(6)."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        sys.exit(6)
+
+
+class ErrorThatInterruptsWhenPrinted(Exception):
+    """Raised by a task; its str() raises KeyboardInterrupt."""
+
+    def __str__(self) -> str:
+        raise KeyboardInterrupt
+
+
+def returns_a_result_that_exits_when_pickled() -> ExitsWhenPickled:
+    return ExitsWhenPickled()
+
+
+def returns_a_result_that_interrupts_when_pickled() -> InterruptsWhenPickled:
+    return InterruptsWhenPickled()
+
+
+def raises_an_error_that_exits_when_pickled() -> None:
+    raise ErrorThatExitsWhenPickled("raised in the worker")
+
+
+def raises_an_error_that_interrupts_when_printed() -> None:
+    raise ErrorThatInterruptsWhenPrinted()

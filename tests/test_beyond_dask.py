@@ -19,6 +19,7 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -44,13 +45,17 @@ from beyond.backends.dask_cluster import (
     RerunWarning,
     _Raised,
 )
+from beyond.backends.dask_lost_workers import outcome_lost
 from tests.dask_tasks import (
     CLUSTER_CHILD,
     CTRL_C_CHILD,
     TaskFailed,
     events,
     exits,
+    fail_on_worker,
     job,
+    returns_a_result_slow_to_send,
+    sending,
     sleeps_until_stopped,
     starts,
 )
@@ -594,6 +599,72 @@ def test_a_client_closed_before_the_run_stops_it_with_no_task_run(cluster: Any) 
         Background(pool.run).join(GIVES_UP_WITHIN)
     assert pool.stopped is not None and pool.stopped.reason is StopReason.BACKEND_FAILED
     assert not any(task.finished for task in tasks)
+
+
+def test_an_outcome_is_lost_with_the_cluster_only_when_it_is_not_the_tasks_own(client: Any) -> None:
+    # What the fetch of a finished task raises when its scheduler has just died: CommClosedError,
+    # which may come before the client's status leaves "running" (1 of 2 runs of the test below).
+    from distributed.comm.core import CommClosedError
+
+    done = client.submit(operator.add, 1, 1, pure=False)
+    failed = client.submit(fail_on_worker, "x", pure=False)
+    assert done.result() == 2
+    with pytest.raises(TaskFailed) as raised:
+        failed.result()
+    cut_off = CommClosedError("in <TCP (closed) ConnectionPool.gather>: Stream is closed")
+    assert outcome_lost(client, done, cut_off) == (
+        "lost its connection to the scheduler (CommClosedError)"
+    )
+    # The task's own error, even one that is an OSError, and a cancel of the pool's own.
+    assert outcome_lost(client, failed, raised.value) is None
+    assert outcome_lost(client, failed, CommClosedError("the task's own")) is None
+    assert outcome_lost(client, done, CancelledError()) is None
+
+
+@pytest.mark.parametrize("how", ["the client closed", "the scheduler killed"])
+def test_a_result_on_its_way_back_when_the_cluster_goes_fails_with_cluster_lost(
+    cluster: Any, log: str, tmp_path: Path, how: str
+) -> None:
+    # The task has run; its result is being sent back (pickled on the worker, held at the gate)
+    # when the client closes or the scheduler dies. Before the fix the fetch's CommClosedError
+    # was kept as the task's error, and run() returned as if nothing had happened (2 of 2 runs
+    # each way; the adversary saw it on 2 of 6 runs with tasks in flight).
+    gate = tmp_path / "gate"
+    child = None
+    if how == "the client closed":
+        own = Client(cluster)
+    else:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CLUSTER_CHILD],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        assert child.stdout is not None
+        own = Client(child.stdout.readline().strip())
+    try:
+        task: Task[Any] = Task(partial(returns_a_result_slow_to_send, log, "0", str(gate)))
+        pool = Pool([task], 1, backend=own)
+        running = Background(pool.run)
+        wait_for(lambda: sending(log) == ["0"], "the result on its way back")
+        if child is None:
+            own.close()
+        else:
+            os.killpg(child.pid, signal.SIGKILL)
+        with pytest.raises(ClusterLost):
+            running.join(GIVES_UP_WITHIN)
+        assert pool.stopped is not None and pool.stopped.reason is StopReason.BACKEND_FAILED
+        assert isinstance(task.err, ClusterLost), task
+        assert "may or may not have run on the cluster" in str(task.err)
+    finally:
+        gate.touch()  # the worker's pickling goes on, if the worker is still there
+        own.close(timeout=GIVES_UP_WITHIN)
+        if child is not None:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
 
 
 def test_killing_the_scheduler_mid_run_fails_the_tasks_in_flight_within_the_bound(

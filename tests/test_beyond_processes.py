@@ -541,6 +541,40 @@ def test_an_outcome_whose_loading_raises_system_exit_or_ctrl_c_fails_its_task_al
     assert pool.stopped is None
 
 
+def test_an_outcome_whose_pickling_exits_fails_its_task_not_its_child() -> None:
+    # Pickling runs the outcome's own code in the child. Before the fix what it raised ended the
+    # child: each of these four tasks got WorkerDied (status 7, 1, 6, 1) and a fresh child.
+    first: Task[int] = Task(tasks.pid)
+    result_exits: Task[Any] = Task(tasks.returns_a_result_that_exits_when_pickled)
+    result_interrupts: Task[Any] = Task(tasks.returns_a_result_that_interrupts_when_pickled)
+    error_exits: Task[Any] = Task(tasks.raises_an_error_that_exits_when_pickled)
+    error_interrupts: Task[Any] = Task(tasks.raises_an_error_that_interrupts_when_printed)
+    last: Task[int] = Task(tasks.pid)
+    work = [first, result_exits, result_interrupts, error_exits, error_interrupts, last]
+    pool = Pool(work, 1, backend="processes")
+    run(pool)
+    assert isinstance(result_exits.err, NotPicklable)
+    assert str(result_exits.err) == (
+        "the result of task 'returns_a_result_that_exits_when_pickled' (ExitsWhenPickled) cannot "
+        "be sent back from its worker process: SystemExit(7)"
+    )
+    assert isinstance(result_interrupts.err, NotPicklable)
+    assert str(result_interrupts.err).endswith(
+        "(InterruptsWhenPickled) cannot be sent back from its worker process: KeyboardInterrupt()"
+    )
+    assert isinstance(error_exits.err, RemoteError)
+    assert str(error_exits.err) == (
+        "ErrorThatExitsWhenPickled: raised in the worker (it could not be sent back: pickling it "
+        "raised SystemExit(6))"
+    )
+    assert "in raises_an_error_that_exits_when_pickled" in str(error_exits.err.__cause__)
+    # It pickles: it comes back as itself (its str() still raises, here as there).
+    assert type(error_interrupts.err).__name__ == "ErrorThatInterruptsWhenPrinted"
+    # Four failures, no panic, and one child served them all.
+    assert pool.stopped is None
+    assert first.result == last.result
+
+
 def test_a_huge_result_comes_back_whole() -> None:
     size = 64 * 2**20
     huge: Task[bytes] = Task(partial(tasks.returns_bytes, size))
@@ -715,6 +749,72 @@ def test_ctrl_c_while_a_child_starts_stops_the_run_and_leaves_no_process(
     first = ["Cancelled"] if to == "the parent" else ["Cancelled", "not run"]
     outcomes = json.loads(lines[1])
     assert outcomes[0] in first and outcomes[1:] == ["not run", "not run"]
+    session_ends(child.pid)
+
+
+# Ctrl-C while workers wait in line to start their children (the starts are serialised, tens of
+# milliseconds each). The script holds the line's lock until every worker waits in it, sends
+# itself SIGINT, and lets the line go once the pool has stopped: no child may start after that.
+CTRL_C_WHILE_STARTS_WAIT = """
+import json, multiprocessing.process, os, signal, sys, threading, time
+from functools import partial
+from beyond import Pool, Task
+from beyond.backends import child_processes
+from tests.processes_tasks import double
+
+count = int(sys.argv[1])
+pool = Pool([Task(partial(double, n)) for n in range(count)], count, backend="processes")
+started_after_the_stop = []
+start = multiprocessing.process.BaseProcess.start
+
+def counted_start(process):
+    if pool.stopped is not None:
+        started_after_the_stop.append(process.name)
+    start(process)
+
+multiprocessing.process.BaseProcess.start = counted_start
+
+def in_line():
+    frames = sys._current_frames()
+    return sum(
+        frames[thread.ident].f_code.co_name == "_start"
+        for thread in threading.enumerate()
+        if thread.name.startswith("worker-") and thread.ident in frames
+    )
+
+def ctrl_c_while_every_worker_waits_to_start():
+    with child_processes._starting:
+        while in_line() < count:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        while pool.stopped is None:
+            time.sleep(0.01)
+
+threading.Thread(target=ctrl_c_while_every_worker_waits_to_start, daemon=True).start()
+try:
+    pool.run()
+except KeyboardInterrupt:
+    print(json.dumps({
+        "started after the stop": started_after_the_stop,
+        "outcomes": [type(t.err).__name__ if t.finished else "not run" for t in pool.tasks],
+        "children": [child.pid for child in multiprocessing.active_children()],
+    }))
+"""
+
+
+def test_ctrl_c_while_workers_wait_to_start_their_children_starts_none(tmp_path: Path) -> None:
+    # Before the fix each worker in line started its child after the stop all the same (4 of 4
+    # here; 63 of 64 at concurrency 64 in the adversary's run, KeyboardInterrupt 0.9 to 1.2 s
+    # after the SIGINT), only to kill it at its first look at the cancel.
+    child = run_script(tmp_path, CTRL_C_WHILE_STARTS_WAIT, "4")
+    out, err = communicate(child)
+    assert child.returncode == 0, err
+    report = json.loads(out)
+    assert report == {
+        "started after the stop": [],
+        "outcomes": ["Cancelled"] * 4,
+        "children": [],
+    }
     session_ends(child.pid)
 
 

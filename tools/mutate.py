@@ -152,8 +152,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-ctrl-c-does-not-wait-for-running-workers",
         ROBUST,
-        "            pending.clear()\n            workers.wait_until_none_running()\n",
-        "            pending.clear()\n",
+        "            pending.clear()\n            stop = workers.wait_until_none_running(raised)\n",
+        "            pending.clear()\n            stop = raised\n",
         T_ROBUST_INTERRUPTS,
     ),
     _mutant(
@@ -243,10 +243,24 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "robust-a-refused-thread-leaves-the-started-ones-running",
         ROBUST,
-        "            pending.clear()\n            workers.wait_until_none_running()\n"
+        "            pending.clear()\n            stop = workers.wait_until_none_running(raised)\n"
         "            workers.join_ended()\n",
-        "            pass\n",
+        "            stop = raised\n",
         T_ROBUST_START,
+    ),
+    _mutant(
+        "robust-after-a-refused-thread-the-first-ctrl-c-ends-the-wait",
+        ROBUST_WAIT,
+        "ctrl_c_seen = isinstance(ctrl_c_behind(stopped_by), KeyboardInterrupt)",
+        "ctrl_c_seen = True",
+        ("tests/test_thread_limits.py",),
+    ),
+    _mutant(
+        "robust-a-second-ctrl-c-never-ends-the-wait-after-a-stop",
+        ROBUST_WAIT,
+        "                if ctrl_c_seen:\n                    raise",
+        "                if False:\n                    raise",
+        T_ROBUST_INTERRUPTS,
     ),
     _mutant(
         "robust-a-workers-end-is-not-a-change-for-the-watchdog",
@@ -1127,6 +1141,13 @@ MUTANTS: tuple[Mutant, ...] = (
         T_BEYOND_ASYNCIO_INTERRUPTS,
     ),
     _mutant(
+        "beyond-after-a-refused-thread-the-first-ctrl-c-ends-the-wait",
+        WAITING,
+        "                if not first_ctrl_c_waits or kept is not None:",
+        "                if True:",
+        ("tests/test_thread_limits.py",),
+    ),
+    _mutant(
         "beyond-a-wake-up-is-not-a-change-for-the-watchdog",
         WAITING,
         "        self._changes += 1\n        if self._main_waiting:",
@@ -1197,6 +1218,27 @@ MUTANTS: tuple[Mutant, ...] = (
         "\n",
         T_PROCESSES,
     ),
+    _mutant(
+        "processes-a-worker-in-line-starts-its-child-after-a-ctrl-c",
+        PROCESSES,
+        "                token.check()\n                try:\n                    process.start()",
+        "                try:\n                    process.start()",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-result-whose-pickling-exits-ends-the-child",
+        PROCESS_CHILD,
+        "    except BaseException as error:\n        # BaseException too: pickling runs",
+        "    except Exception as error:\n        # BaseException too: pickling runs",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-an-error-whose-pickling-exits-ends-the-child",
+        PROCESS_CHILD,
+        '        except BaseException as failed:\n            message += f" (it could not be sent',
+        '        except Exception as failed:\n            message += f" (it could not be sent',
+        T_PROCESSES,
+    ),
     # --- beyond/backends/dask_cluster.py ---
     _mutant(
         "dask-waits-on-a-future-for-ever",
@@ -1210,6 +1252,22 @@ MUTANTS: tuple[Mutant, ...] = (
         DASK_LOST,
         '    if status == "running":\n        return None',
         "    if True:\n        return None",
+        T_DASK,
+    ),
+    _mutant(
+        "dask-only-a-cancel-counts-as-an-outcome-lost-with-the-cluster",
+        DASK,
+        "if (gone := outcome_lost(client, future, raised)) is not None:",
+        # The code before: only a cancel (distributed's, when the client goes) was the cluster's.
+        'if isinstance(raised, __import__("concurrent.futures").futures.CancelledError)'
+        " and (gone := client_gone(client)):",
+        T_DASK,
+    ),
+    _mutant(
+        "dask-a-fetch-cut-off-before-the-status-changes-is-the-tasks-error",
+        DASK_LOST,
+        "    if gone is None and isinstance(raised, OSError):",
+        "    if False:",
         T_DASK,
     ),
     # --- plots/: the benchmarks' contenders ---

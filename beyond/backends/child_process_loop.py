@@ -99,7 +99,10 @@ def _run_one(sent: memoryview, me: int) -> tuple[int, bytes]:
     _end_if_a_copy(me)
     try:
         return RETURNED, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-    except Exception as error:
+    except BaseException as error:
+        # BaseException too: pickling runs the result's own code (a __reduce__ that calls
+        # sys.exit), and what that raises is the result's failure to be sent, not a reason to end
+        # this process (SIGINT, the one real KeyboardInterrupt, is ignored here).
         return _error_reply(
             NOT_SENT,
             error,
@@ -109,10 +112,19 @@ def _run_one(sent: memoryview, me: int) -> tuple[int, bytes]:
 
 
 def _error_reply(kind: int, error: BaseException, prefix: str = "") -> tuple[int, bytes]:
-    text = "".join(traceback.format_exception(error))
+    # Each call below runs the error's own code (__str__, __reduce__, its notes), which may raise
+    # anything, SystemExit included: that is the error's failure to be described or sent, and
+    # the task fails with what could be said, while this process serves on.
     try:
-        message = prefix + str(error)
-    except Exception:
+        text = "".join(traceback.format_exception(error))
+    except BaseException as failed:
+        text = f"(the traceback could not be formatted: {_described(failed)})"
+    try:
+        # A SystemExit's str() is its bare status ("7"), a KeyboardInterrupt's empty: after a
+        # prefix of ours, only the repr says what was raised.
+        told = str(error) if isinstance(error, Exception) or not prefix else _described(error)
+        message = prefix + told
+    except BaseException:
         message = prefix + type(error).__name__
     sent_error: bytes | None = None
     if kind == RAISED:
@@ -120,12 +132,20 @@ def _error_reply(kind: int, error: BaseException, prefix: str = "") -> tuple[int
         # message (the original is in the traceback text).
         try:
             sent_error = pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            sent_error = None
+        except BaseException as failed:
+            message += f" (it could not be sent back: pickling it raised {_described(failed)})"
     # Plain str, so that the parent's loading of this tuple runs nothing of the task's: str()
     # may return a subclass, which would pickle as its class.
     described = (sent_error, str.__str__(type(error).__qualname__), str.__str__(message), text)
     return kind, pickle.dumps(described, pickle.HIGHEST_PROTOCOL)
+
+
+def _described(error: BaseException) -> str:
+    """repr(error), or its type's name if even that raises."""
+    try:
+        return str.__str__(repr(error))
+    except BaseException:
+        return type(error).__name__
 
 
 def _name_of(fn: object) -> str:

@@ -25,20 +25,18 @@ deadlines (cooperative, counted on the worker's clock from the task's start ther
 retries: docs/stage4-dask.md, and dask_workers.py and dask_lost_workers.py for how.
 
 When the client is closed, or loses its scheduler (killed, or its machine gone): distributed
-cancels the futures in flight, but not always all of them (one sent as the client closes, or
-while it tries to reconnect, is never resolved: `future.result()` then waits for ever, as a probe
-here saw in 3 of 3 runs with the scheduler killed). So a worker thread waits on its task's future
-in slices of CLIENT_CHECK_SECONDS, looking at the client's status between them, and treats any
-status but "running" as the cluster lost. Then the tasks in flight fail with `ClusterLost`, no
-other task starts (those never sent stay `finished == False`, as after any stop, rather than each
-failing: an endless generator would fail for ever), the pool stops with
+cancels the futures in flight, but not always all of them (one sent as the client closes, or while
+it reconnects, is never resolved: `future.result()` waits for ever, 3 of 3 probes with the
+scheduler killed), and a result being fetched then fails with CommClosedError. So a worker thread
+waits on its future in slices of CLIENT_CHECK_SECONDS, looking at the client's status between them,
+and treats any status but "running", and any outcome but the task's own, as the cluster lost: the
+tasks in flight fail with `ClusterLost`, no other task starts (those never sent stay `finished ==
+False`, as after any stop: an endless generator would fail for ever), the pool stops with
 `StopReason.BACKEND_FAILED`, and run() raises `ClusterLost`. The bound: run() returns within
-CLIENT_CHECK_SECONDS of the client's status leaving "running", plus the end of the calls already
-in progress. That happens the moment the client is closed, and as soon as the client sees its
-connection to the scheduler close (at once when the scheduler's process dies; a scheduler cut
-off by the network is seen only when distributed's own heartbeats and timeouts say so). The pool
-makes no call to a cluster it has lost, so nothing of its own waits for distributed's reconnect
-timeout either.
+CLIENT_CHECK_SECONDS of the client's status leaving "running", plus the end of the calls in
+progress: at once when the client is closed or the scheduler's process dies (a scheduler cut off by
+the network is seen when distributed's heartbeats and timeouts say so). The pool makes no call to a
+cluster it has lost, nor waits for distributed's reconnect timeout.
 
 What a task costs: a round trip through the scheduler, as Dask's own submit + result (about 13
 ms with one task in flight on a 2-CPU machine here; `python -m plots.dask_overhead`).
@@ -55,7 +53,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import CancelledError
 from typing import Any
 
 try:
@@ -67,7 +64,12 @@ except ImportError:
         "(or: pip install dask distributed)"
     ) from None
 
-from beyond.backends.dask_lost_workers import LostWorkerWatch, client_gone, runs_at_most
+from beyond.backends.dask_lost_workers import (
+    LostWorkerWatch,
+    client_gone,
+    outcome_lost,
+    runs_at_most,
+)
 from beyond.backends.dask_workers import (
     NotStarted,
     Panicked,
@@ -179,10 +181,10 @@ class DaskBackend(OneThreadPerWorker):
 
     def runner_closed(self, scheduler: SchedulerSeam[Any]) -> None:
         """A runner's worker thread has ended. Never raises: its worker must still say it ended."""
-        if scheduler.stopped is not None:
-            # max_errors, a panic or a bad tasks iterable: a stop the thread that ends here made
-            # (and no cancel: running tasks finish), so it passes it on itself, before anything of
-            # the run is undone. A cancel is the watcher's to pass on.
+        if scheduler.stopped is not None and not isinstance(scheduler.error, ClusterLost):
+            # max_errors, a panic or a bad tasks iterable (a lost cluster has no one to tell): a
+            # stop the thread that ends here made (no cancel: running tasks finish), so it passes
+            # it on itself, before anything of the run is undone. A cancel is the watcher's.
             self._stop_on_cluster(cancel=False)
         with self._lock:
             self._runners -= 1
@@ -418,13 +420,11 @@ class DaskRunner:
                 return outcome.result(timeout=CLIENT_CHECK_SECONDS)
             except Exception as raised:
                 if finished:
-                    # The task's outcome (TimeoutError included: a checkpoint past its deadline).
-                    if isinstance(raised, CancelledError) and (gone := client_gone(client)):
-                        # distributed cancels the futures in flight when the client goes.
+                    # The task's own outcome, unless the cluster went with it (outcome_lost).
+                    if (gone := outcome_lost(client, future, raised)) is not None:
                         return self._lost(task, gone, raised)
                     return _Raised(raised)
-                # The slice passed (or the outcome came just after it: the next call answers at
-                # once).
+                # The slice passed (or the outcome just came: the next call answers at once).
                 if not outcome.done() and (gone := client_gone(client)) is not None:
                     outcome.cancel()
                     return self._lost(task, gone, raised)
