@@ -64,6 +64,8 @@ class BlockedTask:
 class DeadlockReport:
     threads: tuple[BlockedThread, ...]
     tasks: tuple[BlockedTask, ...] = ()
+    # The ident of every thread the report covers (an event loop's thread, for its tasks too).
+    idents: tuple[int, ...] = ()
 
     def format(self) -> str:
         asleep = "tasks" if self.tasks else "threads"

@@ -593,29 +593,29 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-signal-handlers-ignored",
         WD_WAYS_OUT,
-        "        if not _is_asyncio_sigint(handler):\n            return True",
-        "        if not _is_asyncio_sigint(handler):\n            continue",
+        "ignored(signum, handler):\n            return True",
+        "ignored(signum, handler):\n            continue",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-asyncios-sigint-handler-counts-as-a-way-out",
         WD_WAYS_OUT,
-        "        if not _is_asyncio_sigint(handler):\n            return True",
-        "        if True:\n            return True",
+        "if not _is_asyncio_sigint(handler) and not ignored(signum, handler):",
+        "if not ignored(signum, handler):",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-armed-timer-ignored",
         WD_WAYS_OUT,
-        "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
-        "if False:",
+        "    if timer_armed:\n",
+        "    if False:\n",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-timer-for-an-ignored-sigalrm-counts",
         WD_WAYS_OUT,
-        "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
-        "if timer_armed:",
+        "if alarm is not signal.SIG_IGN and not ignored(signal.SIGALRM, alarm):",
+        "if not ignored(signal.SIGALRM, alarm):",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
@@ -740,9 +740,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-awake-hint-never-rechecked",
         WATCHDOG,
-        "if hint in frames and hint != me and classify(frames[hint], self._counts_switches)"
-        " is None:",
-        "if hint in frames and hint != me:",
+        "if hint in frames and classify(frames[hint], self._counts_switches) is None:",
+        "if hint in frames:",
         T_WATCHDOG,
     ),
     _mutant(
