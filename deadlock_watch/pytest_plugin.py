@@ -13,18 +13,19 @@ reason is in docs/pytest-deadlock.md.
 from __future__ import annotations
 
 import functools
+import queue
 import signal
 import sys
 import threading
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import pytest
 
 from deadlock_watch.report import DeadlockReport
-from deadlock_watch.whose_threads import ThreadsOfTheTest
 from deadlock_watch.watchdog import Watchdog
+from deadlock_watch.whose_threads import ThreadsOfTheTest
 
 # How the watchdog's thread reaches the test's: Python runs a signal handler in the main thread,
 # between two bytecodes or as soon as a wait there is interrupted (every wait the watchdog proves
@@ -51,7 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
         warning = pytest.PytestConfigWarning(f"--deadlock is off: {problem}")
         config.issue_config_time_warning(warning, stacklevel=2)
         return
-    config.pluginmanager.register(DeadlockWatch(), "deadlock-watch")
+    config.pluginmanager.register(DeadlockWatch(config), "deadlock-watch")
 
 
 def why_it_cannot_watch() -> str | None:
@@ -68,60 +69,75 @@ def why_it_cannot_watch() -> str | None:
 
 @dataclass
 class Phase:
-    """One test's setup, call or teardown, as the plugin watches it."""
+    """One test's setup, call or teardown, as the plugin watches it.
 
-    item: pytest.Item
-    when: str
-    # The failure's text, set once by the watchdog's thread (under DeadlockWatch._lock), only
-    # while the phase is not over.
-    failure: str | None = None
+    The watcher's thread writes it under DeadlockWatch._lock; the signal handler reads it in the
+    test's thread, after the signal that the watcher sends once it has written.
+    """
+
     over: bool = False
-    # Whether the handler has raised the failure in the test's thread (it does so once).
-    raised: bool = False
+    # What to raise: the first report's text, and any later one's (see _watch_until_over).
+    failures: list[str] = field(default_factory=list)
+    # How many of them the handler has raised in the test's thread.
+    raised: int = 0
+    # The watchdog watching it now, which the test's thread stops when the phase is over.
+    watchdog: Watchdog | None = None
 
 
 class DeadlockWatch:
     """The plugin, registered only when --deadlock is on."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: pytest.Config) -> None:
         self._threads = ThreadsOfTheTest()
         self._main = threading.main_thread()
-        # The phase being watched, or None between phases. The signal handler reads it in the main
-        # thread; the watchdog's thread reads and marks it under the lock.
+        # The phase being watched, or None between phases; the signal handler reads it.
         self._phase: Phase | None = None
         self._lock = threading.Lock()
-        self._tests_left_threads: list[str] = []
         # Kept, so that `is` recognises it: each attribute access makes a new bound method.
         self._handler = self._raise_the_failure
         assert REPORT_SIGNAL is not None  # why_it_cannot_watch() said so
         self._previous = signal.signal(REPORT_SIGNAL, self._handler)
+        # One thread watches every phase in turn (None: the session is over). One for the whole
+        # session, so that a test that checks that it leaves no thread behind finds the same
+        # threads before and after it.
+        self._phases: queue.SimpleQueue[Phase | None] = queue.SimpleQueue()
+        self._watcher = threading.Thread(
+            target=self._watch_each, name="deadlock-watch", daemon=True
+        )
+        # An xdist worker's stderr is the terminal's too: its exit note would land mid-line.
+        self._say_at_exit = not hasattr(config, "workerinput")
 
     def pytest_sessionstart(self) -> None:
-        # Every thread alive now is the runner's: xdist's (execnet's), other plugins'.
+        self._watcher.start()
+        # Every thread alive now is the runner's: xdist's (execnet's), other plugins', this one.
         self._threads.the_runners_are_alive_now()
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
-        return (yield from self._watch(item, "setup"))
+    def pytest_sessionfinish(self) -> None:
+        self._phases.put(None)
+        self._watcher.join()
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
-        return (yield from self._watch(item, "call"))
+    def pytest_runtest_setup(self) -> Generator[None, object, object]:
+        return (yield from self._watch())
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, object, object]:
+    def pytest_runtest_call(self) -> Generator[None, object, object]:
+        return (yield from self._watch())
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self) -> Generator[None, object, object]:
         try:
-            return (yield from self._watch(item, "teardown"))
+            return (yield from self._watch())
         finally:
             # From the next test on, the threads it left asleep are none of that test's.
-            self._tests_left_threads += self._threads.the_test_is_over()
+            self._threads.the_test_is_over()
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self._tests_left_threads:
-            names = ", ".join(self._tests_left_threads)
+        left = self._threads.still_left()
+        if left:
             terminalreporter.write_line(
-                f"--deadlock: deadlocked tests left {len(self._tests_left_threads)} threads "
-                f"asleep for good ({names}); the run does not wait for them at exit"
+                f"--deadlock: deadlocked tests left {len(left)} threads asleep for good "
+                f"({', '.join(left)}); the run does not wait for them at exit"
             )
 
     @pytest.hookimpl(trylast=True)
@@ -130,52 +146,74 @@ class DeadlockWatch:
         signal.signal(REPORT_SIGNAL, self._previous)
         # Registered as late as possible, so that it runs first at exit: before concurrent.futures
         # joins its workers (threading's exit callbacks run last registered, first called).
-        watch_at_exit_once()
+        watch_at_exit_once(self._say_at_exit)
 
-    def _watch(self, item: pytest.Item, when: str) -> Generator[None, object, object]:
+    def _watch(self) -> Generator[None, object, object]:
+        """The test's thread, around one phase: the watcher watches while it runs."""
         if threading.current_thread() is not self._main:
             # No signal handler can run in this thread; the test runs unwatched, as without the
             # plugin (pytest-timeout still backs it).
             return (yield)
-        phase = Phase(item, when)
+        phase = Phase()
         self._threads.a_phase_starts()
-        watchdog = Watchdog(
-            functools.partial(self._deadlocked, phase),
-            watches=self._threads.watches,
-            ignore_handler=self._not_a_way_out,
-        )
         self._phase = phase
-        watchdog.start()
+        self._phases.put(phase)
         try:
             outcome = yield
         finally:
             with self._lock:
                 phase.over = True
-            watchdog.stop()
+                watchdog = phase.watchdog
+            if watchdog is not None:
+                watchdog.stop()  # the watcher leaves it within a sample, for the next phase
             self._phase = None
         if phase.raised:
             # The test caught the failure (`except BaseException`) and went on: it still failed.
-            pytest.fail(phase.failure or "", pytrace=False)
+            pytest.fail("\n".join(phase.failures), pytrace=False)
         return outcome
 
+    def _watch_each(self) -> None:
+        """The watcher's thread: each phase in turn, until the session is over."""
+        while (phase := self._phases.get()) is not None:
+            self._watch_until_over(phase)
+
+    def _watch_until_over(self, phase: Phase) -> None:
+        # Not only the first deadlock: a test can deadlock again while it unwinds from the
+        # failure. Stage 3's pool does: it takes the failure for a Ctrl-C, and waits for its
+        # running workers, stuck for good, before it lets it through. Raised again, the failure
+        # gets through, as a second Ctrl-C would.
+        while True:
+            watchdog = Watchdog(
+                functools.partial(self._deadlocked, phase),
+                watches=self._threads.watches,
+                ignore_handler=self._not_a_way_out,
+            )
+            with self._lock:
+                if phase.over:
+                    return
+                phase.watchdog = watchdog
+            watchdog.run()  # until the phase is over (stop()) or a report
+
     def _deadlocked(self, phase: Phase, report: DeadlockReport) -> None:
-        """The watchdog's reaction, in its thread: hand the report to the test's thread."""
+        """The watchdog's reaction, in the watcher's thread: hand the report to the test's."""
         # What the test leaves behind, seen now, while nothing can move: the report's threads.
         stuck = self._threads.left_asleep(report.idents)
         with self._lock:
             if phase.over:
                 return  # the test's thread woke after all (pytest-timeout's signal came first)
-            phase.failure = failure_text(report, stuck)
+            again = "It deadlocked again, unwinding from the failure above:\n\n"
+            phase.failures.append((again if phase.failures else "") + failure_text(report, stuck))
         assert REPORT_SIGNAL is not None
         signal.pthread_kill(self._main.ident or 0, REPORT_SIGNAL)
 
     def _raise_the_failure(self, signum: int, frame: FrameType | None) -> None:
         """The signal handler, in the test's (main) thread, in the wait it deadlocked in."""
         phase = self._phase
-        if phase is None or phase.over or phase.failure is None or phase.raised:
+        if phase is None or phase.over or phase.raised >= len(phase.failures):
             return  # late: the phase it was meant for has ended
-        phase.raised = True
-        pytest.fail(phase.failure, pytrace=False)
+        phase.raised = len(phase.failures)
+        # pytest shows an earlier failure that this one interrupts above it, as its context.
+        pytest.fail(phase.failures[-1], pytrace=False)
 
     def _not_a_way_out(self, signum: int, handler: object) -> bool:
         """Handlers that cannot end a deadlock: this plugin's own, and pytest-timeout's.
@@ -195,8 +233,9 @@ def failure_text(report: DeadlockReport, stuck: list[str]) -> str:
     if stuck:
         names = ", ".join(stuck)
         text += (
-            f"\n({names}: asleep for good, as shown; Python cannot stop a thread. Later tests "
-            "do not count them, and the run does not wait for them at exit.)\n"
+            f"\n({names}: left where the report shows, as Python cannot stop a thread. Later "
+            "tests do not count them while they stay there, nor does the run wait for them at "
+            "exit.)\n"
         )
     return text
 
@@ -211,48 +250,59 @@ class LeftAsleep(Exception):
 _watching_at_exit: list[bool] = []  # one exit per process, so one callback, however many sessions
 
 
-def watch_at_exit_once() -> None:
+def watch_at_exit_once(say_it: bool) -> None:
     if not _watching_at_exit:
         _watching_at_exit.append(True)
         # concurrent.futures registers its exit callback the same way (Lib/concurrent/futures/
         # thread.py). Each runs in threading._shutdown(), before it joins the non-daemon threads.
-        threading._register_atexit(watch_the_exit)  # type: ignore[attr-defined]
+        threading._register_atexit(ExitWatch(say_it))  # type: ignore[attr-defined]
 
 
-def watch_the_exit() -> None:
-    """If non-daemon threads remain, end the wait for them once every thread is asleep.
+class ExitWatch:
+    """If non-daemon threads remain at exit, stop waiting for them once every thread is asleep.
 
     The interpreter waits at exit for every non-daemon thread; a deadlocked test's threads never
     end. A watchdog then sees the main thread parked in that wait, with every other thread asleep,
-    and interrupts the wait with a signal, as Ctrl-C would: the interpreter prints the exception
-    (through sys.unraisablehook, which says it in one line here) and carries on with its exit,
-    with pytest's exit status, running the atexit callbacks. (CPython: Py_FinalizeEx calls
-    threading._shutdown() and reports an exception from it as unraisable; on 3.13 the C loop
-    that joins the threads does the same.)
+    and interrupts the wait with a signal, as a Ctrl-C would. The interpreter hands the exception
+    to sys.unraisablehook (which here says it in one line, or not at all) and carries on with its
+    exit: pytest's exit status, the atexit callbacks. (CPython: Py_FinalizeEx reports an exception
+    from threading._shutdown() as unraisable; on 3.13 the C loop that joins does the same.)
     """
-    main = threading.current_thread()
-    if not any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate()):
-        return
-    assert REPORT_SIGNAL is not None
-    raised: list[bool] = []
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        if not raised:
-            raised.append(True)
-            raise LeftAsleep
+    def __init__(self, say_it: bool) -> None:
+        self._say_it = say_it
+        self._raised = False
+        self._previous_hook = sys.unraisablehook
 
-    signal.signal(REPORT_SIGNAL, interrupt)
-    previous_hook = sys.unraisablehook
+    def __call__(self) -> None:
+        main = threading.current_thread()
+        if not any(t.is_alive() and not t.daemon and t is not main for t in threading.enumerate()):
+            return
+        assert REPORT_SIGNAL is not None
+        signal.signal(REPORT_SIGNAL, self._interrupt)
+        self._previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+        Watchdog(self._stop_waiting, ignore_handler=self._not_a_way_out).start()
 
-    def say_it(unraisable: sys.UnraisableHookArgs) -> None:
-        if unraisable.exc_type is not LeftAsleep:
-            previous_hook(unraisable)
-
-    def stop_waiting(report: DeadlockReport) -> None:
-        names = ", ".join(t.name for t in report.threads if t.name != main.name)
-        sys.stderr.write(f"--deadlock: not waiting at exit for threads asleep for good: {names}\n")
-        sys.stderr.flush()
+    def _stop_waiting(self, report: DeadlockReport) -> None:
+        main = threading.main_thread()
+        if self._say_it:
+            names = ", ".join(t.name for t in report.threads if t.name != main.name)
+            sys.stderr.write(
+                f"--deadlock: not waiting at exit for threads asleep for good: {names}\n"
+            )
+            sys.stderr.flush()
+        assert REPORT_SIGNAL is not None
         signal.pthread_kill(main.ident or 0, REPORT_SIGNAL)
 
-    sys.unraisablehook = say_it
-    Watchdog(stop_waiting, ignore_handler=lambda signum, handler: handler is interrupt).start()
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        if not self._raised:
+            self._raised = True
+            raise LeftAsleep
+
+    def _unraisable(self, unraisable: sys.UnraisableHookArgs) -> None:
+        if unraisable.exc_type is not LeftAsleep:
+            self._previous_hook(unraisable)
+
+    def _not_a_way_out(self, signum: int, handler: object) -> bool:
+        return getattr(handler, "__func__", None) is ExitWatch._interrupt

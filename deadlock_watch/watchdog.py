@@ -113,10 +113,18 @@ class Watchdog:
         self._thread.start()
         return self
 
+    def run(self) -> None:
+        """Watch from the calling thread instead, until stop() or a report; start() not called.
+
+        For a long-lived thread that watches one thing after another (the pytest plugin's).
+        """
+        self._watch()
+
     def stop(self) -> None:
+        """End the watch; wait for its thread if start() started one (run() ends by itself)."""
         with contextlib.suppress(RuntimeError):  # stopped already
             self._running.release()
-        if self._thread is not threading.current_thread():
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
     def __enter__(self) -> Watchdog:

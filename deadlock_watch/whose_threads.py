@@ -6,16 +6,16 @@ The thread running the test (the main thread) and every thread alive while it ru
   which sits in a read, awake, for ever; other plugins' threads) and pytest-timeout's timer
   thread (its `thread` method), whose only act is to end the process;
 - threads that an earlier deadlocked test left asleep, for as long as they stay in the very wait
-  its report showed. An asleep thread can wake nobody, so leaving it out cannot make a report
-  false, and a later test's report does not list it. Once it moves it counts again: awake, it may
-  be doing work a later test waits for.
+  its report showed, not woken (the watchdog's own test of sameness). An asleep thread can wake
+  nobody, so leaving it out cannot make a report false, and a later test's report does not list
+  it. Once woken it counts again: it may be doing work that a later test waits for.
 
 A thread that a session or module fixture starts later counts: awake, it keeps a test that waits
 on it from being reported; asleep, it is named in the report of a test that deadlocks with it.
 docs/pytest-deadlock.md says why, and what this cannot see.
 
-A thread is known by the outermost frame of its stack, which lives as long as the thread does
-and which is kept alive here: the idents of ended threads are reused, frames still held are not.
+A runner's thread is known by the outermost frame of its stack, which lives as long as the thread
+and is kept alive here: the idents of ended threads are reused, frames still held are not.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from __future__ import annotations
 import threading
 from types import FrameType
 
-from deadlock_watch.frames import current_frames
+from deadlock_watch.frames import current_frames, voluntary_context_switches
+from deadlock_watch.threads import Wait
+from deadlock_watch.watchdog import classify
 
 
 class ThreadsOfTheTest:
@@ -31,15 +33,16 @@ class ThreadsOfTheTest:
 
     def __init__(self) -> None:
         self._main = threading.main_thread().ident
+        self._counts_switches = voluntary_context_switches(threading.get_native_id()) is not None
         # The outermost frames of the runner's threads.
         self._runners: set[FrameType] = set()
         # Whether each thread seen in this phase is the test's, by its outermost frame; emptied
         # at each phase, so that no ended thread's frames are held for long.
         self._verdicts: dict[FrameType, bool] = {}
-        # By ident: the innermost frame, and the instruction in it, where a thread was left
-        # asleep; earlier tests' threads, and this test's (counted until it is over).
-        self._left_by_earlier_tests: dict[int, tuple[FrameType, int]] = {}
-        self._left_by_this_test: dict[int, tuple[FrameType, int, str]] = {}
+        # By ident, the wait in which a deadlocked test left a thread (and its name): earlier
+        # tests' threads, and this test's, which count until it is over.
+        self._left_by_earlier_tests: dict[int, tuple[Wait, str]] = {}
+        self._left_by_this_test: dict[int, tuple[Wait, str]] = {}
 
     def the_runners_are_alive_now(self) -> None:
         for ident, frame in current_frames().items():
@@ -54,7 +57,7 @@ class ThreadsOfTheTest:
         if ident == self._main:
             return True
         left = self._left_by_earlier_tests.get(ident)
-        if left is not None and left[0] is frame and left[1] == frame.f_lasti:
+        if left is not None and self._still_in(left[0], frame):
             return False
         bottom = outermost(frame)
         verdict = self._verdicts.get(bottom)
@@ -73,33 +76,39 @@ class ThreadsOfTheTest:
         left = []
         for ident in idents:
             frame = frames.get(ident)
-            if ident == self._main or frame is None:
+            wait = classify(frame, self._counts_switches) if frame is not None else None
+            if ident == self._main or wait is None:
                 continue
             name = names.get(ident, f"thread-{ident}")
-            self._left_by_this_test[ident] = (frame, frame.f_lasti, name)
+            self._left_by_this_test[ident] = (wait, name)
             left.append(name)
         return left
 
-    def the_test_is_over(self) -> list[str]:
-        """From the next test on, this test's threads still asleep where they were are not
-        counted. Returns their names."""
-        frames = current_frames()
-        still = {
-            ident: (frame, lasti, name)
-            for ident, (frame, lasti, name) in self._left_by_this_test.items()
-            if frames.get(ident) is frame and frame.f_lasti == lasti
-        }
+    def the_test_is_over(self) -> None:
+        """From the next test on, the threads this test left, still asleep in the same waits,
+        are not counted."""
+        self._left_by_earlier_tests.update(self._left_by_this_test)
         self._left_by_this_test.clear()
-        # Forget earlier ones that have moved or ended: they count again, for good.
+        self.still_left()
+
+    def still_left(self) -> list[str]:
+        """The names of the threads left asleep that still are; the others count again."""
+        frames = current_frames()
         self._left_by_earlier_tests = {
-            ident: (frame, lasti)
-            for ident, (frame, lasti) in self._left_by_earlier_tests.items()
-            if frames.get(ident) is frame and frame.f_lasti == lasti
+            ident: (wait, name)
+            for ident, (wait, name) in self._left_by_earlier_tests.items()
+            if ident in frames and self._still_in(wait, frames[ident])
         }
-        self._left_by_earlier_tests.update(
-            (ident, (frame, lasti)) for ident, (frame, lasti, _) in still.items()
-        )
-        return [name for _, _, name in still.values()]
+        return [name for _, name in self._left_by_earlier_tests.values()]
+
+    def _still_in(self, wait: Wait, frame: FrameType) -> bool:
+        """True while the thread standing at `frame` sleeps in the very same wait, not woken.
+
+        The watchdog's own test of sameness (the wait's object, kept alive in `wait`): a waiter
+        that has been notified, or a queue that now holds an item, already makes it awake.
+        """
+        now = classify(frame, self._counts_switches)
+        return now is not None and now.same_as(wait)
 
 
 def outermost(frame: FrameType) -> FrameType:
