@@ -17,6 +17,7 @@ import queue
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -175,7 +176,12 @@ class DeadlockWatch:
     def _watch_each(self) -> None:
         """The watcher's thread: each phase in turn, until the session is over."""
         while (phase := self._phases.get()) is not None:
-            self._watch_until_over(phase)
+            try:
+                self._watch_until_over(phase)
+            except Exception:
+                # A bug of the watchdog's must not leave the rest of the run unwatched unsaid.
+                print("--deadlock: watching a test failed:", file=sys.__stderr__)
+                traceback.print_exc(file=sys.__stderr__)
 
     def _watch_until_over(self, phase: Phase) -> None:
         # Not only the first deadlock: a test can deadlock again while it unwinds from the
@@ -196,11 +202,12 @@ class DeadlockWatch:
 
     def _deadlocked(self, phase: Phase, report: DeadlockReport) -> None:
         """The watchdog's reaction, in the watcher's thread: hand the report to the test's."""
-        # What the test leaves behind, seen now, while nothing can move: the report's threads.
-        stuck = self._threads.left_asleep(report.idents)
         with self._lock:
             if phase.over:
                 return  # the test's thread woke after all (pytest-timeout's signal came first)
+            # What the test leaves behind, seen now, while nothing can move: the report's
+            # threads. Under the lock, so that none is noted after the test is over.
+            stuck = self._threads.left_asleep(report.idents)
             again = "It deadlocked again, unwinding from the failure above:\n\n"
             phase.failures.append((again if phase.failures else "") + failure_text(report, stuck))
         assert REPORT_SIGNAL is not None

@@ -86,6 +86,8 @@ WD_THREADS = "deadlock_watch/threads.py"
 WD_LOOPS = "deadlock_watch/loops.py"
 WD_WAYS_OUT = "deadlock_watch/ways_out.py"
 WATCHDOG = "deadlock_watch/watchdog.py"
+WD_PLUGIN = "deadlock_watch/pytest_plugin.py"
+WD_WHOSE = "deadlock_watch/whose_threads.py"
 BEYOND = "beyond/pool.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
@@ -113,6 +115,7 @@ T_WATCHDOG_ASYNCIO = (
     "tests/test_watchdog_signals.py",
 )
 T_WATCHDOG_POOLS = ("tests/test_watchdog_pools.py",)
+T_PLUGIN = ("tests/test_pytest_deadlock.py",)
 T_BEYOND = (
     "tests/test_beyond.py",
     "tests/test_beyond_interrupts.py",
@@ -783,6 +786,100 @@ MUTANTS: tuple[Mutant, ...] = (
         'ident: None if wait.kind == "polling" else voluntary_context_switches(',
         "ident: voluntary_context_switches(",
         T_WATCHDOG_POOLS,
+    ),
+    # --- deadlock_watch/pytest_plugin.py and whose_threads.py: pytest --deadlock ---
+    _mutant(
+        "plugin-pytest-timeouts-alarm-is-a-way-out",
+        WD_PLUGIN,
+        'getattr(handler, "__module__", None) == "pytest_timeout"',
+        "False",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "watchdog-timer-of-an-ignored-handler-counts",
+        WD_WAYS_OUT,
+        "if alarm is not signal.SIG_IGN and not ignored(signal.SIGALRM, alarm):",
+        "if alarm is not signal.SIG_IGN:",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "watchdog-thread-filter-ignored",
+        WATCHDOG,
+        "        if self._watches is None:\n            return frames",
+        "        if True:\n            return frames",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-earlier-tests-threads-counted",
+        WD_WHOSE,
+        "        if left is not None and self._still_in(left[0], frame):\n            return False",
+        "        if False:\n            return False",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-earlier-tests-threads-left-out-once-woken",
+        WD_WHOSE,
+        "        return now is not None and now.same_as(wait)",
+        "        return True",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-runner-threads-counted",
+        WD_WHOSE,
+        "verdict = bottom not in self._runners and not is_pytest_timeouts_timer(bottom)",
+        "verdict = not is_pytest_timeouts_timer(bottom)",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-pytest-timeouts-timer-thread-counted",
+        WD_WHOSE,
+        "verdict = bottom not in self._runners and not is_pytest_timeouts_timer(bottom)",
+        "verdict = bottom not in self._runners",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-setup-unwatched",
+        WD_PLUGIN,
+        "    def pytest_runtest_setup(self) -> Generator[None, object, object]:\n"
+        "        return (yield from self._watch())",
+        "    def pytest_runtest_setup(self) -> Generator[None, object, object]:\n"
+        "        return (yield)",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-a-caught-failure-passes",
+        WD_PLUGIN,
+        "        if phase.raised:\n",
+        "        if False:\n",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-one-report-per-phase",
+        WD_PLUGIN,
+        "            watchdog.run()  # until the phase is over (stop()) or a report",
+        "            watchdog.run()\n            return",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-exit-waits-for-threads-left-asleep",
+        WD_PLUGIN,
+        "        Watchdog(self._stop_waiting, ignore_handler=self._not_a_way_out).start()",
+        "        pass",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-a-late-report-raised-after-its-phase",
+        WD_PLUGIN,
+        "if phase is None or phase.over or phase.raised >= len(phase.failures):",
+        "if phase is None or phase.raised >= len(phase.failures):",
+        T_PLUGIN,
+        survives=(
+            "Not equivalent, not killable by a test: a report is raised only once the watchdog "
+            "has seen the test's thread asleep twice over its grace period, and only the "
+            "report's own signal moves it, so it is still in its phase when the handler runs. "
+            "The phase can end first only if pytest-timeout's SIGALRM lands after the watchdog's"
+            " second look and before its report is written, a window of microseconds."
+        ),
     ),
     # --- beyond/pool.py ---
     _mutant(
