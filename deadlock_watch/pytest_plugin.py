@@ -133,14 +133,6 @@ class DeadlockWatch:
             # From the next test on, the threads it left asleep are none of that test's.
             self._threads.the_test_is_over()
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        left = self._threads.still_left()
-        if left:
-            terminalreporter.write_line(
-                f"--deadlock: deadlocked tests left {len(left)} threads asleep for good "
-                f"({', '.join(left)}); the run does not wait for them at exit"
-            )
-
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self) -> None:
         assert REPORT_SIGNAL is not None
@@ -240,9 +232,8 @@ def failure_text(report: DeadlockReport, stuck: list[str]) -> str:
     if stuck:
         names = ", ".join(stuck)
         text += (
-            f"\n({names}: left where the report shows, as Python cannot stop a thread. Later "
-            "tests do not count them while they stay there, nor does the run wait for them at "
-            "exit.)\n"
+            f"\n({names} stay asleep: Python cannot stop a thread. Later tests leave them out, "
+            "and the run will not wait for them at exit.)\n"
         )
     return text
 

@@ -39,10 +39,10 @@ class ThreadsOfTheTest:
         # Whether each thread seen in this phase is the test's, by its outermost frame; emptied
         # at each phase, so that no ended thread's frames are held for long.
         self._verdicts: dict[FrameType, bool] = {}
-        # By ident, the wait in which a deadlocked test left a thread (and its name): earlier
-        # tests' threads, and this test's, which count until it is over.
-        self._left_by_earlier_tests: dict[int, tuple[Wait, str]] = {}
-        self._left_by_this_test: dict[int, tuple[Wait, str]] = {}
+        # By ident, the wait in which a deadlocked test left a thread: earlier tests' threads,
+        # and this test's, which count until it is over.
+        self._left_by_earlier_tests: dict[int, Wait] = {}
+        self._left_by_this_test: dict[int, Wait] = {}
 
     def the_runners_are_alive_now(self) -> None:
         for ident, frame in current_frames().items():
@@ -57,7 +57,7 @@ class ThreadsOfTheTest:
         if ident == self._main:
             return True
         left = self._left_by_earlier_tests.get(ident)
-        if left is not None and self._still_in(left[0], frame):
+        if left is not None and self._still_in(left, frame):
             return False
         bottom = outermost(frame)
         verdict = self._verdicts.get(bottom)
@@ -80,26 +80,21 @@ class ThreadsOfTheTest:
             if ident == self._main or wait is None:
                 continue
             name = names.get(ident, f"thread-{ident}")
-            self._left_by_this_test[ident] = (wait, name)
+            self._left_by_this_test[ident] = wait
             left.append(name)
         return left
 
     def the_test_is_over(self) -> None:
         """From the next test on, the threads this test left, still asleep in the same waits,
-        are not counted."""
-        self._left_by_earlier_tests.update(self._left_by_this_test)
+        are not counted; those that earlier tests left and have moved since count again."""
+        left = {**self._left_by_earlier_tests, **self._left_by_this_test}
         self._left_by_this_test.clear()
-        self.still_left()
-
-    def still_left(self) -> list[str]:
-        """The names of the threads left asleep that still are; the others count again."""
         frames = current_frames()
         self._left_by_earlier_tests = {
-            ident: (wait, name)
-            for ident, (wait, name) in self._left_by_earlier_tests.items()
+            ident: wait
+            for ident, wait in left.items()
             if ident in frames and self._still_in(wait, frames[ident])
         }
-        return [name for _, name in self._left_by_earlier_tests.values()]
 
     def _still_in(self, wait: Wait, frame: FrameType) -> bool:
         """True while the thread standing at `frame` sleeps in the very same wait, not woken.

@@ -812,7 +812,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "plugin-earlier-tests-threads-counted",
         WD_WHOSE,
-        "        if left is not None and self._still_in(left[0], frame):\n            return False",
+        "        if left is not None and self._still_in(left, frame):\n            return False",
         "        if False:\n            return False",
         T_PLUGIN,
     ),
