@@ -171,7 +171,7 @@ class DeadlockWatch:
             try:
                 self._watch_until_over(phase)
             except Exception:
-                # A bug of the watchdog's must not leave the rest of the run unwatched unsaid.
+                # A bug in the watchdog: say so, and go on watching the phases that follow.
                 print("--deadlock: watching a test failed:", file=sys.__stderr__)
                 traceback.print_exc(file=sys.__stderr__)
 
@@ -285,7 +285,10 @@ class ExitWatch:
     def _stop_waiting(self, report: DeadlockReport) -> None:
         main = threading.main_thread()
         if self._say_it:
-            names = ", ".join(t.name for t in report.threads if t.name != main.name)
+            # The non-daemon threads: the only ones the exit would wait for.
+            threads = {thread.ident: thread for thread in threading.enumerate()}
+            left = [threads.get(ident) for ident in report.idents]
+            names = ", ".join(t.name for t in left if t and not t.daemon and t is not main)
             sys.stderr.write(
                 f"--deadlock: not waiting at exit for threads asleep for good: {names}\n"
             )

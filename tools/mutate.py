@@ -867,20 +867,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "        pass",
         T_PLUGIN,
     ),
-    _mutant(
-        "plugin-a-late-report-raised-after-its-phase",
-        WD_PLUGIN,
-        "if phase is None or phase.over or phase.raised >= len(phase.failures):",
-        "if phase is None or phase.raised >= len(phase.failures):",
-        T_PLUGIN,
-        survives=(
-            "Not equivalent, not killable by a test: a report is raised only once the watchdog "
-            "has seen the test's thread asleep twice over its grace period, and only the "
-            "report's own signal moves it, so it is still in its phase when the handler runs. "
-            "The phase can end first only if pytest-timeout's SIGALRM lands after the watchdog's"
-            " second look and before its report is written, a window of microseconds."
-        ),
-    ),
     # --- beyond/pool.py ---
     _mutant(
         "beyond-takers-see-only-the-stop-not-the-failure-count",
