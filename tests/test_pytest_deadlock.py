@@ -84,6 +84,11 @@ def test_stage_3s_pool_whose_tasks_wait_on_a_queue_nobody_feeds():
     robust.Pool([robust.Task(nobody_feeds.get) for _ in range(2)], 2).run()
 
 
+def test_main_waits_in_c_on_a_simple_queue_nobody_feeds():
+    nobody_feeds = queue.SimpleQueue()
+    nobody_feeds.get()
+
+
 def test_a_passing_test_after():
     time.sleep(0.1)
 """
@@ -121,7 +126,7 @@ def test_each_deadlocked_test_fails_with_the_report_and_the_run_goes_on(
     pytester.makepyfile(test_deadlocks=DEADLOCKS)
     result = run(pytester, "--deadlock", BACKSTOP)
 
-    result.assert_outcomes(passed=2, failed=4)
+    result.assert_outcomes(passed=2, failed=5)
     assert result.ret == 1
     assert "Timeout" not in result.stdout.str()
     failed = failures(result)
@@ -162,6 +167,9 @@ def test_each_deadlocked_test_fails_with_the_report_and_the_run_goes_on(
     ]
     assert blocks(pool) == once + once
     assert "It deadlocked again, unwinding from the failure above:" in pool
+
+    simple = failed["test_main_waits_in_c_on_a_simple_queue_nobody_feeds"]
+    assert blocks(simple) == ["thread MainThread [simplequeue get: nobody_feeds]:"]
 
     # Seven threads never end; the run does, with pytest's exit status, and says why.
     assert result.stderr.lines == [
@@ -434,7 +442,7 @@ def test_under_xdist_each_worker_watches_its_own_tests(pytester: pytest.Pytester
     pytester.makepyfile(test_deadlocks=DEADLOCKS)
     result = run(pytester, "--deadlock", BACKSTOP, "-n", "2")
 
-    result.assert_outcomes(passed=2, failed=4)
+    result.assert_outcomes(passed=2, failed=5)
     assert result.ret == 1
     assert "Timeout" not in result.stdout.str()
     failed = failures(result)
