@@ -180,7 +180,7 @@ class DeadlockWatch:
         # failure. Stage 3's pool does: it takes the failure for a Ctrl-C, and waits for its
         # running workers, stuck for good, before it lets it through. Raised again, the failure
         # gets through, as a second Ctrl-C would.
-        while True:
+        while not phase.over:
             watchdog = Watchdog(
                 functools.partial(self._deadlocked, phase),
                 watches=self._threads.watches,
@@ -188,7 +188,7 @@ class DeadlockWatch:
             )
             with self._lock:
                 if phase.over:
-                    return
+                    return  # over while this watchdog was made: the test's thread stops no other
                 phase.watchdog = watchdog
             watchdog.run()  # until the phase is over (stop()) or a report
 
