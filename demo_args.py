@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # The most worker threads a demo will start. Measured on the development machine (2 CPUs, Linux
 # 6.18, CPython 3.11.7): one process could start 22,305 threads, then `Thread.start()` failed with
@@ -37,6 +37,17 @@ class DemoArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # `--workers=--`: argparse takes that "--" for its end-of-options marker even after "=".
+        # CPython 3.11 then drops it and hands the option an empty list, skipping type= and
+        # choices= (a traceback further on, or a demo run with workers=[]); 3.13 hands it the
+        # string "--". Refused on every version, in the words argparse uses for `--workers --`.
+        # (_get_values is where argparse turns an option's strings into its value, and the one
+        # place that sees the option together with what followed its "=".)
+        if action.option_strings and arg_strings == ["--"]:
+            raise argparse.ArgumentError(action, "expected one argument")
+        return super()._get_values(action, arg_strings)
 
     def fail(self, message: str) -> NoReturn:
         """A failure the user can act on, found after the arguments were accepted: one line, 2."""

@@ -16,8 +16,7 @@ class JobFailed(Exception):
 
 class Job:
     """The demo's task for job `number`: as in stages 2 and 3, odd jobs fail and even ones double.
-
-    A class rather than a closure so that a task read back from the pool says which job it was.
+    Its task is named "job N" (Task(name=...)), which every line and message about it then says.
     """
 
     def __init__(self, number: int, work_seconds: float) -> None:
@@ -35,11 +34,6 @@ class Job:
         if self.number % 2 == 0:
             return self.number * 2
         raise JobFailed(f"error on job {self.number}")
-
-
-def job_number(task: Task[int]) -> int:
-    assert isinstance(task.fn, Job)
-    return task.fn.number
 
 
 def outcome(task: Task[int]) -> str:
@@ -83,15 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    # --stream: the tasks taken and not yet printed (at most --workers of them, so memory stays
-    # flat), so that Ctrl-C can count the ones that finished without being printed.
-    not_printed: dict[int, Task[int]] = {}
+    # --stream: the tasks taken and not yet printed, by name (at most --workers of them, so
+    # memory stays flat), so that Ctrl-C can count the ones that finished without being printed.
+    not_printed: dict[str, Task[int]] = {}
 
     def tasks() -> Iterator[Task[int]]:
         for number in range(1, args.jobs + 1):
-            task = Task(Job(number, args.work_seconds), timeout=args.task_timeout)
+            task = Task(
+                Job(number, args.work_seconds), timeout=args.task_timeout, name=f"job {number}"
+            )
             if args.stream:
-                not_printed[number] = task
+                not_printed[task.name] = task
             yield task
 
     # A list for run(), so that the walk afterwards sees every job, started or not; a generator
@@ -105,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             # body is interrupted (Ctrl-C while printing).
             with contextlib.closing(pool.stream(args.timeout)) as as_they_finish:
                 for task in as_they_finish:
-                    del not_printed[job_number(task)]
-                    say(f"job {job_number(task)} {outcome(task)}")
+                    del not_printed[task.name]
+                    say(f"{task.name} {outcome(task)}")
                     printed += 1
                     printed_errors += task.err is not None
         else:

@@ -18,8 +18,10 @@ can take a task, and nothing starts after the N-th failure.
 
 What it still cannot do: stop a coroutine that never awaits (a computation, a blocking call).
 It holds the loop's one thread: no other task, no timer and no cancel runs until it returns or
-awaits. A coroutine that catches its CancelledError and awaits on is waited for, and reported
-overdue past its deadline as in pool.py. Use more than one core: all the Python runs on one thread.
+awaits. (Between two such tasks, though, a Ctrl-C is seen, and no task starts after it: see
+CtrlC, and LoopRun.awaiting for run_async() and stream_async().) A coroutine that catches its
+CancelledError and awaits on is waited for, and reported overdue past its deadline as in
+pool.py. Use more than one core: all the Python runs on one thread.
 
 Which loop: uvloop when it is installed (`pip install 'go-worker-pool-py[backends]'`), asyncio's
 own loop otherwise; `pool.backend.loop` says which, and `Asyncio(loop="standard")` picks it.
@@ -34,14 +36,17 @@ Sample run (tasks that sleep 10 ms, every third failing; see docs/stage4-asyncio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import inspect
+import signal
+import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
-from types import CoroutineType
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator
+from types import CoroutineType, FrameType
+from typing import Any, Generic, Protocol, TypeVar
 
 from beyond.pool import (
     Cancelled,
@@ -115,21 +120,24 @@ class Asyncio:
     def run_pool(self, pool: Pool[Any], timeout: float | None) -> None:
         """Pool.run(): a new loop runs the pool to its end in this thread, then closes.
 
-        asyncio.Runner, as asyncio.run() uses it: while the loop runs in the main thread, the
-        first Ctrl-C cancels the task that waits for the pool (Lib/asyncio/runners.py,
-        Runner._on_sigint) instead of raising KeyboardInterrupt wherever the loop happens to be.
-        That task stops the pool, cancels the running tasks and waits for them to unwind, and the
-        Runner then raises KeyboardInterrupt from run(). A second Ctrl-C raises at once; closing
-        the Runner still cancels every task left and runs the loop until they have ended.
+        asyncio.Runner, as asyncio.run() uses it, with the pool's own Ctrl-C handling (see
+        CtrlC): while the loop runs in the main thread, the first Ctrl-C stops the pool, which
+        cancels the running tasks at their next await and starts no new one, instead of raising
+        KeyboardInterrupt wherever the loop happens to be; once they have unwound, run() raises
+        KeyboardInterrupt. A second Ctrl-C raises at once; closing the Runner still cancels every
+        task left and runs the loop until they have ended.
         """
         _refuse_inside_a_running_loop("pool.run()", "await pool.run_async()")
         workers = pool._begin(streaming=False, timeout=timeout)
+        ctrl_c = CtrlC(workers)
         with asyncio.Runner(loop_factory=self.loop_factory) as runner:
-            run = LoopRun(pool, workers, runner.get_loop(), streaming=False)
+            run = LoopRun(pool, workers, runner.get_loop(), streaming=False, if_cancelled=CTRL_C)
             try:
-                runner.run(run.run(CTRL_C))
+                with ctrl_c.handled():
+                    runner.run(run.run())
             finally:
                 run.detach()
+        ctrl_c.raise_if_pressed()
         run.raise_its_error()
 
     def stream_pool(
@@ -152,8 +160,10 @@ class Asyncio:
         # Checked again at the first step, which is when the loop would start.
         _refuse_inside_a_running_loop("iterating over the pool", "async for ... stream_async()")
         workers = pool._begin(streaming=True, timeout=timeout)
+        ctrl_c = CtrlC(workers)
         with asyncio.Runner(loop_factory=self.loop_factory) as runner:
-            run = LoopRun(pool, workers, runner.get_loop(), streaming=True)
+            loop = runner.get_loop()
+            run = LoopRun(pool, workers, loop, streaming=True, if_cancelled=CTRL_C)
             run.start()
             try:
                 while True:
@@ -161,8 +171,11 @@ class Asyncio:
                     if task is not None:
                         yield task
                     elif run.running:
-                        # Ctrl-C here: the Runner cancels this step, and raises KeyboardInterrupt.
-                        runner.run(run.until_something_to_hand_over())
+                        # The loop runs only here, and only here is Ctrl-C the pool's to handle
+                        # (in the loop's body it is raised there, and unwinds through this).
+                        with ctrl_c.handled():
+                            runner.run(run.until_something_to_hand_over())
+                        ctrl_c.raise_if_pressed()
                     else:
                         break
             except BaseException as raised:
@@ -170,7 +183,18 @@ class Asyncio:
                 # its body, Ctrl-C included, which unwinds through it). Stop, cancel the running
                 # tasks, and run the loop until they have unwound, so that none outlives it.
                 workers.stop(*_why_the_loop_ended(raised), cancel=True)
-                runner.run(run.until_every_worker_has_ended())
+                # A second Ctrl-C raised after a step's task had returned but before its loop
+                # stopped leaves that step's stop still queued: the next run would end at once
+                # ("Event loop stopped before Future completed"). Run what is queued first: a loop
+                # stopped before run_forever() runs its ready callbacks once and returns
+                # (documented at loop.stop()).
+                loop.stop()
+                loop.run_forever()
+                with ctrl_c.handled():
+                    runner.run(run.until_every_worker_has_ended())
+                if ctrl_c.pressed and isinstance(raised, GeneratorExit):
+                    # A Ctrl-C while the loop was left for another reason: it is still a Ctrl-C.
+                    raise KeyboardInterrupt from None
                 raise
             finally:
                 run.detach()
@@ -183,9 +207,15 @@ class Asyncio:
         cancelled, the pool stops (CANCELLED), cancels its running tasks and waits for them to
         unwind, then the CancelledError goes on."""
         workers = pool._begin(streaming=False, timeout=timeout)
-        run = LoopRun(pool, workers, asyncio.get_running_loop(), streaming=False)
+        run = LoopRun(
+            pool,
+            workers,
+            asyncio.get_running_loop(),
+            streaming=False,
+            if_cancelled=AWAITING_TASK_CANCELLED,
+        )
         try:
-            await run.run(AWAITING_TASK_CANCELLED)
+            await run.run()
         finally:
             run.detach()
         run.raise_its_error()
@@ -200,7 +230,15 @@ class Asyncio:
         the pool is stopped, and its running tasks cancelled and waited for, as the loop is left.
         """
         workers = pool._begin(streaming=True, timeout=timeout)
-        run = LoopRun(pool, workers, asyncio.get_running_loop(), streaming=True)
+        run = LoopRun(
+            pool,
+            workers,
+            asyncio.get_running_loop(),
+            streaming=True,
+            if_cancelled=AWAITING_TASK_CANCELLED,
+        )
+        # The task iterating: its cancel stops the pool (see LoopRun.awaiting).
+        run.awaited_by(asyncio.current_task())
         run.start()
         try:
             while True:
@@ -218,6 +256,58 @@ class Asyncio:
         finally:
             run.detach()
         run.raise_its_error()
+
+
+class CtrlC:
+    """Ctrl-C while a synchronous run() or `for task in pool` runs the loop: the pool's own
+    handling, in place of asyncio.Runner's.
+
+    asyncio.Runner (Lib/asyncio/runners.py, Runner._on_sigint) turns the first Ctrl-C into a
+    cancel of the task it runs, which a pool of tasks that never await would see only once
+    they have all run, and it raises KeyboardInterrupt at once, wherever the loop is, for a
+    first Ctrl-C that lands after that task has returned but before the loop has stopped: once
+    per step of `for task in pool`. Landing in uvloop's own clean-up, that leaves the loop
+    unusable (it still says it is running), and the pool can no longer wait for its tasks. Here
+    the first Ctrl-C stops the pool from the signal handler (Workers.stop may be called there):
+    no task starts after it, even between tasks that never await, and the running ones are
+    cancelled at their next await; the KeyboardInterrupt is raised once the loop has stopped. A
+    second Ctrl-C raises at once, as asyncio.Runner's does.
+    """
+
+    def __init__(self, workers: Workers[Any]) -> None:
+        self.workers = workers
+        self.pressed = 0
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.pressed += 1
+        if self.pressed > 1:
+            raise KeyboardInterrupt
+        # Wakes the loop too: the stop reaches it through call_soon_threadsafe (LoopRun._on_stop).
+        self.workers.stop(*CTRL_C, cancel=True)
+
+    @contextlib.contextmanager
+    def handled(self) -> Iterator[None]:
+        """Handle Ctrl-C here while the block runs the loop, where asyncio.Runner would: in the
+        main thread, and only over Python's default handler (a program's own handler stays)."""
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            yield
+            return
+        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            # Equal, not the same object: each `self._on_sigint` makes a new bound method (kept
+            # on self, one would make a reference cycle, and keep the run's tasks for the
+            # cyclic garbage collector).
+            if signal.getsignal(signal.SIGINT) == self._on_sigint:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def raise_if_pressed(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
 
 
 class LoopRun(Generic[Result]):
@@ -239,11 +329,23 @@ class LoopRun(Generic[Result]):
         loop: asyncio.AbstractEventLoop,
         *,
         streaming: bool,
+        if_cancelled: tuple[StopReason, str],
     ) -> None:
         self.pool = pool
         self.workers = workers
         self.loop = loop
         self.streaming = streaming
+        # How the pool stops when the task awaiting it is cancelled.
+        self.if_cancelled = if_cancelled
+        # The task awaiting the pool (run()'s, the loop over the pool's), and how many cancel
+        # requests it had already when it began to (asyncio.timeout compares the same way).
+        # Cancelling it stops the pool, but it acts on the cancel only at its next turn, and
+        # tasks that never await never give it one: Task.cancel() counts the request at once
+        # (Task.cancelling()), so every worker reads the count before it starts a task. The
+        # caller's own asyncio.run() cancels it so on Ctrl-C. None for the synchronous `for task
+        # in pool`, whose steps are tasks of their own: there Ctrl-C stops the pool itself (CtrlC).
+        self.awaiting: _Cancellable | None = None
+        self._cancels_before = 0
         # One asyncio Task per worker, made by start().
         self.worker_tasks: list[asyncio.Task[None]] = []
         # Workers started and not yet ended.
@@ -286,17 +388,26 @@ class LoopRun(Generic[Result]):
             for number in range(count)
         ]
 
-    async def run(self, if_cancelled: tuple[StopReason, str]) -> None:
+    async def run(self) -> None:
         """Run every task; return once every worker has ended. If the task running this is
         cancelled, stop the pool with `if_cancelled`, wait for the workers, and re-raise."""
+        self.awaited_by(asyncio.current_task())
         self.start()
         try:
             while self.running:
                 await self._sleep()
         except asyncio.CancelledError:
-            self.workers.stop(*if_cancelled, cancel=True)
+            self.workers.stop(*self.if_cancelled, cancel=True)
             await self.until_every_worker_has_ended()
             raise
+
+    def awaited_by(self, task: _Cancellable | None) -> None:
+        """From now on `task` awaits the pool: a cancel it gets stops the pool."""
+        if task is None:
+            # Not in an asyncio Task (a coroutine driven by hand): nothing to be cancelled.
+            task = _NEVER_CANCELLED
+        self.awaiting = task
+        self._cancels_before = task.cancelling()
 
     async def until_something_to_hand_over(self) -> None:
         """The loop over the pool: wait for a finished task, or for every worker to end."""
@@ -361,9 +472,7 @@ class LoopRun(Generic[Result]):
         task = self.done.popleft()
         self.room += 1
         while self._waiting_for_room:
-            waiter = self._waiting_for_room.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+            if _wake_one(self._waiting_for_room.popleft()):
                 break
         return task
 
@@ -402,6 +511,12 @@ class LoopRun(Generic[Result]):
                 # The last check before the task starts. Exact here, unlike with threads: every
                 # failure so far is recorded, and none can land before the task's first line.
                 if workers.stopped is not None or len(failures) >= max_errors:
+                    return
+                # A cancel of the task awaiting the pool since the last task: that task has not
+                # had a turn to stop the pool if the tasks never await, so this worker does.
+                awaiting = self.awaiting
+                if awaiting is not None and awaiting.cancelling() > self._cancels_before:
+                    workers.stop(*self.if_cancelled, cancel=True)
                     return
                 if run_deadline is not None and loop.time() >= run_deadline:
                     self._run_deadline_passed()
@@ -524,9 +639,7 @@ class LoopRun(Generic[Result]):
         deadline: each running task's own asyncio.timeout_at fires at that moment, and a second
         cancel would turn its TimeoutError into a CancelledError."""
         while self._waiting_for_room:
-            waiter = self._waiting_for_room.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+            _wake_one(self._waiting_for_room.popleft())
         if not cancel or reason is StopReason.TIMEOUT:
             return
         for number, task in enumerate(self.workers.current):
@@ -556,6 +669,28 @@ class LoopRun(Generic[Result]):
             ),
             stacklevel=1,
         )
+
+
+class _Cancellable(Protocol):
+    """What LoopRun reads of the task awaiting the pool."""
+
+    def cancelling(self) -> int: ...
+
+
+class _NeverCancelled:
+    def cancelling(self) -> int:
+        return 0
+
+
+_NEVER_CANCELLED = _NeverCancelled()
+
+
+def _wake_one(waiter: asyncio.Future[None]) -> bool:
+    """Wake a worker waiting on `waiter`, unless it was woken already; say if it was woken now."""
+    if waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
 
 
 def _awaitable(task: Task[Any]) -> Awaitable[Any]:

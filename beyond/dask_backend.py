@@ -48,6 +48,22 @@ its last run); one the pool's stop kept from running again fails with `WorkerLos
 up on keeps KilledWorker as its error. For tasks that must never run twice, set
 `allowed-failures` to 0 on the scheduler: Dask then fails them with KilledWorker at the first death.
 
+When the client is closed, or loses its scheduler (killed, or its machine gone): distributed
+cancels the futures in flight, but not always all of them (one sent as the client closes, or
+while it tries to reconnect, is never resolved: `future.result()` then waits for ever, as a probe
+here saw in 3 of 3 runs with the scheduler killed). So a worker thread waits on its task's future
+in slices of CLIENT_CHECK_SECONDS, looking at the client's status between them, and treats any
+status but "running" as the cluster lost. Then the tasks in flight fail with `ClusterLost`, no
+other task starts (those never sent stay `finished == False`, as after any stop, rather than each
+failing: an endless generator would fail for ever), the pool stops with
+`StopReason.BACKEND_FAILED`, and run() raises `ClusterLost`. The bound: run() returns within
+CLIENT_CHECK_SECONDS of the client's status leaving "running", plus the end of the calls already
+in progress. That happens the moment the client is closed, and as soon as the client sees its
+connection to the scheduler close (at once when the scheduler's process dies; a scheduler cut
+off by the network is seen only when distributed's own heartbeats and timeouts say so). The pool
+makes no call to a cluster it has lost, so nothing of its own waits for distributed's reconnect
+timeout either.
+
 What a task costs: a round trip through the scheduler, the same as Dask's own submit + result (on
 a 2-CPU machine here, about 13 ms with one task in flight and 6 to 9 ms with 4 to 16; measured by
 `python -m plots.dask_overhead`). It is CPU work in the client, the scheduler and the worker, not
@@ -58,6 +74,7 @@ cluster pays off.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -83,12 +100,22 @@ except ImportError:
     ) from None
 
 import beyond.pool
-from beyond.pool import Runner, Task, Workers
+from beyond.pool import Runner, StopReason, Task, Workers
+
+# How often a worker thread waiting on its task's future looks at the client: a future whose
+# client has closed or lost its scheduler may never be resolved, and nothing wakes that wait.
+# Also the bound on how long run() takes to notice (see the module's docstring).
+CLIENT_CHECK_SECONDS = 0.25
 
 
 class RerunWarning(UserWarning):
     """A task may have run more than once: the worker it was assigned to was lost, and Dask ran it
     again on another worker. The task keeps the outcome of its last run."""
+
+
+class ClusterLost(Exception):
+    """The pool's Dask client was closed, or lost its scheduler, while the task was in flight: it
+    may or may not have run. The pool stops, and run() raises a ClusterLost of its own."""
 
 
 class WorkerLost(Exception):
@@ -323,7 +350,13 @@ class DaskBackend:
         """Lock held, by the first runner: watch for lost workers and for a cancel."""
         # Subscribed before any task is sent: the subscription and the tasks go down the same
         # ordered stream to the scheduler, so no worker can be lost unseen while a task is out.
-        self._watch = _Watch.on(self.client, self)
+        # Never raises (this runs as a worker thread begins, before it can say it ended): a
+        # client closed since the Pool was made refuses it, and the first task then finds the
+        # client gone and stops the run.
+        try:
+            self._watch = _Watch.on(self.client, self)
+        except Exception:
+            self._watch = None
         # The watcher sleeps as Token.sleep does: on a lock the pool's cancel releases (every
         # sleeper, once, under the pool's lock), or, if no cancel comes, the last runner does.
         self._wake = threading.Lock()
@@ -366,6 +399,9 @@ class DaskBackend:
             watcher.join()
         if watch is not None:
             watch.forget(self)
+        if _gone(self.client) is not None:
+            # The marks went with the cluster (or stay on a scheduler this client cannot reach).
+            return
         for name in self._marks_registered:
             # Every task is back, so no task of this pool can start any more: the marks can go.
             self._quietly(
@@ -377,6 +413,10 @@ class DaskBackend:
         """No task of this pool starts on the cluster from now on; with `cancel`, the running ones
         are told too (their checkpoint() raises Cancelled). Once each; never raises."""
         mark = "cancelled" if cancel else "stopped"
+        if _gone(self.client) is not None:
+            # Nothing to tell, and a call to a client that tries to reconnect could wait for its
+            # whole reconnect timeout.
+            return
         with self._lock:
             if mark in self._marks_sent:
                 return
@@ -459,6 +499,11 @@ class DaskRunner:
             lost = backend._lost.pop(key, None)
             dropped = key in backend._dropped
             backend._dropped.discard(key)
+        if isinstance(outcome, _NeverSent):
+            # The cluster was gone before the task could be sent: it never ran, and the pool has
+            # stopped (as for NotStarted below).
+            self.workers.current[self.number] = None
+            return False
         if dropped or isinstance(outcome, NotStarted):
             if not lost:
                 # The stop came first: fn never ran. The task stays `finished == False`, and the
@@ -486,11 +531,16 @@ class DaskRunner:
         return task.run(kept)
 
     def _send_and_wait(self, key: str, task: Task[Any]) -> Any:
-        """fn's result, run on the cluster; a _Raised if it (or sending it) failed."""
+        """fn's result, run on the cluster; a _Raised if it (or sending it) failed; _NeverSent
+        if the cluster was gone before it could be sent (the pool is stopped then)."""
         backend, workers = self.backend, self.workers
         now = time.monotonic()
         task_left = None if task.deadline is None else task.deadline - now
         run_left = None if workers.run_deadline is None else workers.run_deadline - now
+        client = backend.client
+        if (gone := _gone(client)) is not None:
+            self._stop_the_run(gone)
+            return _NeverSent()
         # retries=0: a task that raises is not run again. A caller's `dask.annotate(retries=...)`
         # does not reach here: annotations live in a ContextVar, and a new thread (this worker's)
         # starts with an empty context.
@@ -508,22 +558,81 @@ class DaskRunner:
                 retries=0,
             )
         except Exception as not_sent:
-            # fn does not pickle, or the client is closed: this task fails, the others run on.
+            if (gone := _gone(client)) is not None:
+                # Closed as the task was being sent: it never reached the cluster.
+                self._stop_the_run(gone)
+                return _NeverSent()
+            # fn does not pickle: this task fails, the others run on.
             not_sent.add_note(f"the pool could not send task {key} to the cluster")
             return _Raised(not_sent)
         with backend._lock:
             backend._in_flight[key] = future
         try:
-            # Raises the task's own exception, its traceback rebuilt from the worker's.
-            return future.result()
-        except CancelledError as cancelled:
-            return _Raised(cancelled)
-        except Exception as error:
-            return _Raised(error)
+            return self._wait(future, task)
         finally:
             # Let the scheduler forget it (and the worker drop the result): held on, it would be
-            # computed again should that worker be lost.
-            future.release()
+            # computed again should that worker be lost. Never raises: a closed client's loop
+            # refuses the callback, and there is nothing left to forget then.
+            with contextlib.suppress(Exception):
+                future.release()
+
+    def _wait(self, future: Any, task: Task[Any]) -> Any:
+        """The future's outcome (fn's result, or a _Raised), waiting in slices and looking at the
+        client between them: ClusterLost once it is gone (see the module's docstring).
+
+        Why not future.result(timeout=...) in a loop: its timeout runs on the client's event loop
+        (asyncio.timeout), and on CPython 3.11 a timeout that fires as the result arrives leaves
+        the call a bare CancelledError, which distributed's sync() turns into UnboundLocalError
+        for a task that succeeded (seen here under load, 1 task in about 50). So the outcome is
+        fetched by one coroutine on the client's loop for the whole wait, the one result() runs
+        (Future._result: it waits for the task, then raises its error or fetches its result), and
+        this thread waits on its concurrent.futures handle, whose timeout never touches it.
+        (client.gather(..., asynchronous=True) would do too, but a gather cancelled as it waits
+        leaves a task of its own behind, logged as "Task exception was never retrieved".)
+        """
+        client = self.backend.client
+        fetching = future._result()
+        try:
+            outcome = asyncio.run_coroutine_threadsafe(fetching, client.loop.asyncio_loop)
+        except Exception as refused:
+            # The client's loop has closed.
+            fetching.close()
+            return self._lost(task, _gone(client) or "has no event loop running", refused)
+        while True:
+            finished = outcome.done()
+            try:
+                return outcome.result(timeout=CLIENT_CHECK_SECONDS)
+            except Exception as raised:
+                if finished:
+                    # The task's outcome (TimeoutError included: a checkpoint past its deadline).
+                    if isinstance(raised, CancelledError) and (gone := _gone(client)):
+                        # distributed cancels the futures in flight when the client goes.
+                        return self._lost(task, gone, raised)
+                    return _Raised(raised)
+                # The slice passed (or the outcome came just after it: the next call answers at
+                # once).
+                if not outcome.done() and (gone := _gone(client)) is not None:
+                    outcome.cancel()
+                    return self._lost(task, gone, raised)
+
+    def _lost(self, task: Task[Any], gone: str, cause: BaseException | None) -> _Raised:
+        """The task's outcome once the cluster is gone with it in flight; the pool stops."""
+        self._stop_the_run(gone)
+        error = ClusterLost(
+            f"the Dask client {gone} while task {task._name()} was in flight: it may or may not "
+            "have run on the cluster"
+        )
+        error.__cause__ = cause
+        return _Raised(error)
+
+    def _stop_the_run(self, gone: str) -> None:
+        # Made, not raised, here: run() raises it in the caller's thread. The first stop wins,
+        # so only the first worker to see the loss words the run's error.
+        stopped = ClusterLost(
+            f"the Dask client {gone}: no other task of the pool starts, and those in flight "
+            "failed with ClusterLost"
+        )
+        self.workers.stop(StopReason.BACKEND_FAILED, str(stopped), error=stopped)
 
     def _rerun(self, task: Task[Any], attempts: int, lost: list[str], outcome: Any) -> Any:
         """Say that `task` may have run more than once; the outcome to keep."""
@@ -546,6 +655,24 @@ class DaskRunner:
 
     def close(self) -> None:
         self.backend._closed(self.workers)
+
+
+class _NeverSent:
+    """What _send_and_wait returns for a task it did not send because the cluster was gone."""
+
+    __slots__ = ()
+
+
+def _gone(client: Any) -> str | None:
+    """None while the client is connected to its scheduler; else what happened, for messages.
+    A client that lost its connection says "connecting" while it tries to reconnect: the futures
+    in flight are lost already then (distributed cancels them), whether it succeeds or not."""
+    status = client.status
+    if status == "running":
+        return None
+    if status in ("closing", "closed"):
+        return f"was closed (status {status!r})"
+    return f"lost its scheduler (status {status!r})"
 
 
 def _attempts(outcome: Any, lost: list[str] | None) -> int:

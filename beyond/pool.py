@@ -35,12 +35,16 @@ Sample run (`python -m beyond --jobs 30 --max-errors 10`):
 
 from __future__ import annotations
 
+import atexit
 import enum
+import functools
 import math
+import reprlib
 import sys
 import threading
 import time
 import warnings
+import weakref
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -105,6 +109,9 @@ class StopReason(enum.Enum):
     INTERRUPTED = "interrupted"  # Ctrl-C (or another exception) in the thread waiting for the pool
     PANIC = "panic"  # a task raised a BaseException that is not an Exception
     BAD_SOURCE = "bad source"  # the tasks iterable raised, or gave something that is not a Task
+    # The backend can run no more tasks: its worker processes cannot start, or its Dask client or
+    # scheduler is gone. run() raises the backend's error, as for a panic.
+    BACKEND_FAILED = "backend failed"
 
 
 @dataclass(frozen=True)
@@ -125,27 +132,47 @@ class Task(Generic[Result]):
     `timeout`: seconds the task may run. Once they have passed, checkpoint() in the task raises
     TimeoutError (which counts as the task's failure); a task that does not check runs on and is
     reported overdue.
+
+    `name`: what every message, warning and repr calls the task (`task.name`). By default, fn's
+    name, and for a functools.partial its function with its arguments, shortened:
+    `Task(partial(fetch, url))` is `fetch('https://example.com/a')`, so that an error says which
+    input failed.
     """
 
     # Slots: the pool touches these once per task, and slot access is the cheapest there is.
-    __slots__ = ("_owner", "deadline", "err", "finished", "fn", "result", "timeout")
+    __slots__ = ("_given_name", "_owner", "deadline", "err", "finished", "fn", "result", "timeout")
 
     # A coroutine function (backend="asyncio") makes a Task of what it returns once awaited.
     @overload
     def __init__(
-        self: Task[Result], fn: Callable[[], Awaitable[Result]], *, timeout: float | None = None
+        self: Task[Result],
+        fn: Callable[[], Awaitable[Result]],
+        *,
+        timeout: float | None = None,
+        name: str | None = None,
     ) -> None: ...
 
     @overload
     def __init__(
-        self: Task[Result], fn: Callable[[], Result], *, timeout: float | None = None
+        self: Task[Result],
+        fn: Callable[[], Result],
+        *,
+        timeout: float | None = None,
+        name: str | None = None,
     ) -> None: ...
 
-    def __init__(self, fn: Callable[[], Any], *, timeout: float | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[], Any], *, timeout: float | None = None, name: str | None = None
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"Task needs a callable with no arguments, got {type(fn).__name__}")
         if timeout is not None:
             _check_seconds("timeout", timeout)
+        if name is not None and type(name) is not str:
+            # Exactly str: a subclass's own __str__ or __repr__ would run in every message.
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        # None: made from fn when a message first needs it (see `name`), not for every task.
+        self._given_name = name
         self.fn = fn
         self.timeout = timeout
         # When the task must be done by, on the time.monotonic() clock: set by its worker as it
@@ -160,12 +187,29 @@ class Task(Generic[Result]):
         # The mark of the Pool that holds this task, once one does (see Pool.__init__).
         self._owner: object | None = None
 
+    @property
+    def name(self) -> str:
+        """The name given to Task(), else one made from fn (see the class docstring): printable,
+        at most NAME_LIMIT characters, and never an exception, whatever fn's arguments do."""
+        name = self._given_name
+        if name is None:
+            # Made once, when first needed: every message about the task then says the same, even
+            # if an argument changes meanwhile (an Event's repr says whether it is set).
+            name = self._given_name = _name_of(self.fn)
+        return name
+
     def _name(self) -> str:
-        """fn's name, quoted, for messages; never raises."""
-        try:
-            return repr(getattr(self.fn, "__qualname__", None) or type(self.fn).__name__)
-        except Exception:
-            return "?"
+        """The name, quoted, for messages: one line whatever it holds; never raises. (The other
+        backends' messages call this too.)"""
+        name = self.name
+        # A made name is printable already (its arguments are reprs): quoted as it is, since
+        # repr() would double every backslash in it. A given one may hold anything: repr().
+        if name.isprintable():
+            if "'" not in name:
+                return f"'{name}'"
+            if '"' not in name:
+                return f'"{name}"'
+        return repr(name)
 
     def run(self, call: Callable[[], Result] | None = None) -> bool:
         """Call fn once and keep its outcome. The pool's workers call this; a task runs once.
@@ -210,9 +254,79 @@ class Task(Generic[Result]):
             # `is None`, not truthiness: an exception may define __bool__, and it still failed.
             try:
                 state = f"failed: {self.err!r}"
-            except Exception:
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
                 state = f"failed: {type(self.err).__name__}"
         return f"<Task {name} {state}>"
+
+
+# A name made from fn is at most this long: an argument of a megabyte must not make a message of a
+# megabyte. Each argument is shortened on its own first (_SHORT), so that every one shows.
+NAME_LIMIT = 120
+# How many of a partial's arguments a name shows, and how many nested partials it looks into.
+NAME_ARGUMENTS = 4
+NAME_DEPTH = 3
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's shortening, which cuts a str before it makes its repr; bytes too. (Any other
+    object's repr is made whole and then cut: a megabyte only for a moment.)"""
+
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        return self._cut(repr(value[: self.maxstring]), len(value) > self.maxstring)
+
+    def repr_bytearray(self, value: bytearray, level: int) -> str:
+        return self._cut(repr(value[: self.maxstring]), len(value) > self.maxstring)
+
+    def _cut(self, text: str, cut: bool) -> str:
+        return text + "..." if cut else text
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxstring = _SHORT.maxother = 40
+_SHORT.maxlong = 20
+_SHORT.maxlevel = 2
+
+
+def _name_of(fn: object, depth: int = 0) -> str:
+    """A task's default name: fn's qualified name, and a partial's arguments, each shortened.
+
+    Never raises, whatever fn and the arguments do in their own __repr__ or __getattr__ (see
+    _short); a Ctrl-C that lands here is the caller's, and goes on.
+    """
+    try:
+        if isinstance(fn, functools.partial) and depth < NAME_DEPTH:
+            shown = [_short(argument) for argument in fn.args[:NAME_ARGUMENTS]]
+            room = NAME_ARGUMENTS - len(shown)
+            keywords = list(fn.keywords.items())
+            shown += [f"{key}={_short(value)}" for key, value in keywords[:room]]
+            if len(fn.args) + len(keywords) > len(shown):
+                shown.append("...")
+            name = f"{_name_of(fn.func, depth + 1)}({', '.join(shown)})"
+        else:
+            name = getattr(fn, "__qualname__", None) or type(fn).__name__
+            if type(name) is not str:
+                name = type(fn).__name__
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        name = type(fn).__name__
+    if not name.isprintable():
+        # A repr of its own may hold a newline (a numpy array's does): a message is one line.
+        name = name.encode("unicode_escape").decode("ascii")
+    return name if len(name) <= NAME_LIMIT else name[: NAME_LIMIT - 3] + "..."
+
+
+def _short(value: object) -> str:
+    """One argument, shortened. reprlib already puts a placeholder for a repr that raises an
+    Exception; this covers one that raises SystemExit or another BaseException."""
+    try:
+        return _SHORT.repr(value)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        return f"<{type(value).__name__}>"
 
 
 class Pool(Generic[Result]):
@@ -330,8 +444,14 @@ class Pool(Generic[Result]):
         starts after it, every task already running is told and finishes, then run() re-raises
         the KeyboardInterrupt. A second Ctrl-C during that wait stops the waiting: run() re-raises
         at once, no new task starts either, and the running tasks still finish before the
-        interpreter exits (their threads are not daemons). Tasks that never started keep
-        `finished == False`.
+        interpreter exits (an exit hook waits for them, see WorkerThread). Tasks that never
+        started keep `finished == False`.
+
+        A worker inside the tasks iterable's next() runs no task: once the pool has stopped
+        (Ctrl-C, or any other stop), run() does not wait for it beyond one check interval
+        (SIGNAL_CHECK_SECONDS). It is left to come back by itself, then starts nothing and ends;
+        if it never comes back (a generator blocked on a queue or a socket), its thread does
+        not keep the process from exiting.
 
         If the tasks iterable raises, or gives something that is not a Task (or a Task given
         twice), the pool stops the same way and run() raises that error: it is the caller's bug,
@@ -392,9 +512,10 @@ class Pool(Generic[Result]):
         the next task tells the running tasks, waits for them and re-raises.
 
         Leaving the loop early (break, return, an exception in its body) stops the pool as
-        cancel() does and waits for the running tasks, so that no thread outlives the loop. That
-        happens when the generator is closed: at once in CPython when the loop drops it, or call
-        its close() (`contextlib.closing`) if you keep it in a variable.
+        cancel() does and waits for the running tasks, so that no thread outlives the loop (but
+        for a worker still inside the tasks iterable's next() after a check interval: see run()).
+        That happens when the generator is closed: at once in CPython when the loop drops it, or
+        call its close() (`contextlib.closing`) if you keep it in a variable.
         """
         if timeout is not None:
             # Refused now, not at the loop's first step.
@@ -560,6 +681,12 @@ class Workers(Generic[Result]):
         # (As many slots as workers: a list never has more workers than tasks.)
         slots = concurrency if source is not None else min(concurrency, len(tasks))
         self.current: list[Task[Result] | None] = [None] * slots
+        # Per worker: inside the tasks iterable's next(), or waiting for its turn there (a slot
+        # per worker, written by that worker without the lock). Such a worker runs no task, and
+        # once the pool has stopped it will start none: see _only_the_source_is_left.
+        self._at_source: list[bool] = [False] * slots
+        # When the waiting thread first saw only workers at the source left (see there).
+        self._only_the_source_since: float | None = None
         self.overdue: list[Task[Result]] = []
         self._overdue_grace = overdue_grace
         # Called (lock held) by every stop() with its reason and `cancel`, for a backend whose run
@@ -594,15 +721,12 @@ class Workers(Generic[Result]):
                 # Cancelled before the run: nothing to hand out.
                 self._pending.clear()
 
-    def threads(self) -> list[threading.Thread]:
+    def threads(self) -> list[WorkerThread]:
         """One per worker: as many as tasks for a list (at most concurrency), else concurrency."""
         count = self.concurrency
         if self._sequence is not None:
             count = min(count, len(self._sequence))
-        return [
-            threading.Thread(target=_work, args=(self, number), name=f"worker-{number + 1}")
-            for number in range(count)
-        ]
+        return [WorkerThread(self, number) for number in range(count)]
 
     def finish_run(self) -> None:
         with self._lock:
@@ -620,6 +744,7 @@ class Workers(Generic[Result]):
         with self._lock:
             self._running -= 1
             self.current[number] = None
+            self._at_source[number] = False
             self._ended.append(threading.current_thread())
             self._wake_main()
 
@@ -631,11 +756,12 @@ class Workers(Generic[Result]):
         cheapest hand-off per task), with what it reads kept in local variables. In iteration,
         the task the worker ran last (current[number]) goes to the consumer before the next take.
         """
-        pending, failures, max_errors, current = (
+        pending, failures, max_errors, current, at_source = (
             self._pending,
             self.failures,
             self.max_errors,
             self.current,
+            self._at_source,
         )
         while True:
             if pending is not None:
@@ -648,7 +774,12 @@ class Workers(Generic[Result]):
             else:
                 if self._streaming and not self._hand_over(current[number]):
                     return
+                at_source[number] = True
                 taken = self._take_from_source()
+                # Cleared before the check below, never after: the waiting thread, once the pool
+                # has stopped, may leave without this worker while the flag is set, so the worker
+                # must then see that stop before it starts a task.
+                at_source[number] = False
                 if taken is None:
                     return
                 task = taken
@@ -692,6 +823,9 @@ class Workers(Generic[Result]):
     def _take_from_source(self) -> Task[Result] | None:
         """The next task from the iterable, checked and claimed; None once it is exhausted, or
         after it failed (which stops the pool with its error)."""
+        if self.stopped is not None:
+            # Not even in line for the lock: a worker stuck in next() may hold it for good.
+            return None
         with self._taking:
             if self.stopped is not None or self._source is None:
                 return None
@@ -795,16 +929,34 @@ class Workers(Generic[Result]):
     # --- What the waiting thread (main in run(), the consumer in iteration) calls. ---
 
     def wait_until_ended(self, count: int) -> None:
-        """Main: wait until `count` workers have ended."""
-        self._sleep_until(lambda: len(self._ended) >= count)
+        """Main: wait until `count` workers have ended (or only the source holds them)."""
+        self._sleep_until(lambda: len(self._ended) >= count or self._only_the_source_is_left())
 
     def wait_until_none_running(self) -> None:
-        """Main: wait until every worker that has begun has ended.
+        """Main: wait until every worker that has begun has ended (or only the source holds
+        them).
 
         A worker that has been started but not yet begun is not waited for: main calls this only
         once the pool has stopped, so such a worker will take no task and end by itself.
         """
-        self._sleep_until(lambda: self._running == 0)
+        self._sleep_until(lambda: self._running == 0 or self._only_the_source_is_left())
+
+    def _only_the_source_is_left(self) -> bool:
+        """The waiting thread, lock held: the pool has stopped, and every worker still running is
+        at the source (in the tasks iterable's next(), or in line for it), and has been for a
+        check interval. Such a worker runs no task and will start none; it may take as long as
+        the iterable's own code likes (a generator blocked on a socket: for ever), and the caller,
+        a Ctrl-C's included, must not wait for that. It is left to come back by itself, see the
+        stop and end; its thread is a daemon (see WorkerThread). The interval lets a quick
+        next() come back first, so that, as a rule, no thread outlives the run.
+        """
+        if self.stopped is None or self._running != sum(self._at_source):
+            self._only_the_source_since = None
+            return False
+        now = time.monotonic()
+        if self._only_the_source_since is None:
+            self._only_the_source_since = now
+        return now - self._only_the_source_since >= SIGNAL_CHECK_SECONDS
 
     def next_finished(self, started: int) -> Task[Result] | None:
         """The consumer: the next finished task, waiting for one if need be; None once all
@@ -817,9 +969,15 @@ class Workers(Generic[Result]):
                     if self._waiting_for_room:
                         self._room_freed.notify()
                     return task
-                if len(self._ended) >= started:
+                if len(self._ended) >= started or self._only_the_source_is_left():
                     return None
-            self._sleep_until(lambda: bool(self._done) or len(self._ended) >= started)
+            self._sleep_until(
+                lambda: (
+                    bool(self._done)
+                    or len(self._ended) >= started
+                    or self._only_the_source_is_left()
+                )
+            )
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""
@@ -860,17 +1018,20 @@ class Workers(Generic[Result]):
                 self._main_waiting = False
 
     def _seconds_to_next_deadline(self) -> float:
-        if not self._watching_deadlines:
-            return math.inf
-        now = time.monotonic()
         wake = math.inf
-        if self.run_deadline is not None and not self.cancelled:
-            wake = self.run_deadline
-        for task in self.current:
-            deadline = self._deadline_of(task)
-            if deadline is not None and task is not None and task not in self.overdue:
-                wake = min(wake, deadline + self._overdue_grace)
-        return max(wake - now, 0.0)
+        if self._only_the_source_since is not None:
+            # Only workers at the source are left: they are let go when the interval is over.
+            wake = self._only_the_source_since + SIGNAL_CHECK_SECONDS
+        if self._watching_deadlines:
+            if self.run_deadline is not None and not self.cancelled:
+                wake = min(wake, self.run_deadline)
+            for task in self.current:
+                deadline = self._deadline_of(task)
+                if deadline is not None and task is not None and task not in self.overdue:
+                    wake = min(wake, deadline + self._overdue_grace)
+        if wake == math.inf:
+            return math.inf
+        return max(wake - time.monotonic(), 0.0)
 
     def _deadline_of(self, task: Task[Result] | None) -> float | None:
         """When a running task must be done by: its own deadline or the run's, the earlier."""
@@ -1098,6 +1259,60 @@ def backend_for(backend: object) -> Backend:
     from beyond.backends import backend_for as other_backend
 
     return other_backend(backend)
+
+
+class WorkerThread(threading.Thread):
+    """A worker's thread: a daemon, which the interpreter's exit waits for as for the thread that
+    started the run (stage 3's workers inherit that thread's daemon flag), but not while it is at
+    the source of a stopped pool (see _wait_for_workers_at_exit).
+
+    Not simply a non-daemon thread, as in stage 3: the interpreter waits for those at exit
+    whatever they do, and a worker inside the tasks iterable's next() may never come back (a
+    generator blocked on a queue or a socket): the process could then never end, even after a
+    second Ctrl-C. A task that has started still finishes before the interpreter exits.
+    """
+
+    def __init__(self, workers: Workers[Any], number: int) -> None:
+        super().__init__(
+            target=_work, args=(workers, number), name=f"worker-{number + 1}", daemon=True
+        )
+        self.number = number
+        # A run started by a daemon thread is not waited for, as a daemon thread is not.
+        self.waited_for_at_exit = not threading.current_thread().daemon
+        # Weak: a thread's Workers would make a reference cycle (Workers keeps the threads that
+        # ended), and the run's tasks would wait for the cyclic garbage collector to be freed.
+        # While the thread runs, its target's arguments hold the Workers alive.
+        self._workers = weakref.ref(workers)
+
+    def wait_at_exit(self) -> bool:
+        """Join this thread unless it is at the source of a stopped pool; say if it waited."""
+        workers = self._workers()
+        if workers is None or not self.waited_for_at_exit or not self.is_alive():
+            return False
+        if workers.stopped is not None and workers._at_source[self.number]:
+            # It runs no task and will start none, and may never come back.
+            return False
+        self.join()
+        return True
+
+
+def _wait_for_workers_at_exit() -> None:
+    """At interpreter exit: wait for the worker threads as for non-daemon threads, except those
+    at the source of a stopped pool (see WorkerThread.wait_at_exit). Again until a round waits
+    for none, in case a pool started more workers meanwhile. A Ctrl-C here (the third) ends the
+    wait, and the process exits without the tasks still running."""
+    while sum(
+        thread.wait_at_exit()
+        for thread in threading.enumerate()
+        if isinstance(thread, WorkerThread)
+    ):
+        pass
+
+
+# threading's own hook, run at interpreter exit before it joins the non-daemon threads
+# (Lib/threading.py, _shutdown): concurrent.futures.thread registers its exit there too. Private,
+# hence atexit as the fallback, which runs later, daemon threads still running.
+getattr(threading, "_register_atexit", atexit.register)(_wait_for_workers_at_exit)
 
 
 def _work(workers: Workers[Result], number: int) -> None:

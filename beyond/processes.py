@@ -10,18 +10,40 @@ process and runs its tasks there, one at a time. Per task, the thread pickles `t
 down a pipe, and waits for the outcome while watching the task's deadline and the pool's cancel.
 
 - An exception comes back rebuilt in the parent, its remote traceback text attached as
-  `__cause__` (a `RemoteTraceback`, as concurrent.futures does); one that cannot be unpickled
-  comes back as a `RemoteError` with its type, message and traceback text.
+  `__cause__` (a `RemoteTraceback`, as concurrent.futures does); one that cannot be rebuilt here
+  comes back as a `RemoteError` with its type, message, traceback text and why.
 - A child that dies (os._exit, a segfault, SIGKILL from the OOM killer) gives its task a
   `WorkerDied` saying how: exit status or signal name. The next task gets a fresh child, and the
   other workers never notice. ProcessPoolExecutor instead marks the whole executor broken
   (`BrokenProcessPool`) and fails every pending future with it.
-- A task that cannot be pickled (a lambda, a closure), or whose result cannot, fails alone with
-  `NotPicklable`; nothing is sent, or the child goes on to its next task.
+- A task that cannot be pickled (a lambda, a closure), or whose result cannot be pickled there or
+  loaded here, fails alone with `NotPicklable`; so does one whose loading raises SystemExit or
+  KeyboardInterrupt (a `__reduce__` returning `(sys.exit, ...)`): that is not the task's run.
 - Past its deadline (its own, or the run's) a task's child is killed with SIGKILL and the task
   gets TimeoutError; on cancel() (and Ctrl-C, and a loop left early) the running children are
   killed the same way and their tasks get Cancelled. max_errors does not kill: as with threads, the
-  tasks already running finish (they may well succeed, and their work is paid for).
+  tasks already running finish (they may well succeed, and their work is paid for). It counts a
+  failure when the parent reads it, so a task that starts in another child between the failure
+  and that read still runs: at most `concurrency - 1` start after the parent has read it.
+
+When a child starts: when its worker takes its first task (a worker that never gets a task starts
+none), and again for the next task after a death or a kill. The child says when it is ready to
+take a task; a task's timeout counts from that moment, so no task pays for a start, the first or
+a replacement. The start itself may take up to the task's timeout too (a main module that hangs
+on import fails the task with TimeoutError instead of holding it for ever); cancel(), Ctrl-C and
+the run's timeout stop a start as they stop a task.
+
+A child that dies before it is ready is a start failure, not a task's: the run stops
+(`StopReason.BACKEND_FAILED`), the task stays not run, and run() raises `WorkerStartFailed`, one
+line saying what to do. The usual cause is a script that runs its pool without
+`if __name__ == "__main__":`: each child imports the main module again, so each would run the
+pool again. A child that gets that far (a Pool with backend="processes" made while it imports
+the main module) exits at once, without a traceback, and the parent says what to do.
+
+A task that forks: its outcome is that of the child that took it. A forked copy that returns (or
+raises) from the task ends there, at once (os._exit), sends nothing and takes no other task; and
+each reply carries the child's pid and the task's number, which the parent checks, so that
+anything else on the pipe is refused: the child is replaced and the task fails with `LostReply`.
 
 Start method: forkserver where the platform has it, else spawn; never fork. The pool starts its
 children from worker threads while other threads run, and fork() copies only the calling thread:
@@ -44,9 +66,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import pickle
 import select
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -54,9 +78,9 @@ from collections.abc import Callable
 from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NoReturn
 
-from beyond.pool import Cancelled, Task, Token, Workers
+from beyond.pool import Cancelled, StopReason, Task, Token, Workers
 
 # How often a worker waiting on its child looks at the pool's cancel flag: the pool cannot wake a
 # thread blocked in poll() on a pipe, so the wait is cut into slices this long. A finished task
@@ -66,12 +90,23 @@ CANCEL_CHECK_SECONDS = 0.05
 # How long close() waits for an idle child to exit after its pipe is closed, before killing it.
 EXIT_GRACE_SECONDS = 2.0
 
-# Message kinds, child to parent.
-_RETURNED, _RAISED, _NOT_SENT, _NOT_LOADED = range(4)
+# The children's names: "beyond-processes-<worker number>". A child imports the main module
+# under this name (multiprocessing sets it first), which is how it knows, there, that it is ours.
+CHILD_NAME = "beyond-processes-"
+
+# The frames on the pipe. Parent to child: the task's number (counted per child from 1), then
+# the pickled task. Child to parent: the number of the task it answers (0 for "ready"), the
+# child's pid and the kind of outcome, then the pickled outcome. The parent reads the header with
+# struct, not pickle, so that it knows who sent a frame before any of the frame's code can run.
+_TASK = struct.Struct("!Q")
+_REPLY = struct.Struct("!QqB")
+
+# Kinds of reply, child to parent.
+_READY, _RETURNED, _RAISED, _NOT_SENT, _NOT_LOADED = range(5)
 
 # Process.start() from several worker threads at once: multiprocessing keeps process-wide state
 # (the list of children it reaps, the forkserver's connection) that it does not document as safe
-# for concurrent starts. Serialising the starts costs a few milliseconds once per worker.
+# for concurrent starts. Serialising the starts costs a few milliseconds once per child.
 _starting = threading.Lock()
 
 
@@ -86,6 +121,22 @@ class WorkerDied(Exception):
         super().__init__(message)
         self.exitcode = exitcode
         self.signal = _signal_of(exitcode)
+
+
+class WorkerStartFailed(RuntimeError):
+    """A worker process could not start, or died before it was ready to take a task: the run
+    stops with this error (see the module's docstring). `exitcode` as for WorkerDied; None if the
+    process could not be started at all."""
+
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+        self.signal = _signal_of(exitcode)
+
+
+class LostReply(Exception):
+    """A task's answer was lost: its child's pipe carried a frame that was not that child's answer
+    to this task (a forked copy of the task writing to it, say). The child was replaced."""
 
 
 class NotPicklable(pickle.PicklingError):
@@ -105,7 +156,7 @@ class RemoteTraceback(Exception):
 
 class RemoteError(Exception):
     """An exception from a worker process that could not be rebuilt here (it could not be pickled
-    or unpickled): its type, its message and, as __cause__, its traceback text."""
+    there or loaded here): its type, its message and why; as __cause__, its traceback text."""
 
 
 class Processes:
@@ -119,6 +170,7 @@ class Processes:
                 "backend='processes' needs select.poll(), which this platform lacks (it is "
                 "POSIX-only: Linux, macOS, the BSDs)"
             )
+        _leave_if_a_child_importing_main()
         available = multiprocessing.get_all_start_methods()
         if start_method is None:
             start_method = "forkserver" if "forkserver" in available else "spawn"
@@ -147,17 +199,32 @@ def make_backend(argument: object) -> Processes:
     return Processes()
 
 
-class InAChildProcess:
-    """How a worker runs a task here: in its child process.
+def _leave_if_a_child_importing_main() -> None:
+    """In a child of ours that is still importing the main module (a script without
+    `if __name__ == "__main__":` that makes its pool again there), exit at once and quietly.
 
-    The child is started as the worker begins, before it takes a task, so that a task's timeout
-    (which runs from the take) does not pay for it; after a death or a kill, the next task starts
-    a fresh one, and its timeout does include that start. A start that fails is not raised here,
-    where it would end the worker thread without a word to the pool: the next task tries again,
-    and the error lands on that task.
+    That pool could start no process (multiprocessing refuses a start before the bootstrap is
+    over) and every child would print the same traceback; the parent sees this child die before
+    it is ready and says, once, what to do. SystemExit, not os._exit: the interpreter exits as it
+    would at the end of the script. `_inheriting` is multiprocessing's own flag for this moment
+    (spawn._check_not_importing_main reads it); the name tells our children from other users'.
+    """
+    process = multiprocessing.current_process()
+    if getattr(process, "_inheriting", False) and process.name.startswith(CHILD_NAME):
+        raise SystemExit(1)
+
+
+class InAChildProcess:
+    """How a worker runs a task here: in its child process, started for the first task.
+
+    A task that needs a child (its worker has none yet, or its child died or was killed) starts
+    one and waits for it to be ready, and its timeout then counts from that moment: see the
+    module's docstring. A start that fails stops the run (the cause is the program's, and every
+    task would fail the same way) rather than failing each task: with 10,000 tasks that would be
+    10,000 starts, each dying the same way.
     """
 
-    __slots__ = ("_connection", "_context", "_process", "_watched", "number", "workers")
+    __slots__ = ("_connection", "_context", "_process", "_sent", "_watched", "number", "workers")
 
     def __init__(self, backend: Processes, workers: Workers[Any], number: int) -> None:
         self.workers = workers
@@ -165,20 +232,28 @@ class InAChildProcess:
         self._context: Any = backend.context
         self._process: BaseProcess | None = None
         self._connection: Connection | None = None
+        # Numbers the tasks sent to the current child (from 1); its replies must carry them.
+        self._sent = 0
         # poll() on the child's pipe and its sentinel (readable once it has exited): one system
         # call per wake-up, with nothing built per call as multiprocessing.connection.wait does.
         self._watched = select.poll()
-        if workers.stopped is None:
-            # A failed start is tried again, and raised on its task, by the first task.
-            with contextlib.suppress(Exception):
-                self._start()
 
     @property
     def task(self) -> Task[Any] | None:
         return self.workers.current[self.number]
 
     def run(self, task: Task[Any]) -> bool:
-        return task.run(partial(self._call, task))
+        token = Token(self.workers, task)
+        try:
+            connection, number = self._send(task, token)
+        except WorkerStartFailed as failed:
+            self._stop_the_run(failed)
+            return False
+        except Exception as not_sent:
+            # Cancelled or past its deadline before it reached a child, or not picklable: the
+            # task's outcome all the same, kept by Task.run (which counts it, or not, as usual).
+            return task.run(partial(_reraise, not_sent))
+        return task.run(partial(self._outcome, task, token, connection, number))
 
     def close(self) -> None:
         """Stop the child: close its pipe (it exits at the end of it), wait, kill if need be."""
@@ -186,35 +261,54 @@ class InAChildProcess:
 
     # --- One task. ---
 
-    def _call(self, task: Task[Any]) -> Any:
-        """Run task.fn in the child and return its result or raise its error, here."""
-        token = Token(self.workers, task)
+    def _send(self, task: Task[Any], token: Token) -> tuple[Connection, int]:
+        """Send task.fn to the child (started first if need be); return the pipe and the task's
+        number there."""
         # The pool may have been cancelled between the take and now: as a thread's first
         # checkpoint would, stop before starting anything.
         token.check()
         try:
             sent = pickle.dumps(task.fn, pickle.HIGHEST_PROTOCOL)
-        except Exception as error:
+        except BaseException as error:
+            # BaseException too: a __reduce__ that raises SystemExit is the task's pickling, not
+            # its run (and a real Ctrl-C never lands here: see _load).
             raise NotPicklable(
-                f"task {task._name()} cannot be sent to a worker process: {error} (tasks of "
+                f"task {task._name()} cannot be sent to a worker process: {error!r} (tasks of "
                 "backend='processes' must be picklable: a module-level function or class, or "
                 "functools.partial of one, not a lambda or a nested function)"
             ) from error
-        connection = self._send(sent)
-        reply = self._wait_for_reply(task, token, connection)
-        return _outcome(task, reply)
+        for attempt in range(2):
+            connection = self._connection or self._start(task, token)
+            self._sent += 1
+            try:
+                connection.send_bytes(_TASK.pack(self._sent) + sent)
+            except OSError:
+                if attempt:
+                    raise  # a fresh child that cannot read: a real error, the task's
+                # The child died while idle (killed from outside): the task never reached it,
+                # so it may go to a fresh one, once.
+                self._discard()
+                continue
+            return connection, self._sent
+        raise AssertionError("unreachable")
 
-    def _send(self, sent: bytes) -> Connection:
-        connection = self._connection or self._start()
-        try:
-            connection.send_bytes(sent)
-        except OSError:
-            # The child died while idle (killed from outside): the task never reached it, so it
-            # may go to a fresh one. Only once: a fresh child that cannot read is a real error.
+    def _outcome(self, task: Task[Any], token: Token, connection: Connection, number: int) -> Any:
+        """Wait for the child's answer to task `number`; return its result or raise its error."""
+        reply = self._wait_for_reply(task, token, connection)
+        assert self._process is not None
+        child = self._process.pid
+        header = _REPLY.unpack_from(reply) if len(reply) >= _REPLY.size else None
+        if header is None or header[:2] != (number, child):
+            # Not this child's answer to this task (a forked copy that wrote to the pipe, a
+            # frame cut short): nothing after it on the pipe can be trusted either.
             self._discard()
-            connection = self._start()
-            connection.send_bytes(sent)
-        return connection
+            raise LostReply(
+                f"the answer of task {task._name()} was lost: its worker process (pid "
+                f"{child}) was sent it as task number {number}, and its pipe carried "
+                f"{_describe(header)} instead; did the task fork and let the copy write to the "
+                "pipe? A fresh process takes the next task"
+            )
+        return _decode(task, header[2], memoryview(reply)[_REPLY.size :])
 
     def _wait_for_reply(self, task: Task[Any], token: Token, connection: Connection) -> bytes:
         pipe, watched, workers = connection.fileno(), self._watched, self.workers
@@ -239,27 +333,39 @@ class InAChildProcess:
                 self._discard()
                 token.check()  # raises TimeoutError or Cancelled, as a thread's checkpoint would
                 raise Cancelled("the pool was cancelled")
+            if self._ended():
+                raise self._died(task)
+
+    def _ended(self) -> bool:
+        """Whether the child has exited, asked of the system, once per quiet slice. The pipe's end
+        and the sentinel may never come: a copy the task forked (and left running) holds the
+        child's end of the pipe, and with spawn the sentinel's too (forkserver's server writes
+        the sentinel itself)."""
+        assert self._process is not None
+        return self._process.exitcode is not None
 
     def _died(self, task: Task[Any]) -> WorkerDied:
-        process = self._process
-        assert process is not None
-        process.join(EXIT_GRACE_SECONDS)
-        exitcode = process.exitcode
-        self._discard()
+        exitcode = self._end_of_child()
         return WorkerDied(
             f"the worker process running task {task._name()} died: {_how_it_ended(exitcode)}; "
             "a fresh process takes the next task",
             exitcode,
         )
 
-    def _start(self) -> Connection:
+    # --- The child: start, ready, stop. ---
+
+    def _start(self, task: Task[Any], token: Token) -> Connection:
+        """Start a child for `task` and wait until it is ready; the task's clock starts then."""
         here, there = multiprocessing.Pipe(duplex=True)
         process = self._context.Process(
-            target=_serve, args=(there,), name=f"beyond-processes-{self.number + 1}"
+            target=_serve, args=(there,), name=f"{CHILD_NAME}{self.number + 1}"
         )
         try:
             with _starting:
                 process.start()
+        except Exception as error:
+            here.close()
+            raise WorkerStartFailed(f"could not start a worker process: {error!r}") from error
         except BaseException:
             here.close()
             raise
@@ -267,10 +373,63 @@ class InAChildProcess:
             # The child has its own copy now; ours must go, or the child's death would never
             # show as the end of the pipe here.
             there.close()
-        self._process, self._connection = process, here
+        self._process, self._connection, self._sent = process, here, 0
         self._watched.register(here.fileno(), select.POLLIN)
         self._watched.register(process.sentinel, select.POLLIN)
+        self._wait_until_ready(here, process, token)
+        if task.timeout is not None:
+            # Later than the deadline the take set: the pool's waiting thread only ever wakes
+            # early for it (it looks again at every wake), never late.
+            with self.workers._lock:
+                task.deadline = time.monotonic() + task.timeout
         return here
+
+    def _wait_until_ready(self, connection: Connection, process: BaseProcess, token: Token) -> None:
+        """Until the child says it is ready: it has imported the main module and serves. Watched
+        like a task: the pool's cancel, and the task's deadline as the take set it."""
+        pipe, watched = connection.fileno(), self._watched
+        while True:
+            deadline = token.deadline
+            wait = CANCEL_CHECK_SECONDS
+            if deadline is not None:
+                wait = min(wait, max(deadline - time.monotonic(), 0.0))
+            ready = watched.poll(wait * 1000)
+            if ready:
+                if any(fd == pipe for fd, _ in ready):
+                    with contextlib.suppress(EOFError, OSError):
+                        if connection.recv_bytes() == _REPLY.pack(0, process.pid, _READY):
+                            return
+                exitcode = self._end_of_child()
+                if self.workers.cancelled:
+                    # Stopped while it started (a Ctrl-C reaches a starting child too, and it
+                    # does not ignore it yet): the task is cancelled, not the backend broken.
+                    raise Cancelled("the pool was cancelled")
+                raise WorkerStartFailed(_start_failure(exitcode), exitcode) from None
+            if self.workers.cancelled or (deadline is not None and time.monotonic() >= deadline):
+                self._discard()
+                try:
+                    token.check()
+                except TimeoutError as late:
+                    late.add_note("its worker process was still starting (it was killed)")
+                    raise
+                raise Cancelled("the pool was cancelled")
+
+    def _stop_the_run(self, failed: WorkerStartFailed) -> None:
+        # The task never reached a child: it stays not run, and iteration does not hand it over
+        # (as a task the pool never started). The first stop and error win, as always. run()
+        # raises the error in the caller's thread: this thread's frames would only lengthen a
+        # traceback about the user's main module, so they go.
+        self.workers.current[self.number] = None
+        self.workers.stop(StopReason.BACKEND_FAILED, str(failed), error=failed.with_traceback(None))
+
+    def _end_of_child(self) -> int | None:
+        """The child has ended (or is ending): its exit status, once it is gone and forgotten."""
+        process = self._process
+        assert process is not None
+        process.join(EXIT_GRACE_SECONDS)
+        exitcode = process.exitcode
+        self._discard()
+        return exitcode
 
     def _discard(self) -> None:
         """Kill the child (if it still runs) and forget it; the next task starts a fresh one."""
@@ -300,35 +459,87 @@ class InAChildProcess:
             self._watched.unregister(process.sentinel)
 
 
-def _outcome(task: Task[Any], reply: bytes) -> Any:
+def _reraise(error: BaseException) -> NoReturn:
+    raise error
+
+
+def _describe(header: tuple[int, int, int] | None) -> str:
+    if header is None:
+        return "a frame too short to be a reply"
+    return f"a reply from pid {header[1]} to task number {header[0]}"
+
+
+def _start_failure(exitcode: int | None) -> str:
+    """What to say about a child that died before it was ready: one line, and what to do."""
+    if exitcode is None:
+        # Alive, but what it sent was not its ready message: it was killed (_end_of_child).
+        return "a worker process sent something other than its ready message while starting"
+    found = _signal_of(exitcode)
+    if found is not None:
+        # Killed from outside (the out-of-memory killer, say): the main module is not to blame.
+        return (
+            f"a worker process was killed by {found.name} (signal {found.value}) while "
+            "starting, before it could take a task"
+        )
+    return (
+        f"a worker process exited with status {exitcode} while starting, before it could take a "
+        "task: each worker process imports the main module again, so a script must run its "
+        'pool only under `if __name__ == "__main__":` (if its import raised an error, that is '
+        "above, on stderr)"
+    )
+
+
+def _decode(task: Task[Any], kind: int, payload: memoryview) -> Any:
     """The task's result, or its error raised here, from the child's reply."""
-    try:
-        kind, *rest = pickle.loads(reply)
-    except Exception as not_loaded:
-        raise NotPicklable(
-            f"the result of task {task._name()} came back from its worker process but cannot be "
-            f"unpickled here: {not_loaded!r}"
-        ) from not_loaded
     if kind == _RETURNED:
-        return rest[0]
-    sent_error, kind_name, message, text = rest
+        loaded, not_loaded = _load(payload)
+        if not_loaded is not None:
+            raise NotPicklable(
+                f"the result of task {task._name()} came back from its worker process but cannot "
+                f"be loaded here: {not_loaded!r}"
+            ) from not_loaded
+        return loaded
+    # Built by _error_reply from str and bytes only: loading it runs no code of the task's.
+    described, not_loaded = _load(payload)
+    if not_loaded is not None:
+        raise RemoteError(
+            f"task {task._name()} failed in its worker process, but how cannot be loaded here: "
+            f"{not_loaded!r}"
+        ) from not_loaded
+    sent_error, kind_name, message, text = described
     error: object = None
+    why = ""
     if sent_error is not None:
-        try:
-            error = pickle.loads(sent_error)
-        except Exception:
-            # Pickled there, but not to be rebuilt here (an __init__ that wants other arguments,
-            # a class this process cannot import): say what it was instead.
-            error = None
+        # Pickled there, but perhaps not to be rebuilt here (an __init__ that wants other
+        # arguments, a class this process cannot import, a __reduce__ that calls sys.exit).
+        error, not_loaded = _load(sent_error)
+        if not_loaded is not None:
+            why = f" (it could not be rebuilt here: loading it raised {not_loaded!r})"
     if not isinstance(error, BaseException):
         if kind == _NOT_SENT:
             error = NotPicklable(message)
         elif kind == _NOT_LOADED:
             error = RemoteError(message)
         else:
-            error = RemoteError(f"{kind_name}: {message}")
+            error = RemoteError(f"{kind_name}: {message}{why}")
     error.__cause__ = RemoteTraceback(text)
     raise error
+
+
+def _load(payload: bytes | memoryview) -> tuple[Any, BaseException | None]:
+    """pickle.loads(payload), and what it raised instead, if anything.
+
+    BaseException too: loading runs the pickle's own code (a __reduce__ can return
+    `(sys.exit, (9,))`), and what that raises is the outcome's failure to load, never a reason to
+    stop the pool. A real Ctrl-C cannot be among it: in the parent this runs in a worker thread,
+    and CPython runs Python signal handlers (the one raising KeyboardInterrupt) in the main
+    thread only (the signal module's documentation, "Signals and threads"); a child ignores
+    SIGINT (_serve).
+    """
+    try:
+        return pickle.loads(payload), None
+    except BaseException as raised:
+        return None, raised
 
 
 def _how_it_ended(exitcode: int | None) -> str:
@@ -356,38 +567,63 @@ def _signal_of(exitcode: int | None) -> signal.Signals | None:
 
 
 def _serve(connection: Connection) -> None:
-    """A worker process: run each task sent until the parent closes the pipe.
+    """A worker process: say it is ready, then run each task sent until the parent closes the
+    pipe. Only the process the parent started ever sends or reads: a forked copy of a task that
+    gets back here ends at once (_end_if_a_copy).
 
     SIGINT is ignored: Ctrl-C in a terminal goes to the whole foreground process group, children
     too, and it is the parent that decides what a Ctrl-C does to running tasks (it kills them).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    me = os.getpid()
+    # Not inherited by a program a task runs (os.fork then exec, subprocess with close_fds=False):
+    # multiprocessing hands the pipe over inheritable, and such a program would hold it open.
+    os.set_inheritable(connection.fileno(), False)
+    try:
+        connection.send_bytes(_REPLY.pack(0, me, _READY))
+    except OSError:
+        return
     while True:
         try:
             sent = connection.recv_bytes()
         except (EOFError, OSError):
             return  # the parent closed the pipe (close()), or is gone
+        (number,) = _TASK.unpack_from(sent)
+        kind, outcome = _run_one(memoryview(sent)[_TASK.size :], me)
+        _end_if_a_copy(me)
         try:
-            connection.send_bytes(_run_one(sent))
+            connection.send_bytes(_REPLY.pack(number, me, kind) + outcome)
         except (EOFError, OSError):
             return
 
 
-def _run_one(sent: bytes) -> bytes:
-    try:
-        fn: Callable[[], Any] = pickle.loads(sent)
-    except BaseException as error:
+def _end_if_a_copy(me: int) -> None:
+    """In a forked copy of this worker (a task forked, and its copy came back here instead of
+    ending): end now. The copy shares the worker's pipe, so it must neither answer (its answer
+    would pass for the worker's) nor read (it would take the worker's next task). os._exit, as a
+    forked child should: no atexit handlers, and no flushing of buffers it inherited, whose text
+    the worker will write itself."""
+    if os.getpid() != me:
+        os._exit(0)
+
+
+def _run_one(sent: memoryview, me: int) -> tuple[int, bytes]:
+    fn: Callable[[], Any]
+    fn, not_loaded = _load(sent)
+    if not_loaded is not None:
         return _error_reply(
-            _NOT_LOADED, error, "the task could not be unpickled in its worker process: "
+            _NOT_LOADED, not_loaded, "the task could not be unpickled in its worker process: "
         )
     try:
         result = fn()
     except BaseException as error:
         # BaseException too: SystemExit or KeyboardInterrupt raised by the task goes back to the
         # parent, where it is a panic as in the thread pool, rather than ending this process.
+        _end_if_a_copy(me)
         return _error_reply(_RAISED, error)
+    _end_if_a_copy(me)
     try:
-        return pickle.dumps((_RETURNED, result), pickle.HIGHEST_PROTOCOL)
+        return _RETURNED, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
     except Exception as error:
         return _error_reply(
             _NOT_SENT,
@@ -397,22 +633,24 @@ def _run_one(sent: bytes) -> bytes:
         )
 
 
-def _error_reply(kind: int, error: BaseException, prefix: str = "") -> bytes:
+def _error_reply(kind: int, error: BaseException, prefix: str = "") -> tuple[int, bytes]:
     text = "".join(traceback.format_exception(error))
     try:
         message = prefix + str(error)
     except Exception:
         message = prefix + type(error).__name__
-    try:
-        sent_error: bytes | None = pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        sent_error = None
-    if kind != _RAISED:
-        # The parent builds its own error from the message; the original is in the traceback.
-        sent_error = None
-    return pickle.dumps(
-        (kind, sent_error, type(error).__qualname__, message, text), pickle.HIGHEST_PROTOCOL
-    )
+    sent_error: bytes | None = None
+    if kind == _RAISED:
+        # The parent rebuilds the task's own error; for the others it builds its own from the
+        # message (the original is in the traceback text).
+        try:
+            sent_error = pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            sent_error = None
+    # Plain str, so that the parent's loading of this tuple runs nothing of the task's: str()
+    # may return a subclass, which would pickle as its class.
+    described = (sent_error, str.__str__(type(error).__qualname__), str.__str__(message), text)
+    return kind, pickle.dumps(described, pickle.HIGHEST_PROTOCOL)
 
 
 def _name_of(fn: object) -> str:

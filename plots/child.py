@@ -24,13 +24,9 @@ import beyond
 import errors_channel.pool
 import naive.pool
 from deadlock_watch import DeadlockReport, Watchdog
-from plots.implementations import (
-    MEMORY_RUNS,
-    check,
-    memory_run,
-    no_op,
-    quiet,
-)
+from demo_args import DemoArgumentParser
+from plots.contenders import CONTENDERS
+from plots.workloads import check, no_op, quiet
 from robust import Pool, Task
 
 START = time.perf_counter()
@@ -123,8 +119,12 @@ def memory_status(field: str) -> int:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field))
 
 
+# The memory figure's runs, by contender name.
+MEMORY_RUNS = {c.name: c.memory for c in CONTENDERS if c.memory is not None}
+
+
 def memory(args: argparse.Namespace) -> None:
-    run = memory_run(args.implementation)
+    run = MEMORY_RUNS[args.implementation]
     # Linux: writing 5 to clear_refs resets the peak (VmHWM) to the current RSS, so the peak read
     # afterwards is this run's own, not the imports'.
     with open("/proc/self/clear_refs", "w") as clear_refs:
@@ -141,7 +141,7 @@ def memory(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m plots.child", description=__doc__)
+    parser = DemoArgumentParser(prog="python -m plots.child", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     cell = commands.add_parser("deadlock-cell", help="one cell of the deadlock map")
     cell.add_argument("--jobs", type=int, required=True)

@@ -54,12 +54,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from plots.start_method import START_METHOD
+from plots.workloads import WrongResults, no_op
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The cluster: two worker processes of one thread (one per core on the 2-core machines measured
-# here), no dashboard, every setting distributed's default. A user's LocalCluster() looks so.
+# here), no dashboard, every other setting distributed's default but one: its worker processes
+# start as every process-based contender's do (plots.start_method; distributed's default is spawn).
 N_WORKERS = 2
-CLUSTER = f"LocalCluster(n_workers={N_WORKERS}, threads_per_worker=1, processes=True)"
+CLUSTER = (
+    f"LocalCluster(n_workers={N_WORKERS}, threads_per_worker=1, processes=True), "
+    f"worker processes started by {START_METHOD}"
+)
 # Starting a cluster takes seconds on a loaded machine; past this, the child is taken as stuck.
 START_SECONDS = 120.0
 # Closing it, in order, before the child's process group is killed.
@@ -79,7 +86,7 @@ class DaskChild:
     """The child process and its cluster, from start to close: a context manager.
 
     `run(call, job_count, workers)` -> (results, seconds), one timed run on the child's cluster.
-    Raises plots.implementations.WrongResults if a task failed, DaskChildFailed if the child broke.
+    Raises plots.workloads.WrongResults if a task failed, DaskChildFailed if the child broke.
     """
 
     def __init__(self) -> None:
@@ -112,8 +119,6 @@ class DaskChild:
     def run(
         self, call: Callable[[int], int], job_count: int, workers: int
     ) -> tuple[list[int], float]:
-        from plots.implementations import WrongResults
-
         assert self._process.stdin is not None
         self._signal(signal.SIGCONT)
         time.sleep(RESUME_SECONDS)
@@ -234,8 +239,7 @@ def main() -> None:
         # Any: distributed is mostly untyped, and mypy --strict refuses calls into it.
         distributed: Any = importlib.import_module("distributed")
         dask: Any = importlib.import_module("dask")
-        from plots.implementations import no_op
-
+        dask.config.set({"distributed.worker.multiprocessing-method": START_METHOD})
         cluster = distributed.LocalCluster(
             n_workers=N_WORKERS, threads_per_worker=1, processes=True, dashboard_address=None
         )

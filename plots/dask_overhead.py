@@ -14,7 +14,6 @@ for CPU.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import statistics
@@ -24,7 +23,8 @@ from functools import partial
 from typing import Any
 
 from beyond import Pool, Task
-from plots.implementations import check, no_op
+from demo_args import DemoArgumentParser
+from plots.workloads import check, no_op
 
 
 def by_the_pool(client: Any, tasks: int, workers: int) -> list[int]:
@@ -97,7 +97,7 @@ def cpu_seconds(processes: list[Any]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m plots.dask_overhead", description=__doc__)
+    parser = DemoArgumentParser(prog="python -m plots.dask_overhead", description=__doc__)
     parser.add_argument("--tasks", type=int, default=200, help="no-op tasks per run (200)")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each way (5)")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Drawing: reads the CSV and JSON files that `plots.measure` wrote, and draws one PNG each.
 
 Nothing here measures. Every point is the median of its repeats; error bars span the fastest to
-the slowest repeat.
+the slowest repeat. Each contender has its colour in every figure (plots.contenders).
 """
 
 from __future__ import annotations
@@ -23,38 +23,11 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Patch, Rectangle
 
+from plots.contenders import BEYOND, BEYOND_UVLOOP, LOOP, ROBUST, colour
+
 Row = dict[str, str]
 
-# One colour per implementation, the same in every figure; the three stages in blues.
-COLOURS = {
-    "plain loop": "#555555",
-    "hand-written threads, static split": "#000000",
-    "hand-written coroutines, static split (uvloop)": "#000000",
-    "hand-written coroutines, static split (standard loop)": "#000000",
-    "naive": "#9ecae1",
-    "errors_channel": "#4292c6",
-    "robust": "#08306b",
-    "beyond": "#e7298a",
-    "beyond, streamed": "#e7298a",
-    "beyond (asyncio, uvloop)": "#7a0177",
-    "beyond (asyncio, standard loop)": "#c994c7",
-    "beyond (processes)": "#1b9e77",
-    "beyond (processes), 4 batches/worker": "#66c2a5",
-    "ThreadPoolExecutor.map": "#e6550d",
-    "ThreadPoolExecutor.map, buffersize": "#fdae6b",
-    "asyncio (TaskGroup + Semaphore)": "#31a354",
-    "multiprocessing map, chunksize 1": "#756bb1",
-    "multiprocessing map, 4 chunks/worker": "#bcbddc",
-    "beyond (Dask LocalCluster, 2 processes)": "#a6761d",
-}
-# The Go pool's name carries its Go version ("Go 1.19 pool (goroutines)"); Go's own blue.
-GO_COLOUR = "#00add8"
 SUCCESS, ERROR, BLOCKED = "#31a354", "#de2d26", "#bdbdbd"
-
-
-def colour(name: str) -> str | None:
-    """The implementation's colour in every figure (None: matplotlib picks one)."""
-    return GO_COLOUR if name.startswith("Go ") else COLOURS.get(name)
 
 
 def why_no_go(meta: dict[str, object]) -> str | None:
@@ -85,18 +58,28 @@ def grouped(rows: list[Row], *keys: str) -> dict[tuple[str, ...], list[Row]]:
 def caption(meta: dict[str, object]) -> str:
     # Go's version where Go programs took part in the run.
     go = f", {meta['go']}" if meta.get("go") and not why_no_go(meta) else ""
-    return (
-        f"Python {meta['python']}{go} on {meta['platform']}, {meta['cpu_count']} CPUs; "
-        f"{meta['mode']} mode, commit {meta['commit']}, {meta['date']}"
-    )
+    machine = f"Python {meta['python']}{go} on {meta['platform']}, {meta['cpu_count']} CPUs"
+    run = f"{meta['mode']} mode, commit {meta['commit']}, {meta['date']}"
+    if "start_method" not in meta:
+        return f"{machine}; {run}"
+    # How contenders started their processes, where any did (older metadata do not say): on a
+    # line of its own, since one line is as wide as the narrowest figure.
+    return f"{machine}; processes started by {meta['start_method']}\n{run}"
+
+
+# The caption's strip at the bottom: a fraction of the figure for its first line, and about a
+# 7-point line's height for each line after it.
+CAPTION_STRIP, CAPTION_LINE_INCHES = 0.03, 0.12
 
 
 def finish(figure: Figure, meta: dict[str, object], path: Path) -> None:
     # Keep a strip at the bottom for where the numbers came from, clear of axes and legends.
+    text = caption(meta)
+    strip = CAPTION_STRIP + text.count("\n") * CAPTION_LINE_INCHES / figure.get_figheight()
     engine = figure.get_layout_engine()
     if isinstance(engine, ConstrainedLayoutEngine):
-        engine.set(rect=(0, 0.03, 1, 0.97))
-    figure.text(0.01, 0.005, caption(meta), fontsize=7, color="#666666", va="bottom")
+        engine.set(rect=(0, strip, 1, 1 - strip))
+    figure.text(0.01, 0.005, text, fontsize=7, color="#666666", va="bottom")
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -131,7 +114,7 @@ def draw_dispatch(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         axes.text((median + above) * 1.12, y, value, va="center", fontsize=8)
     axes.axvline(
         floor[0],
-        color=COLOURS["plain loop"],
+        color=LOOP.colour,
         linestyle="--",
         linewidth=1,
         label=f"floor: a plain loop calling the task, {floor[0]:.2f} µs",
@@ -251,7 +234,7 @@ def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         workers, efficiency = target
         axes.axhline(
             efficiency,
-            color=COLOURS["robust"],
+            color=ROBUST.colour,
             linewidth=1,
             linestyle="--",
             label=f"robust's target: {efficiency:g} at {workers} workers",
@@ -265,7 +248,7 @@ def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
             marker="_",
             markersize=14,
             markeredgewidth=2,
-            color=COLOURS["beyond (asyncio, uvloop)"],
+            color=BEYOND_UVLOOP.colour,
             label="beyond on asyncio's targets\n("
             + ", ".join(f"{e:g} at {w}" for w, e in asyncio_targets)
             + ")",
@@ -359,7 +342,7 @@ def draw_deadlock_map(rows: list[Row], meta: dict[str, object], path: Path) -> N
     axes.set_xlabel(f"failing jobs (of {rows[0]['jobs']}; results queue holds them all)")
     axes.set_ylabel("errors queue capacity (0 = unbuffered)")
     axes.set_title(deadlock_map_title(meta))
-    handles = [Patch(color=colour, label=label) for label, colour in colours.items()]
+    handles = [Patch(color=shade, label=label) for label, shade in colours.items()]
     figure.legend(
         handles=[*handles, *axes.get_legend_handles_labels()[0]],
         fontsize=8,
@@ -394,8 +377,8 @@ def draw_timelines(rows: list[Row], meta: dict[str, object], path: Path) -> None
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
                 )
                 continue
-            colour = SUCCESS if row["kind"] == "success" else ERROR
-            axes.barh(y, end - start, left=start, color=colour, height=0.6, edgecolor="white")
+            fill = SUCCESS if row["kind"] == "success" else ERROR
+            axes.barh(y, end - start, left=start, color=fill, height=0.6, edgecolor="white")
             axes.text((start + end) / 2, y, row["job"], fontsize=8, ha="center", va="center")
         axes.set_yticks(range(len(workers)), workers)
         axes.set_title(run, fontsize=10, loc="left")
@@ -535,14 +518,14 @@ def draw_memory(rows: list[Row], meta: dict[str, object], path: Path) -> None:
             [max(s[0], 0.1) for s in stats],
             yerr=[[s[1] for s in stats], [s[2] for s in stats]],
             label=name,
-            color=COLOURS.get(name),
+            color=colour(name),
             marker="o",
             markersize=4,
             capsize=3,
             linewidth=2.2 if name.startswith("beyond") else 1.4,
         )
     axes.axhline(
-        16, color=COLOURS["beyond"], linewidth=1, linestyle="--", label="beyond's target: 16 MiB"
+        16, color=BEYOND.colour, linewidth=1, linestyle="--", label="beyond's target: 16 MiB"
     )
     axes.set_xscale("log")
     axes.set_yscale("log")
@@ -567,7 +550,7 @@ def draw_stop(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         names,
         [p[0] for p in points],
         xerr=[[p[1] for p in points], [p[2] for p in points]],
-        color=[COLOURS.get(name, "#999999") for name in names],
+        color=[colour(name) or "#999999" for name in names],
         capsize=3,
     )
     for y, (median, _, above) in enumerate(points):

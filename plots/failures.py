@@ -1,4 +1,4 @@
-"""The failure matrix's contenders: each pool, called the way its users naturally call it.
+"""The failure matrix's callers: each pool, called the way its users naturally call it.
 
 Issue 9 asks the post's question of every pool a Python programmer would pick: where do the errors
 go, can it hang, what happens to the other jobs? This module holds the *callers*, one short
@@ -17,9 +17,10 @@ Every job appends a line to an events file when it starts and when it ends, from
 process runs it, so the jobs that ran are counted after the run is over, not when the first error
 surfaces.
 
-Adding a contender (the stage-4 pool and its backends, the Go programs) is one entry in CONTENDERS.
-A contender that is not a Python caller is a program of its own (`GoProgram`): the harness builds it
-once per matrix run and starts it instead of `plots.failures_child`, and it writes the same events.
+The matrix's rows are the contenders in `plots.contenders` that have a caller here (or a Go program
+of their own, `GoProgram`, which the harness builds once per matrix run and starts instead of
+`plots.failures_child`, and which writes the same events). The process pools start their processes
+as every process-based contender does (plots.start_method).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ import asyncio
 import contextlib
 import importlib
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -44,7 +45,8 @@ import beyond
 import errors_channel.fixes
 import errors_channel.pool
 import naive.pool
-from plots.implementations import preload_into_the_forkserver, quiet
+from plots.start_method import START_METHOD, preload_into_the_forkserver, process_context
+from plots.workloads import quiet
 from robust import Pool, Task
 
 # --- The jobs. Module-level, so that multiprocessing can pickle them into its workers. ---
@@ -253,15 +255,18 @@ def call_beyond_processes(run: Run) -> None:
             break
 
 
-# A LocalCluster in a process of its own, in a session of its own: its workers import the jobs'
-# module (a second or more on a busy machine, which is the cluster's start, not the run), then it
-# prints its scheduler's address, and closes once its stdin does (the caller closes it, or dies).
+# A LocalCluster in a process of its own, in a session of its own: its worker processes started as
+# every process-based contender's are (argv[2]), they import the jobs' module (a second or more on
+# a busy machine, which is the cluster's start, not the run), then it prints its scheduler's
+# address, and closes once its stdin does (the caller closes it, or dies).
 CLUSTER_SCRIPT = """
 import importlib
 import sys
+import dask
 from distributed import Client, LocalCluster
 
 if __name__ == "__main__":
+    dask.config.set({"distributed.worker.multiprocessing-method": sys.argv[2]})
     with LocalCluster(
         n_workers=int(sys.argv[1]), threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
@@ -289,30 +294,35 @@ class BeyondOnDask:
 
     @contextlib.contextmanager
     def prepare(self, workers: int) -> Iterator[None]:
-        cluster = subprocess.Popen(
-            [sys.executable, "-c", CLUSTER_SCRIPT, str(workers)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            assert cluster.stdout is not None
-            address = cluster.stdout.readline().strip()
-            if not address:
-                raise RuntimeError(f"the Dask cluster did not start (exit status {cluster.wait()})")
-            # Any: distributed is mostly untyped, and mypy --strict refuses calls into it.
-            distributed: Any = importlib.import_module("distributed")
-            self.client = distributed.Client(address)
-            yield
-        finally:
-            if self.client is not None:
-                self.client.close()  # closed by the caller already, unless it never ran
-            # At once, workers and all (its group): how it closes is no part of this run.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(cluster.pid, signal.SIGKILL)
-            cluster.wait()
+        # The cluster's log: shown if it fails to start, and gone with the cluster.
+        with tempfile.TemporaryFile(mode="w+") as log:
+            cluster = subprocess.Popen(
+                [sys.executable, "-c", CLUSTER_SCRIPT, str(workers), START_METHOD],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                start_new_session=True,
+            )
+            try:
+                assert cluster.stdout is not None
+                address = cluster.stdout.readline().strip()
+                if not address:
+                    status = cluster.wait()
+                    log.seek(0)
+                    tail = log.read()[-3000:]
+                    raise RuntimeError(f"the Dask cluster did not start (exit {status}):\n{tail}")
+                # Any: distributed is mostly untyped, and mypy --strict refuses calls into it.
+                distributed: Any = importlib.import_module("distributed")
+                self.client = distributed.Client(address)
+                yield
+            finally:
+                if self.client is not None:
+                    self.client.close()  # closed by the caller already, unless it never ran
+                # At once, workers and all (its group): how it closes is no part of this run.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(cluster.pid, signal.SIGKILL)
+                cluster.wait()
 
     def __call__(self, run: Run) -> None:
         with self.client as client:
@@ -352,7 +362,7 @@ def call_thread_pool_as_completed(run: Run) -> None:
 
 
 def call_process_pool_map(run: Run) -> None:
-    with ProcessPoolExecutor(max_workers=run.workers) as executor:
+    with ProcessPoolExecutor(max_workers=run.workers, mp_context=process_context()) as executor:
         try:
             results = executor.map(run.job, run.inputs)
             run.waiting()
@@ -366,7 +376,7 @@ def call_process_pool_map(run: Run) -> None:
 
 
 def call_multiprocessing_map(run: Run) -> None:
-    with multiprocessing.Pool(processes=run.workers) as pool:
+    with process_context().Pool(processes=run.workers) as pool:
         try:
             for value in pool.map(run.job, run.inputs):
                 run.result(value)
@@ -375,7 +385,7 @@ def call_multiprocessing_map(run: Run) -> None:
 
 
 def call_multiprocessing_imap_unordered(run: Run) -> None:
-    with multiprocessing.Pool(processes=run.workers) as pool:
+    with process_context().Pool(processes=run.workers) as pool:
         try:
             for value in pool.imap_unordered(run.job, run.inputs):
                 run.result(value)
@@ -440,75 +450,6 @@ def call_task_group(run: Run) -> None:
                 run.result(task.result(), n)
 
     asyncio.run(main())
-
-
-@dataclass(frozen=True)
-class GoProgram:
-    """A contender that is a Go program: go/<package>, built once per matrix run.
-
-    The harness runs it with `args`, then the workload's own flags (--jobs, --workers,
-    --odd-jobs-fail, --exit-job, --give-up-after, --events, --work-seconds), and reads the events
-    it appends, which are the ones `plots.failures_child` writes for a Python caller. go/failures
-    is the one such program; its comment says how each Go caller maps onto the Python workloads.
-    """
-
-    package: str
-    args: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Contender:
-    name: str
-    # "stage" for ours, "standard library" for Python's own, "Go" for the Go programs.
-    kind: str
-    # A Python caller, run by plots.failures_child; or a Go program that does its own calling.
-    call: Caller | GoProgram
-    # Executor.map submits every job before it returns its iterator, and a Ctrl-C that lands
-    # in that loop (seen on a loaded machine: the workers had started jobs while the caller was
-    # still submitting) leaves the iterator unmade, so nothing cancels the jobs submitted and the
-    # with block's shutdown(wait=True) runs them all: 62 started after the SIGINT in one run,
-    # where 0 to 8 do once map has returned. The SIGINT run waits for Run.waiting() to measure
-    # one thing, Ctrl-C while the caller waits for results, whatever the machine's load.
-    says_when_it_waits: bool = False
-
-
-STAGE, STDLIB, GO = "stage", "standard library", "Go"
-
-CONTENDERS = (
-    Contender("naive (work that fails)", STAGE, call_naive),
-    Contender("errors_channel, error capacity 100", STAGE, partial(call_errors_channel, 100)),
-    Contender("errors_channel, error capacity 1", STAGE, partial(call_errors_channel, 1)),
-    Contender("fix: room for every error", STAGE, call_room_for_every_error),
-    Contender("fix: drain while waiting (capacity 1)", STAGE, call_draining_while_waiting),
-    Contender("robust", STAGE, call_robust),
-    Contender("beyond", STAGE, call_beyond),
-    Contender("beyond on asyncio", STAGE, call_beyond_asyncio),
-    Contender("beyond on processes", STAGE, call_beyond_processes),
-    Contender("beyond on Dask (LocalCluster)", STAGE, BeyondOnDask()),
-    Contender("ThreadPoolExecutor.map", STDLIB, call_thread_pool_map, says_when_it_waits=True),
-    Contender("ThreadPoolExecutor submit + as_completed", STDLIB, call_thread_pool_as_completed),
-    Contender("ProcessPoolExecutor.map", STDLIB, call_process_pool_map, says_when_it_waits=True),
-    Contender("multiprocessing Pool.map", STDLIB, call_multiprocessing_map),
-    Contender("multiprocessing Pool.imap_unordered", STDLIB, call_multiprocessing_imap_unordered),
-    Contender("asyncio gather + Semaphore", STDLIB, call_gather),
-    Contender("asyncio gather(return_exceptions=True)", STDLIB, call_gather_return_exceptions),
-    Contender("asyncio TaskGroup + Semaphore", STDLIB, call_task_group),
-    # The post's Go pool (go/robust/pool) and the post's caller, walking the tasks after Run.
-    Contender(
-        "Go robust pool, the post's caller", GO, GoProgram("failures", ("--caller", "robust"))
-    ),
-    # What a Go programmer reaches for instead: an errgroup (go/errgroup, x/sync's shape written
-    # with the standard library) with SetLimit, whose first error cancels the jobs' context.
-    Contender(
-        "Go errgroup-style group + SetLimit", GO, GoProgram("failures", ("--caller", "group"))
-    ),
-)
-# The Python callers, by name, for plots.failures_child.
-PYTHON_CALLERS = {
-    contender.name: contender.call
-    for contender in CONTENDERS
-    if not isinstance(contender.call, GoProgram)
-}
 
 
 @dataclass(frozen=True)

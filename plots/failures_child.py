@@ -12,15 +12,15 @@ code raises is reported and then raised again, so the exit status is the one the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import multiprocessing
 import threading
 import traceback
 from functools import partial
 
+from demo_args import DemoArgumentParser
+from plots.contenders import BY_NAME, MATRIX, GoProgram
 from plots.failures import (
-    PYTHON_CALLERS,
     WORKERS,
     WORKLOADS_BY_NAME,
     JobFailed,
@@ -31,6 +31,14 @@ from plots.failures import (
     job_async,
     record,
 )
+from plots.start_method import start_the_forkserver
+
+# The matrix's Python callers, by name (a Go row is a program of its own).
+PYTHON_CALLERS = {
+    contender.name: contender.call
+    for contender in MATRIX
+    if contender.call is not None and not isinstance(contender.call, GoProgram)
+}
 
 
 def describe(given: int | None, error: BaseException) -> dict[str, object]:
@@ -66,7 +74,7 @@ def report(run: Run, raised: BaseException | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
+    parser = DemoArgumentParser(
         prog="python -m plots.failures_child",
         description="Run one contender of the failure matrix on one workload; report to a file.",
     )
@@ -92,6 +100,10 @@ def main() -> None:
         prepare = getattr(call, "prepare", None)
         if prepare is not None:
             resources.enter_context(prepare(WORKERS))
+        # So does a process pool's forkserver: one per program, started once, like the
+        # interpreter, whose start is not the run's either.
+        if BY_NAME[args.contender].runs_on == "processes":
+            start_the_forkserver()
         record(args.events, {"caller": "started"})
         try:
             call(run)

@@ -6,7 +6,8 @@ A run that has not exited by its timeout hangs: its whole process group is kille
 recorded as hanging. For the SIGINT workload the parent waits until four jobs have started, half
 a job more, notes the moment in the events file and sends SIGINT to the child alone, as
 `kill -INT` does. After a child exits, any process still alive in its group half a second later is
-an orphan it left behind; the parent counts and then kills those too.
+an orphan it left behind (multiprocessing's forkserver and resource tracker get a few seconds to
+end by themselves); the parent counts and then kills those too.
 
 A Go contender's run is its program instead (`GoProgram`), built once per matrix run, in the same
 kind of session and with the same events file. Without Go, its cells say "not measured" and why.
@@ -34,16 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from plots.contenders import MATRIX, Contender, GoProgram
 from plots.failures import (
-    CONTENDERS,
     GIVE_UP,
     POST,
     SIGINT,
     SYSTEM_EXIT,
     WORKERS,
     WORKLOADS,
-    Contender,
-    GoProgram,
     Workload,
     record,
 )
@@ -56,6 +55,16 @@ SIGINT_AFTER_STARTS = WORKERS + 1
 STARTUP_SECONDS = 60.0
 # A process still in the group this long after the child exited was left behind.
 ORPHAN_GRACE_SECONDS = 0.5
+# But for multiprocessing's own helpers, a forkserver and the resource tracker it starts: they
+# end by themselves once they read end of file from the program that started them, and on a
+# loaded machine that takes longer than ORPHAN_GRACE_SECONDS (seen at a load average of 15 on
+# 3.13: "1 orphan" for a Pool.map that left nothing of its own). They are left behind if still
+# there after this long.
+MULTIPROCESSING_HELPERS = (
+    "from multiprocessing.forkserver import main",
+    "from multiprocessing.resource_tracker import main",
+)
+HELPER_GRACE_SECONDS = 5.0
 
 Event = dict[str, object]
 
@@ -128,28 +137,46 @@ class ChildRun:
         return {int(str(event["end"])) for event in self.events if "end" in event}
 
 
-def group_members(group: int) -> int:
-    """How many live processes are in process group `group` (Linux's /proc; elsewhere 0 or 1)."""
+def group_members(group: int) -> list[str]:
+    """The command lines of the live processes in process group `group`, from Linux's /proc;
+    elsewhere one empty line while the group has any member, which is all os.killpg can tell."""
     proc = Path("/proc")
     if not proc.is_dir():
         try:
             os.killpg(group, 0)
         except ProcessLookupError:
-            return 0
-        return 1
-    count = 0
+            return []
+        return [""]
+    members = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # it exited while we looked
         # "pid (name) state ppid pgrp ...": the name may hold spaces and parentheses.
         state, _, pgrp = stat.rsplit(")", 1)[1].split()[:3]
         if int(pgrp) == group and state != "Z":
-            count += 1
-    return count
+            members.append(command)
+    return members
+
+
+def left_behind(group: int) -> int:
+    """How many processes of a finished child's group are still alive after ORPHAN_GRACE_SECONDS,
+    or after HELPER_GRACE_SECONDS where multiprocessing's helpers are all that is left."""
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    members = group_members(group)
+    deadline = time.monotonic() + HELPER_GRACE_SECONDS
+    while members and time.monotonic() < deadline and all(map(multiprocessing_helper, members)):
+        time.sleep(0.05)
+        members = group_members(group)
+    return len(members)
+
+
+def multiprocessing_helper(command: str) -> bool:
+    return any(helper in command for helper in MULTIPROCESSING_HELPERS)
 
 
 def kill_group(group: int) -> None:
@@ -294,8 +321,7 @@ def run_child(
         raise CallerBroken(str(failure), stderr_path.read_text())
     orphans = 0
     if status is not None:
-        time.sleep(ORPHAN_GRACE_SECONDS)
-        orphans = group_members(child.pid)
+        orphans = left_behind(child.pid)
         # Only a group that still has members: once it is empty its number is free for reuse.
         if orphans:
             kill_group(child.pid)
@@ -540,7 +566,7 @@ def measure_failures(
     sigint_job_seconds: float,
     parallel: int,
     progress_for: Callable[[int], Steps],
-    contenders: Sequence[Contender] = CONTENDERS,
+    contenders: Sequence[Contender] = MATRIX,
     workloads: Iterable[Workload] = WORKLOADS,
     scratch: Path | None = None,
     go: GoPrograms | None = None,

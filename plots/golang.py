@@ -21,10 +21,11 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from plots.implementations import NO_OP, SLEEP_1MS, Contender, Workload
+from plots.contenders import GO_POOL, Contender
+from plots.workloads import NO_OP, SLEEP_1MS, Workload
 
 GO_MODULE = Path(__file__).resolve().parent.parent / "go"
 PROGRAMS = ("naive", "errors_channel", "robust", "bench", "failures")
@@ -137,11 +138,12 @@ class GoBenchmark:
 
 
 def contender(toolchain: Toolchain, bench: Path) -> Contender:
+    """The Go pool of plots.contenders, named after the release that built it, runnable."""
     benchmark = GoBenchmark(bench)
-    return Contender(
-        f"Go {toolchain.release} pool (goroutines)",
-        benchmark.run,
-        "goroutines",
+    return replace(
+        GO_POOL,
+        name=f"Go {toolchain.release} pool (goroutines)",
+        run=benchmark.run,
         run_timed=benchmark.run_timed,
     )
 

@@ -1,9 +1,9 @@
-"""The work the benchmarks run, and every pool they run it on, behind one calling convention.
+"""Every pool the benchmarks run, behind one calling convention, and the plain references.
 
-An implementation takes a workload, a job count n and a worker count, runs jobs 1..n, and returns
-what the jobs returned (in any order). Every workload returns job * 2, so a run is checked against
-the same expected list whatever it did in between: a run with a missing, doubled or wrong result is
-refused (`WrongResults`) before its time is recorded.
+A run takes a workload (plots.workloads), a job count n and a worker count, runs jobs 1..n as the
+pool's users would, and returns what the jobs returned, in any order; the caller checks them. Each
+function here is one way to run jobs; plots.contenders names them, colours them and says in which
+figures they appear.
 """
 
 from __future__ import annotations
@@ -11,115 +11,25 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import multiprocessing
-import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
-from typing import Protocol, TypeVar
 
 import beyond
 import errors_channel.pool
 import naive.pool
 from beyond.asyncio_backend import Asyncio
 from plots.dask_child import DaskChild
+from plots.start_method import preload_into_the_forkserver, process_context
+from plots.workloads import Workload, WrongResults, quiet, results_of
 from robust import Pool, Task
 
-Result = TypeVar("Result", covariant=True)
+# The loop the asyncio backend runs on by default: uvloop when it is installed.
+DEFAULT_LOOP = Asyncio().loop
 
 
-class Finished(Protocol[Result]):
-    """A stage-3 or stage-4 Task, as read after its run."""
-
-    @property
-    def err(self) -> BaseException | None: ...
-
-    @property
-    def result(self) -> Result | None: ...
-
-
-class WrongResults(Exception):
-    """A benchmark run returned something other than job * 2 for each of its jobs."""
-
-
-def check(results: Sequence[int], job_count: int, implementation: str) -> None:
-    if sorted(results) != [2 * job for job in range(1, job_count + 1)]:
-        raise WrongResults(
-            f"{implementation}: {len(results)} results do not match jobs 1..{job_count} doubled"
-        )
-
-
-# --- Workloads. Module-level functions, so that multiprocessing can pickle them. ---
-
-
-def no_op(job: int) -> int:
-    return job * 2
-
-
-def sleep_1ms(job: int) -> int:
-    time.sleep(0.001)
-    return job * 2
-
-
-def spin(iterations: int, job: int) -> int:
-    """Pure-Python work that holds the GIL throughout; the total is checked, not thrown away."""
-    total = 0
-    for i in range(iterations):
-        total += i & 7
-    # Every iteration block of 8 adds 28; a loop cut short would change the result.
-    if total != 28 * (iterations // 8) + sum(range(iterations % 8)):
-        return -1
-    return job * 2
-
-
-def iterations_for(seconds: float) -> int:
-    """How many `spin` iterations take about `seconds` on this machine (best of a few tries)."""
-    trial = 20_000
-    fastest = math.inf
-    for _ in range(5):
-        start = time.perf_counter()
-        spin(trial, 0)
-        fastest = min(fastest, time.perf_counter() - start)
-    return max(8, round(trial * seconds / fastest))
-
-
-async def no_op_async(job: int) -> int:
-    return job * 2
-
-
-async def sleep_1ms_async(job: int) -> int:
-    await asyncio.sleep(0.001)
-    return job * 2
-
-
-async def spin_async(iterations: int, job: int) -> int:
-    # What an asyncio user gets for CPU work: it runs on the event loop's one thread.
-    return spin(iterations, job)
-
-
-@dataclass(frozen=True)
-class Workload:
-    # The same work twice: as a plain function, and as a coroutine function for asyncio.
-    call: Callable[[int], int]
-    call_async: Callable[[int], Awaitable[int]]
-
-
-NO_OP = Workload(no_op, no_op_async)
-SLEEP_1MS = Workload(sleep_1ms, sleep_1ms_async)
-
-
-def cpu_workload(iterations: int) -> Workload:
-    return Workload(partial(spin, iterations), partial(spin_async, iterations))
-
-
-# --- Implementations ---
-
-
-def quiet(line: str) -> None:
-    """The stages' trace lines go nowhere in a benchmark."""
+# --- The references (no pool at all), then the pools. ---
 
 
 def run_loop(work: Workload, job_count: int, workers: int) -> list[int]:
@@ -145,10 +55,10 @@ def run_static_threads(work: Workload, job_count: int, workers: int) -> list[int
     return [result for results in slices for result in results]
 
 
-def run_static_coroutines(work: Workload, job_count: int, workers: int) -> list[int]:
+def run_static_coroutines(loop: str, work: Workload, job_count: int, workers: int) -> list[int]:
     """The same for an event loop: one coroutine per worker, each with its own slice of the jobs,
-    on uvloop when it is installed (as the asyncio backend is). No pool, no Task objects: the
-    loop's own cost per sleep (a future, a timer, a task step) and nothing more."""
+    on the loop named ("uvloop" or "standard"). No pool, no Task objects: the loop's own cost per
+    sleep (a future, a timer, a task step) and nothing more."""
     call = work.call_async
     slices: list[list[int]] = [[] for _ in range(workers)]
 
@@ -158,7 +68,7 @@ def run_static_coroutines(work: Workload, job_count: int, workers: int) -> list[
     async def main() -> None:
         await asyncio.gather(*(run_slice(number) for number in range(workers)))
 
-    with asyncio.Runner(loop_factory=Asyncio().loop_factory) as runner:
+    with asyncio.Runner(loop_factory=Asyncio(loop).loop_factory) as runner:
         runner.run(main())
     return [result for results in slices for result in results]
 
@@ -174,15 +84,6 @@ def run_errors_channel(work: Workload, job_count: int, workers: int) -> list[int
     if outcome.errors:
         raise WrongResults(f"errors_channel: a job failed: {outcome.errors[0]!r}")
     return outcome.results
-
-
-def results_of(who: str, tasks: Sequence[Finished[Result]]) -> list[Result]:
-    """What a stage-3 or stage-4 user does after run(): walk the tasks, each with its own outcome.
-    The results, in order; WrongResults for the first task that failed."""
-    for task in tasks:
-        if task.err is not None:
-            raise WrongResults(f"{who}: a task failed: {task.err!r}")
-    return [task.result for task in tasks if task.result is not None]
 
 
 def run_robust(work: Workload, job_count: int, workers: int) -> list[int]:
@@ -212,25 +113,6 @@ def run_beyond_asyncio(loop: str, work: Workload, job_count: int, workers: int) 
     )
     pool.run()
     return results_of("beyond on asyncio", pool.tasks)
-
-
-def preload_into_the_forkserver() -> None:
-    """Have multiprocessing's forkserver import this program's modules once, before it forks.
-
-    A forkserver child re-imports the parent's main module, and with it everything that module
-    imports: for `python -m plots`, matplotlib included, in every worker process. CPython 3.11 to
-    3.13 never preload __main__ into the server themselves (the server is handed 'main_path', a
-    key the preparation data does not have). set_forkserver_preload() is multiprocessing's
-    documented cure; it acts only before the server starts, and does nothing after. It is given
-    the project's modules this program has imported so far, less the main module itself: a child
-    runs that again anyway, as __mp_main__, and runpy warns when it finds it already imported.
-    """
-    spec = getattr(sys.modules["__main__"], "__spec__", None)
-    main = spec.name if spec is not None else "__main__"
-    ours = ("beyond", "plots", "robust", "naive", "errors_channel")
-    multiprocessing.set_forkserver_preload(
-        sorted(name for name in list(sys.modules) if name.split(".")[0] in ours and name != main)
-    )
 
 
 def run_beyond_processes(work: Workload, job_count: int, workers: int) -> list[int]:
@@ -327,7 +209,8 @@ def run_asyncio(work: Workload, job_count: int, workers: int) -> list[int]:
 
 
 def run_processes(work: Workload, job_count: int, workers: int, chunksize: int) -> list[int]:
-    with multiprocessing.Pool(processes=workers) as pool:
+    """multiprocessing's Pool.map, its processes started as stage 4's are (plots.start_method)."""
+    with process_context().Pool(processes=workers) as pool:
         return pool.map(work.call, range(1, job_count + 1), chunksize=chunksize)
 
 
@@ -341,79 +224,8 @@ def run_processes_chunked(work: Workload, job_count: int, workers: int) -> list[
     return run_processes(work, job_count, workers, max(1, math.ceil(job_count / (4 * workers))))
 
 
-Implementation = Callable[[Workload, int, int], list[int]]
-# The results, and the seconds the run took as measured by the implementation itself.
-TimedImplementation = Callable[[Workload, int, int], tuple[list[int], float]]
-
-
-@dataclass(frozen=True)
-class Contender:
-    name: str
-    run: Implementation
-    # "threads", "processes", "event loop", "goroutines", or "none" for the plain loop.
-    runs_on: str
-    # Set for a contender in another program that times its own run (the Go pool, plots.golang):
-    # timing it from here would add a process start to every run. None: timed around `run`.
-    run_timed: TimedImplementation | None = None
-    # At most this many tasks in the dispatch benchmark, for a contender whose per-task cost
-    # would make the benchmark's full count take minutes (Dask: 10 ms and more a task here).
-    max_tasks: int | None = None
-
-
-LOOP = Contender("plain loop", run_loop, "none")
-STATIC_THREADS = Contender("hand-written threads, static split", run_static_threads, "threads")
-# The event loop's reference, on the loop the asyncio backend uses by default.
-STATIC_COROUTINES = Contender(
-    "hand-written coroutines, static split"
-    + (" (uvloop)" if Asyncio().loop == "uvloop" else " (standard loop)"),
-    run_static_coroutines,
-    "event loop",
-)
-NAIVE = Contender("naive", run_naive, "threads")
-ERRORS_CHANNEL = Contender("errors_channel", run_errors_channel, "threads")
-ROBUST = Contender("robust", run_robust, "threads")
-BEYOND = Contender("beyond", run_beyond, "threads")
-THREAD_POOL_EXECUTOR = Contender("ThreadPoolExecutor.map", run_thread_pool_executor, "threads")
-ASYNCIO = Contender("asyncio (TaskGroup + Semaphore)", run_asyncio, "event loop")
-PROCESSES_CHUNK_1 = Contender(
-    "multiprocessing map, chunksize 1", run_processes_chunk_1, "processes"
-)
-PROCESSES_CHUNKED = Contender(
-    "multiprocessing map, 4 chunks/worker", run_processes_chunked, "processes"
-)
-
-BEYOND_PROCESSES = Contender("beyond (processes)", run_beyond_processes, "processes")
-BEYOND_PROCESSES_BATCHED = Contender(
-    "beyond (processes), 4 batches/worker", run_beyond_processes_batched, "processes"
-)
-BEYOND_DASK = Contender(
-    "beyond (Dask LocalCluster, 2 processes)",
-    lambda work, job_count, workers: run_beyond_dask(work, job_count, workers)[0],
-    "cluster",
-    run_timed=run_beyond_dask,
-    max_tasks=200,
-)
-
-STAGES = (NAIVE, ERRORS_CHANNEL, ROBUST, BEYOND)
-
-
-def beyond_asyncio(loop: str | None = None) -> Contender:
-    """Stage 4 on asyncio, named after the loop that runs it: uvloop when installed by default."""
-    backend = Asyncio(loop)
-    name = "uvloop" if backend.loop == "uvloop" else "standard loop"
-    return Contender(
-        f"beyond (asyncio, {name})", partial(run_beyond_asyncio, backend.loop), "event loop"
-    )
-
-
-# uvloop when it is installed, and then the standard loop beside it; the standard loop alone if not.
-BEYOND_ASYNCIO = (
-    beyond_asyncio(),
-    *([beyond_asyncio("standard")] if Asyncio().loop == "uvloop" else []),
-)
-
-
 # --- Memory: how much a run of n tasks holds at its peak. Each consumes results as it can. ---
+# Run by plots.child, in a process of its own per point.
 
 
 def memory_robust(call: Callable[[int], int], job_count: int, workers: int) -> int:
@@ -444,21 +256,6 @@ def memory_thread_pool_executor_buffered(
         return sum(mapped)
 
 
-MEMORY_RUNS = {
-    "robust": memory_robust,
-    "beyond, streamed": memory_beyond_streamed,
-    "ThreadPoolExecutor.map": memory_thread_pool_executor,
-    "ThreadPoolExecutor.map, buffersize": memory_thread_pool_executor_buffered,
-}
-
-
 def has_map_buffersize() -> bool:
     """Executor.map takes buffersize from Python 3.14 on."""
     return "buffersize" in inspect.signature(ThreadPoolExecutor.map).parameters
-
-
-def memory_run(name: str) -> Callable[[Callable[[int], int], int, int], int]:
-    return MEMORY_RUNS[name]
-
-
-PEERS = (THREAD_POOL_EXECUTOR, ASYNCIO, PROCESSES_CHUNK_1, PROCESSES_CHUNKED)

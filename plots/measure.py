@@ -30,56 +30,31 @@ from functools import partial
 from pathlib import Path
 
 import beyond
-from plots.failures import CONTENDERS as FAILURE_CONTENDERS
-from plots.failures_measure import go_packages, measure_failures
-from plots.golang import GoPrograms, go_programs, pool_contender
-from plots.implementations import (
-    BEYOND_ASYNCIO,
+from plots.contenders import (
+    BENCHMARKED,
     BEYOND_DASK,
-    BEYOND_PROCESSES,
-    BEYOND_PROCESSES_BATCHED,
+    FIGURES,
+    GO_POOL,
     LOOP,
-    MEMORY_RUNS,
-    NO_OP,
-    PEERS,
-    PROCESSES_CHUNK_1,
-    PROCESSES_CHUNKED,
-    ROBUST,
-    SLEEP_1MS,
-    STAGES,
+    MATRIX,
     STATIC_COROUTINES,
     STATIC_THREADS,
-    THREAD_POOL_EXECUTOR,
     Contender,
-    Workload,
-    check,
-    close_dask,
-    cpu_workload,
-    dask_versions,
-    has_map_buffersize,
-    iterations_for,
 )
+from plots.failures_measure import go_packages, measure_failures
+from plots.golang import GoPrograms, go_programs, pool_contender
+from plots.implementations import close_dask, dask_versions, has_map_buffersize
+from plots.start_method import START_METHOD, start_the_forkserver
+from plots.workloads import NO_OP, SLEEP_1MS, Workload, check, cpu_workload, iterations_for
 from robust import Pool, Task
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# For CPU-bound work, one thread pool of each kind is enough to show the GIL, beside processes.
-# And the pool on a Dask cluster, for what a cluster's per-task cost does to 1 ms tasks.
-CPU_CONTENDERS = (
-    ROBUST,
-    THREAD_POOL_EXECUTOR,
-    PROCESSES_CHUNK_1,
-    PROCESSES_CHUNKED,
-    BEYOND_PROCESSES,
-    BEYOND_PROCESSES_BATCHED,
-    BEYOND_DASK,
-)
-# In the CPU benchmark only: what a process pool costs per task shows there, against its peers.
-CPU_ONLY = (BEYOND_PROCESSES, BEYOND_PROCESSES_BATCHED)
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each benchmark is. `quick()` fits in about a minute on 2 cores; `full()` does not."""
+    """How big each benchmark is: `quick()` for a first look, `full()` for the reference figures,
+    `tiny()` for the smoke test."""
 
     mode: str
     repeats: int
@@ -132,32 +107,41 @@ class Sizes:
 
     @staticmethod
     def quick() -> Sizes:
+        """What `python -m plots` measures by default, and `make demo` last: every figure, with
+        fewer repeats, worker counts and cells than full(): 114 s at a load average of 14, where
+        the sizes before these took 483 s at 16 and 128 s on a quiet machine; 1 to 1.5 minutes
+        there, by the CPU time, a third of theirs. The failure matrix is measured as in full():
+        its reference table is a quick run's."""
         return Sizes(
             mode="quick",
-            repeats=3,
+            repeats=2,
             dispatch_tasks=20_000,
             dispatch_workers=4,
-            io_workers=(1, 4, 16, 64, 256, 1024),
+            # 1,024 workers took two thirds of the I/O benchmark's time: full() has them.
+            io_workers=(1, 4, 16, 64, 256),
             io_tasks_per_worker=20,
             io_target_workers=64,
             io_target_efficiency=0.8,
             io_max_processes=16,
-            cpu_workers=(1, 2, 4, 8),
+            cpu_workers=(1, 2, 4),
             cpu_tasks=128,
             cpu_task_seconds=0.001,
-            map_error_capacities=tuple(range(11)),
-            map_failing_jobs=tuple(range(11)),
+            # Every cell is a process of its own: 63 of them show the boundary as 121 do.
+            map_error_capacities=tuple(range(7)),
+            map_failing_jobs=tuple(range(9)),
             map_parallel_cells=8,
             map_workers=3,
             timeline_work_seconds=0.3,
             failures_job_seconds=0.1,
             failures_sigint_job_seconds=0.2,
             failures_parallel_runs=12,
+            memory_repeats=1,
         )
 
     @staticmethod
     def full() -> Sizes:
-        """Publication sizes: every worker count, more tasks, more repeats (a few minutes)."""
+        """Publication sizes: every worker count, more tasks, more repeats (about 20 minutes on 2
+        cores: 19 at 447e452, load average 2 to 5)."""
         return replace(
             Sizes.quick(),
             mode="full",
@@ -167,6 +151,8 @@ class Sizes:
             io_max_processes=64,
             cpu_workers=(1, 2, 3, 4, 5, 6, 7, 8),
             cpu_tasks=256,
+            map_error_capacities=tuple(range(11)),
+            map_failing_jobs=tuple(range(11)),
             memory_tasks=(10_000, 30_000, 100_000, 300_000, 1_000_000),
             memory_repeats=3,
         )
@@ -252,19 +238,29 @@ def timed_run(contender: Contender, work: Workload, job_count: int, workers: int
     collector, which runs once enough new objects have been made: left alone, in the next run, as
     it makes its own tasks. Measured here before the stages lost their cycles: the pool run second
     in a dispatch repeat paid about 1.5 us a task more than the first, whichever pool it was. So
-    the garbage left before the run is collected first, and frozen (a collection skips frozen
-    objects) with everything else alive, and the collection that frees the run's own cyclic
-    garbage is timed with the run.
+    every object made before the run, garbage or not, is frozen (a collection skips frozen
+    objects), and the collection that frees the run's own cyclic garbage is timed with the run.
+
+    Before the freeze only the young generations are collected (what the harness made since the
+    last run): a full collection there would look at every object of the program, every run,
+    though the last run's garbage went with it and anything older stays frozen through this one
+    (130,000 objects in a test process: 0.3 s a collection at a load average of 16, a third of
+    the smoke test's time). After unfreeze() every object is in the oldest generation, whose own
+    collections come, untimed, between runs.
     """
-    gc.collect()
+    run, run_timed = contender.run, contender.run_timed
+    if run is None and run_timed is None:
+        raise ValueError(f"{contender.name} is in no benchmark figure: it has nothing to run")
+    gc.collect(1)
     gc.freeze()
     try:
-        if contender.run_timed is not None:
+        if run_timed is not None:
             # A contender that times itself: the Go pool, Dask (its cluster's start is not in it).
-            results, seconds = contender.run_timed(work, job_count, workers)
+            results, seconds = run_timed(work, job_count, workers)
         else:
+            assert run is not None
             start = time.perf_counter()
-            results = contender.run(work, job_count, workers)
+            results = run(work, job_count, workers)
             gc.collect()
             seconds = time.perf_counter() - start
     finally:
@@ -323,8 +319,6 @@ def measure_io(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, 
         for workers in sizes.io_workers
         for contender in (*references, *contenders)
         if contender.runs_on != "processes" or workers <= sizes.io_max_processes
-        # A cluster's millisecond per task would swamp 1 ms sleeps: dispatch and CPU show it.
-        if contender.runs_on != "cluster"
     ]
     plan = list(interleaved(sizes.repeats, configurations))
     # A run's cost grows with its worker count: threads to start, tasks to run.
@@ -467,13 +461,23 @@ TIMELINE_RUNS = (
 def measure_timelines(sizes: Sizes) -> list[dict[str, object]]:
     """5. Every job of each stage's default demo, on its worker, in time; and where it blocked."""
     progress = Progress("timeline", len(TIMELINE_RUNS))
-    rows: list[dict[str, object]] = []
-    for run, args in TIMELINE_RUNS:
+
+    def observe(run_and_args: tuple[str, list[str]]) -> list[dict[str, object]]:
+        run, args = run_and_args
         status, records = child_records(
             [*("timeline", *args), "--seconds", str(sizes.timeline_work_seconds)], 30.0
         )
         if status is None:
             raise RuntimeError(f"timeline {run}: neither finished nor reported a deadlock")
+        progress.step(run)
+        return records
+
+    # Each run is a process of its own whose jobs sleep, and each times itself from its own
+    # start: they run side by side, as the deadlock map's cells do.
+    with ThreadPoolExecutor(max_workers=len(TIMELINE_RUNS)) as executor:
+        recorded = list(executor.map(observe, TIMELINE_RUNS))
+    rows: list[dict[str, object]] = []
+    for (run, _), records in zip(TIMELINE_RUNS, recorded, strict=True):
         last_end: dict[str, float] = {}
         for record in records:
             if "job" in record:
@@ -516,24 +520,19 @@ def measure_timelines(sizes: Sizes) -> list[dict[str, object]]:
                         "kind": "deadlock reported",
                     }
                 )
-        progress.step(run)
     return rows
 
 
 MEMORY_WORKERS = 4
 
 
-def measure_memory(sizes: Sizes) -> list[dict[str, object]]:
+def measure_memory(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, object]]:
     """6. Peak resident memory a run of n no-op tasks adds, n from 1e4 up; a fresh process each.
 
-    map(buffersize=...) exists from Python 3.14 on; on an older Python it is left out (and the
-    figure says so).
+    map(buffersize=...) exists from Python 3.14 on; on an older Python it is left out (its
+    contender does not run here, and the figure says so).
     """
-    names = [
-        name
-        for name in MEMORY_RUNS
-        if has_map_buffersize() or name != "ThreadPoolExecutor.map, buffersize"
-    ]
+    names = [contender.name for contender in contenders]
     plan = [
         (repeat, name, tasks)
         for repeat in range(1, sizes.memory_repeats + 1)
@@ -668,28 +667,30 @@ def has_distributed() -> bool:
     return importlib.util.find_spec("distributed") is not None
 
 
-# The benchmarks the Dask contender takes part in; its cluster lives in a child process
-# (plots/dask_child.py), so that no Dask thread takes the GIL from the other contenders.
-DASK_BENCHMARKS = ("dispatch", "cpu")
-# The benchmarks the Go pool takes part in (its CPU-bound work would measure Go, not the pool).
-GO_BENCHMARKS = ("dispatch", "io")
+# How a contender that starts processes (or a cluster of them) runs on.
+PROCESS_BASED = ("processes", "cluster")
 
 
 def measure_all(
     out_dir: Path,
     sizes: Sizes,
-    contenders: Sequence[Contender] = (*STAGES, *BEYOND_ASYNCIO, *PEERS, *CPU_ONLY, BEYOND_DASK),
+    contenders: Sequence[Contender] = BENCHMARKED,
     with_go: bool = True,
 ) -> None:
     """Run every benchmark named in `sizes.benchmarks`; write NAME.csv and NAME.json for each.
 
-    Each benchmark has its own metadata file, so that a figure redrawn later always names the
-    machine, versions and date of the data it shows, even after `--only` re-measured another one.
-    With `with_go`, the Go pool joins the dispatch and I/O benchmarks and the Go rows join the
-    failure matrix when Go is on PATH (their programs built once for the whole run); those
-    benchmarks' metadata record its version, or why it is missing.
+    Each benchmark runs the contenders that have its figure (`Contender.figures`). Each has its
+    own metadata file, so that a figure redrawn later always names the machine, versions and date
+    of the data it shows, even after `--only` re-measured another one; where a contender started
+    processes, the metadata say how (plots.start_method). With `with_go`, the Go pool joins the
+    benchmarks of its figures and the Go rows join the failure matrix when Go is on PATH (their
+    programs built once for the whole run); those benchmarks' metadata record its version, or why
+    it is missing.
     """
+    started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
+    # What this machine cannot run (uvloop, Python 3.14's map(buffersize=)) is left out.
+    contenders = [c for c in contenders if c.runs_here()]
     contenders = [c for c in contenders if sizes.dask or c.runs_on != "cluster"]
     if any(c.runs_on == "cluster" for c in contenders) and not has_distributed():
         # The backends extra is optional: without it, the rest of the run goes on.
@@ -704,23 +705,22 @@ def measure_all(
         # The Dask contender's cluster, if a benchmark started one: closed with the run.
         stack.callback(close_dask)
         wanted = {
-            "Go pool": ["bench"] if set(GO_BENCHMARKS) & set(sizes.benchmarks) else [],
+            "Go pool": ["bench"] if set(GO_POOL.figures) & set(sizes.benchmarks) else [],
             "Go rows of the failure matrix": (
-                go_packages(FAILURE_CONTENDERS) if "failures" in sizes.benchmarks else []
+                go_packages(MATRIX) if "failures" in sizes.benchmarks else []
             ),
         }
         programs = list(dict.fromkeys(p for needed in wanted.values() for p in needed))
         what = " and ".join(name for name, needed in wanted.items() if needed)
         go = stack.enter_context(go_programs(programs, what)) if with_go and programs else None
         go_pool = pool_contender(go) if go is not None else None
-        contenders_and_go = [
-            *(contender for contender in contenders if contender not in CPU_ONLY),
-            *([go_pool.contender] if go_pool and go_pool.contender else []),
-        ]
+        if go_pool is not None and go_pool.contender is not None:
+            contenders = [*contenders, go_pool.contender]
+        in_figure = {figure: [c for c in contenders if figure in c.figures] for figure in FIGURES}
         benchmarks = {
-            "dispatch": lambda: measure_dispatch(sizes, contenders_and_go),
-            "io": lambda: measure_io(sizes, contenders_and_go),
-            "cpu": lambda: measure_cpu(sizes, [c for c in contenders if c in CPU_CONTENDERS]),
+            "dispatch": lambda: measure_dispatch(sizes, in_figure["dispatch"]),
+            "io": lambda: measure_io(sizes, in_figure["io"]),
+            "cpu": lambda: measure_cpu(sizes, in_figure["cpu"]),
             "deadlock_map": lambda: measure_deadlock_map(sizes),
             "timeline": lambda: measure_timelines(sizes),
             "failures": lambda: measure_failures(
@@ -730,15 +730,33 @@ def measure_all(
                 lambda steps: Progress("failures", steps),
                 go=go or GoPrograms(None, {}, {}, "Go left out of this run"),
             ),
-            "memory": lambda: measure_memory(sizes),
+            "memory": lambda: measure_memory(sizes, in_figure["memory"]),
             "stop": lambda: measure_stop(sizes),
         }
-        for name in sizes.benchmarks:
+        starts_processes = {
+            name: any(c.runs_on in PROCESS_BASED for c in members)
+            for name, members in [*in_figure.items(), ("failures", list(MATRIX))]
+        }
+        measured = [c for name in sizes.benchmarks for c in in_figure.get(name, [])]
+        if any(c.runs_on == "processes" for c in measured):
+            # Before any timing: the first run that needed it would pay for its start. (A
+            # cluster starts its processes in a child of its own, plots.dask_child.)
+            start_the_forkserver()
+        for number, name in enumerate(sizes.benchmarks, 1):
+            # Which of the benchmarks, and since when: each one's own progress follows.
+            print(
+                f"benchmark {number} of {len(sizes.benchmarks)}: {name}, "
+                f"{time.monotonic() - started:.0f} s into the run",
+                file=sys.stderr,
+                flush=True,
+            )
             about = metadata(sizes)
-            if go is not None and name in (*GO_BENCHMARKS, "failures"):
+            if starts_processes.get(name):
+                about["start_method"] = START_METHOD
+            if go is not None and name in (*GO_POOL.figures, "failures"):
                 about |= go.metadata
             rows = benchmarks[name]()
-            if name in DASK_BENCHMARKS and (dask := dask_versions()) is not None:
+            if name in BEYOND_DASK.figures and (dask := dask_versions()) is not None:
                 # What the Dask contender ran on: versions, and the cluster, all settings default.
                 about |= {"dask": dask}
                 # A cluster for each benchmark, gone before the next one runs.

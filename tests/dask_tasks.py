@@ -116,3 +116,20 @@ with Client(address) as client:
         print(pool.stopped.reason.name, *outcomes, flush=True)
         raise
 """
+
+
+# A cluster of its own in a child process, for a test that kills its scheduler: prints the
+# scheduler's address, then serves until killed. Run in a session of its own, so that killing
+# the group kills the scheduler and its worker processes at once.
+CLUSTER_CHILD = """
+import time
+from distributed import LocalCluster
+
+if __name__ == "__main__":
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+    ) as cluster:
+        print(cluster.scheduler_address, flush=True)
+        while True:
+            time.sleep(3600)
+"""

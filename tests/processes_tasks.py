@@ -4,9 +4,13 @@ test can tell which process ran it and whether that process is still there."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import os
+import pickle
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +35,11 @@ class NeedsTwoArguments(Exception):
 
 
 def pid() -> int:
+    return os.getpid()
+
+
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
     return os.getpid()
 
 
@@ -107,3 +116,125 @@ def recorded(events: str, number: int, fails: bool) -> int:
     finally:
         os.close(descriptor)
     return double_or_fail(number, fails)
+
+
+# --- Tasks that fork. ---
+
+
+def _wait_for_the_copy(copy: int) -> None:
+    """Reap the forked copy; kill it if it has not ended within a few seconds (a copy that went
+    on serving, as before the fix, would never end by itself)."""
+    end = time.monotonic() + 5.0
+    while time.monotonic() < end:
+        if os.waitpid(copy, os.WNOHANG) != (0, 0):
+            return
+        time.sleep(0.01)
+    os.kill(copy, signal.SIGKILL)
+    os.waitpid(copy, 0)
+
+
+def forks_and_both_return(folder: str, number: int) -> tuple[str, int]:
+    """Careless code: fork, and let the copy return too (no os._exit). The copy writes its pid to
+    folder/copy-<number> first; this process waits for the copy to end, so that the copy's
+    return (and whatever it sends) comes before this process's."""
+    copy = os.fork()
+    if copy == 0:
+        marker = Path(folder) / f"copy-{number}"
+        marker.with_suffix(".tmp").write_text(str(os.getpid()))
+        marker.with_suffix(".tmp").rename(marker)
+        return ("copy", number)
+    _wait_for_the_copy(copy)
+    return ("worker", number)
+
+
+def forges_a_reply(kind: str) -> str:
+    """Fork a copy that writes a frame of its own on the worker's pipe, before this process's
+    answer: a reply from the copy's pid ("copy"), one from the worker's pid to another task
+    ("number"), or a frame too short to be a reply ("short")."""
+    from multiprocessing.connection import Connection
+
+    from beyond.processes import _REPLY, _RETURNED
+
+    copy = os.fork()
+    if copy == 0:
+        try:
+            pipe = next(o for o in gc.get_objects() if isinstance(o, Connection) and not o.closed)
+            if kind == "copy":
+                frame = _REPLY.pack(1, os.getpid(), _RETURNED) + pickle.dumps("forged")
+            elif kind == "number":
+                frame = _REPLY.pack(10**6, os.getppid(), _RETURNED) + pickle.dumps("forged")
+            else:
+                frame = b"xx"
+            pipe.send_bytes(frame)
+        finally:
+            os._exit(0)
+    _wait_for_the_copy(copy)
+    return "genuine"
+
+
+def forks_and_execs(folder: str) -> int:
+    """Fork a copy that execs `sleep 60`; return the copy's pid. Before the exec the copy writes
+    the inode of each socket this worker holds to folder/sockets, one a line."""
+    copy = os.fork()
+    if copy == 0:
+        try:
+            inodes = []
+            for name in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/self/fd/{name}")
+                    if link.startswith("socket:"):
+                        inodes.append(link)
+            Path(folder, "sockets").write_text("\n".join(inodes))
+            os.execv("/bin/sleep", ["sleep", "60"])
+        finally:
+            os._exit(1)
+    return copy
+
+
+# --- Outcomes whose loading raises a BaseException. ---
+
+
+class ExitsWhenLoaded(Exception):
+    """Raised by a task; loading it calls sys.exit(9)."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return sys.exit, (9,)
+
+
+class InterruptsWhenLoaded:
+    """Returned by a task; loading it raises KeyboardInterrupt."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return _interrupt, ()
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def raises_an_error_that_exits_when_loaded() -> None:
+    raise ExitsWhenLoaded("raised in the worker")
+
+
+def returns_a_result_that_interrupts_when_loaded() -> InterruptsWhenLoaded:
+    return InterruptsWhenLoaded()
+
+
+def returns_bytes(size: int) -> bytes:
+    return b"x" * size
+
+
+def forks_a_lingering_copy_then_exits(folder: str, status: int) -> None:
+    """Fork a copy that writes its pid to folder/copy and sleeps a minute (holding every descriptor
+    of the worker's); once it has written, this process exits with `status`."""
+    copy = os.fork()
+    if copy == 0:
+        try:
+            marker = Path(folder) / "copy"
+            marker.with_suffix(".tmp").write_text(str(os.getpid()))
+            marker.with_suffix(".tmp").rename(marker)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    wait_for_file(str(Path(folder) / "copy"), 60)
+    os._exit(status)

@@ -305,6 +305,64 @@ def test_an_endless_generator_stops_at_max_errors_in_run_and_in_iteration() -> N
     assert 5 <= sum(task.err is not None for task in seen) <= 8
 
 
+@pytest.mark.parametrize("how", ["break", "cancel", "timeout", "max_errors"])
+def test_a_stopped_pool_does_not_wait_for_a_worker_stuck_in_the_generators_next(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker there runs no task and will start none, and a generator blocked on a queue or a
+    # socket may never come back. The caller gives it one check interval, then leaves without it.
+    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 0.01)
+    inside, release = threading.Event(), threading.Event()
+    late = Task(returns(2))
+
+    def first() -> int:
+        if how == "max_errors":
+            inside.wait(10)
+            raise ValueError("the one failure")
+        return 1
+
+    def tasks() -> Iterator[Task[int]]:
+        yield Task(first)
+        inside.set()
+        release.wait(30)
+        yield late
+
+    pool = Pool(tasks(), 2, max_errors=1)
+
+    def use() -> None:
+        if how == "break":
+            for _ in pool:
+                inside.wait(10)
+                break
+        elif how == "timeout":
+            pool.run(timeout=0.05)
+        else:
+            pool.run()
+
+    def cancel_once_inside() -> None:
+        inside.wait(10)
+        pool.cancel()
+
+    canceller = threading.Thread(target=cancel_once_inside)
+    if how == "cancel":
+        canceller.start()
+    finish_within(10, use)
+    # Still inside next() (and maybe the other worker, in line behind it).
+    stuck = worker_threads()
+    assert stuck
+    release.set()
+    for thread in [*stuck, *([canceller] if how == "cancel" else [])]:
+        thread.join(10)
+    assert not late.finished
+    reasons = {
+        "break": StopReason.CANCELLED,
+        "cancel": StopReason.CANCELLED,
+        "timeout": StopReason.TIMEOUT,
+        "max_errors": StopReason.MAX_ERRORS,
+    }
+    assert pool.stopped is not None and pool.stopped.reason is reasons[how]
+
+
 # --- max_errors: the post's "Too many errors." inside the pool. ---
 
 
@@ -867,3 +925,143 @@ def test_bad_input_is_refused_before_any_task_runs(
 ) -> None:
     with pytest.raises(error):
         make()
+
+
+# --- Which input failed: a task's name, in every message about it. ---
+
+
+def fetch(url: object, *more: object, retries: int = 3) -> str:
+    raise ConnectionError(f"cannot reach {url} ({retries} tries)")
+
+
+def wait_then_return(release: threading.Event, url: str) -> str:
+    release.wait(30)
+    return url
+
+
+class ReprRaises:
+    """An argument whose own repr fails, as careless (or hostile) code's may."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        raise self.error
+
+
+class HugeRepr:
+    def __repr__(self) -> str:
+        return "x" * 1_000_000
+
+
+class QualnameRaises:
+    """A callable whose __qualname__ raises something that is not an AttributeError."""
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"no {name}")
+
+    def __call__(self) -> int:
+        return 1
+
+
+def test_a_partials_task_is_named_by_its_function_and_its_arguments() -> None:
+    # The README's pattern: before, every one of these was 'partial'.
+    assert Task(partial(fetch, "https://example.com/a")).name == "fetch('https://example.com/a')"
+    assert Task(partial(fetch, "u", retries=5)).name == "fetch('u', retries=5)"
+    # functools flattens a partial of a partial; past four arguments, the rest is "...".
+    assert Task(partial(partial(fetch, 1), 2, 3, 4, 5)).name == "fetch(1, 2, 3, 4, ...)"
+    assert Task(time.monotonic).name == "monotonic"
+    assert Task(returns(1)).name == "returns.<locals>.<lambda>"
+    assert Task(partial(fetch, "u"), name="input 7").name == "input 7"
+    # A message quotes it, as one line, and does not escape what its reprs escaped already.
+    assert Task(partial(fetch, "a\nb"))._name() == "\"fetch('a\\nb')\""
+    assert Task(returns(1), name="two\nlines")._name() == "'two\\nlines'"
+
+
+# Arguments a name must survive. Kept out of the examples themselves, which Hypothesis prints.
+HOSTILE: list[object] = [
+    ReprRaises(ValueError("no repr")),
+    ReprRaises(SystemExit(3)),
+    ReprRaises(RecursionError()),
+    HugeRepr(),
+    "x" * 1_000_000,
+    b"x" * 1_000_000,
+    list(range(100_000)),
+]
+PLAIN = st.recursive(
+    st.none() | st.integers() | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner) | st.tuples(inner),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100)
+@given(
+    arguments=st.lists(st.tuples(PLAIN, st.none() | st.integers(0, len(HOSTILE) - 1)), max_size=6)
+)
+def test_a_tasks_name_and_repr_stay_short_and_never_raise_whatever_its_arguments_are(
+    arguments: list[tuple[object, int | None]],
+) -> None:
+    # Each argument is either plain data or one of HOSTILE, nested in a list with plain data.
+    made = [plain if hostile is None else [plain, HOSTILE[hostile]] for plain, hostile in arguments]
+    task: Task[str] = Task(partial(fetch, *made))
+
+    assert task.name.startswith("fetch(")
+    assert task.name.isprintable()
+    assert len(task.name) <= beyond.pool.NAME_LIMIT
+    assert task._name() in (f"'{task.name}'", f'"{task.name}"', repr(task.name))
+    # repr() of a name holding both quotes escapes some: twice the length at most.
+    assert len(repr(task)) <= len("<Task '' not run>") + 2 * beyond.pool.NAME_LIMIT
+
+
+@pytest.mark.parametrize("name", [3, b"job 3", None.__class__, type("Text", (str,), {})("job")])
+def test_a_tasks_name_must_be_a_str(name: object) -> None:
+    # Exactly a str: a subclass's own __str__ or __repr__ would run in every message.
+    with pytest.raises(TypeError, match="name must be a str, got "):
+        Task(returns(1), name=name)  # type: ignore[call-overload]
+
+
+def test_a_callable_whose_name_cannot_be_read_is_named_by_its_type() -> None:
+    task = Task(QualnameRaises())
+    assert task.name == "QualnameRaises"
+    assert repr(task) == "<Task 'QualnameRaises' not run>"
+
+
+def test_every_message_about_a_task_says_which_input_it_was() -> None:
+    release = threading.Event()
+    slow = Task(partial(wait_then_return, release, "https://example.com/slow"), timeout=0.01)
+    down = Task(partial(fetch, "https://example.com/down"))
+    named: Task[str] = Task(returns(1), name="the third input")  # type: ignore[arg-type]
+    pool = Pool([slow, down, named], 3, overdue_grace=0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runner = threading.Thread(target=pool.run)
+        runner.start()
+        wait_for(lambda: pool.overdue == [slow], "the slow task is reported overdue")
+        release.set()
+        runner.join(10)
+
+    [overdue] = [warning for warning in caught if warning.category is OverdueWarning]
+    assert str(overdue.message).startswith(f"task {slow._name()} is still running"), overdue.message
+    assert "'https://example.com/slow')" in str(overdue.message)
+    assert repr(down) == (
+        "<Task \"fetch('https://example.com/down')\" failed: "
+        "ConnectionError('cannot reach https://example.com/down (3 tries)')>"
+    )
+    assert repr(named) == "<Task 'the third input' ok>"
+    # A task given twice is refused by its name too.
+    again = Task(partial(fetch, "https://example.com/twice"))
+    with pytest.raises(ValueError, match=r"fetch\('https://example.com/twice'\)"):
+        Pool([again, again], 1)
+
+
+def test_a_task_on_another_backend_is_named_the_same_way() -> None:
+    # The process backend's own messages (WorkerDied here) take the name from the task.
+    from beyond.processes import WorkerDied
+    from tests import processes_tasks
+
+    dies: Task[None] = Task(partial(processes_tasks.exit_now, 7))
+    Pool([dies], 1, backend="processes").run()
+
+    assert isinstance(dies.err, WorkerDied)
+    assert str(dies.err).startswith("the worker process running task 'exit_now(7)' died")

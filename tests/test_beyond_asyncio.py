@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -705,6 +706,21 @@ def test_a_task_that_is_not_a_coroutine_function_fails_alone_with_a_clear_error(
     assert [task.result for task in tasks[1:]] == [2, 2]
 
 
+def test_a_tasks_messages_name_its_input_on_the_loop_too(loop: str) -> None:
+    def download(url: str) -> int:
+        return len(url)
+
+    forgot_async: Task[int] = Task(partial(download, "https://example.com/a"))
+    named: Task[int] = Task(partial(download, "https://example.com/b"), name="page b")
+    make_pool([forgot_async, named], 2, loop).run()
+
+    assert str(forgot_async.err).startswith(
+        'task "test_a_tasks_messages_name_its_input_on_the_loop_too.<locals>.download('
+        "'https://example.com/a')\" returned a value of type int"
+    )
+    assert str(named.err).startswith("task 'page b' returned a value of type int")
+
+
 # --- Leaving the loop, a panic. ---
 
 
@@ -761,6 +777,50 @@ def test_cancelling_the_task_awaiting_run_async_cancels_the_running_tasks_and_wa
         assert [type(task.err) for task in pool.tasks] == [Cancelled, Cancelled]
 
     on_a_loop(loop, main)
+    assert pool.stopped is not None
+    assert pool.stopped.message == "the task awaiting the pool was cancelled"
+
+
+@pytest.mark.parametrize("mode", ["run_async", "stream_async"])
+def test_a_cancel_of_the_awaiting_task_starts_no_task_after_it_when_tasks_never_await(
+    loop: str, mode: str
+) -> None:
+    # Task 5 cancels the task awaiting the pool and computes on: no task awaits, so the loop
+    # gives that task no turn to stop the pool before the workers take their next tasks.
+    started: list[int] = []
+    awaiting: list[asyncio.Task[Any]] = []
+
+    def never_awaits(number: int) -> Callable[[], Coroutine[Any, Any, int]]:
+        async def run() -> int:
+            started.append(number)
+            if number == 5:
+                awaiting[0].cancel()
+            return number
+
+        return run
+
+    pool = make_pool(generated(Task(never_awaits(n)) for n in range(100)), 4, loop)
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        awaiting.append(task)
+        if mode == "run_async":
+            await pool.run_async()
+        else:
+            async with contextlib.aclosing(pool.stream_async()) as tasks:
+                async for _ in tasks:
+                    pass
+
+    async def cancelled() -> bool:
+        try:
+            await main()
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert on_a_loop(loop, cancelled)
+    assert started == [0, 1, 2, 3, 4, 5]
     assert pool.stopped is not None
     assert pool.stopped.message == "the task awaiting the pool was cancelled"
 

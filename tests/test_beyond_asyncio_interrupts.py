@@ -202,3 +202,145 @@ def test_a_second_ctrl_c_inside_a_task_is_its_panic_and_ends_the_run_all_the_sam
     # Task 4 keeps the KeyboardInterrupt as its error; the three others were cancelled.
     assert "interrupted: 5 finished, 3 cancelled" in running.said
     assert running.said[-1] == "threads alive: 0"
+
+
+# Tasks that never await: the loop gets no turn between them, so the task awaiting the pool, which
+# asyncio.Runner cancels on Ctrl-C, cannot stop it itself. The sixth task sends the Ctrl-C from its
+# own code (the handler runs there, at once), then computes on. For each way to run the pool and
+# each kind of task (coroutines, plain functions, an endless generator of plain functions), the
+# child says how many tasks started and what the caller got.
+NEVER_AWAITING = r"""
+import asyncio, contextlib, itertools, os, signal, sys
+from beyond import Pool, Task
+from beyond.asyncio_backend import Asyncio
+
+loop = sys.argv[1]
+
+def say(line: str) -> None:
+    os.write(1, (line + "\n").encode())
+
+for mode in ("run", "iterate", "run_async", "stream_async"):
+    for kind in ("coroutines", "functions", "endless"):
+        started: list[int] = []
+
+        def body(number: int) -> int:
+            started.append(number)
+            if number == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):  # no await: the loop gets no turn
+                pass
+            return number
+
+        def make(number: int) -> Task[int]:
+            if kind == "coroutines":
+                async def run() -> int:
+                    return body(number)
+                return Task(run)
+            return Task(lambda: body(number))
+
+        numbers = itertools.count() if kind == "endless" else range(400)
+        pool = Pool((make(n) for n in numbers), 4, backend=Asyncio(loop))
+
+        async def main() -> None:
+            if mode == "run_async":
+                await pool.run_async()
+            else:
+                async with contextlib.aclosing(pool.stream_async()) as finished:
+                    async for _ in finished:
+                        pass
+
+        try:
+            if mode == "run":
+                pool.run()
+            elif mode == "iterate":
+                for _ in pool:
+                    pass
+            else:
+                with asyncio.Runner(loop_factory=Asyncio(loop).loop_factory) as runner:
+                    runner.run(main())
+            raised = "nothing"
+        except KeyboardInterrupt:
+            raised = "KeyboardInterrupt"
+        assert pool.stopped is not None
+        say(f"{mode} {kind}: {len(started)} started, {raised}, {pool.stopped.message}")
+"""
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "standard"])
+def test_ctrl_c_starts_no_task_after_it_even_when_the_tasks_never_await(loop: str) -> None:
+    with spawn(Child, NEVER_AWAITING, loop, stdin=False) as running:
+        status = running.finish()
+
+    assert status == 0, running.said
+    # Tasks 0 to 5, in order (one worker runs them all: none awaits); the sixth took the Ctrl-C.
+    expected = []
+    for mode in ("run", "iterate", "run_async", "stream_async"):
+        if "async" in mode:
+            why = "the task awaiting the pool was cancelled"
+        else:
+            why = "interrupted by KeyboardInterrupt()"
+        for kind in ("coroutines", "functions", "endless"):
+            expected.append(f"{mode} {kind}: 6 started, KeyboardInterrupt, {why}")
+    assert running.said == expected
+
+
+# Ctrl-C between a step of `for task in pool` and the loop's stop: the step's task has returned,
+# and the loop runs task 1 right after it (ready callbacks run in the order they were scheduled:
+# task 0 finished and woke the step, then task 1 awaited). asyncio.Runner would raise the first
+# Ctrl-C at once there, wherever the loop is (in uvloop's own clean-up, that leaves the loop for
+# ever "running"); the pool takes it as a Ctrl-C like any other. A second one is raised at once,
+# in task 1's code, and that step's stop is still queued as the pool cleans up.
+BETWEEN_STEPS = r"""
+import asyncio, os, signal, sys, threading
+from beyond import Pool, Task
+from beyond.asyncio_backend import Asyncio
+
+def say(line: str) -> None:
+    os.write(1, (line + "\n").encode())
+
+async def first() -> int:
+    return 0
+
+async def second() -> int:
+    await asyncio.sleep(0)
+    for _ in range(int(sys.argv[2])):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs in here
+            pass
+    return 1
+
+async def never() -> int:
+    await asyncio.sleep(30)
+    return 2
+
+tasks = [Task(first), Task(second), Task(never)]
+pool = Pool(tasks, 2, backend=Asyncio(sys.argv[1]))
+try:
+    for done in pool:
+        say(f"yielded {done.result}")
+except KeyboardInterrupt:
+    say("KeyboardInterrupt")
+say(f"outcomes {[type(task.err).__name__ for task in tasks]}")
+say(f"started {[task.finished for task in tasks]}")
+say(f"threads alive: {threading.active_count() - 1}")
+"""
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+@pytest.mark.parametrize("loop", ["uvloop", "standard"])
+def test_ctrl_c_just_after_a_step_of_the_loop_is_a_clean_ctrl_c(loop: str, presses: int) -> None:
+    with spawn(Child, BETWEEN_STEPS, loop, str(presses), stdin=False) as running:
+        status = running.finish()
+
+    # Not "RuntimeError: Event loop stopped before Future completed" (or, on uvloop, "this event
+    # loop is already running") from the clean-up.
+    assert status == 0, running.said
+    assert running.said[0] == "KeyboardInterrupt", running.said
+    # One Ctrl-C: task 1 runs to its end (it never awaits again). Two: the second is task 1's
+    # panic. Task 2 never starts.
+    second = "KeyboardInterrupt" if presses == 2 else "NoneType"
+    assert running.said[1:] == [
+        f"outcomes ['NoneType', '{second}', 'NoneType']",
+        "started [True, True, False]",
+        "threads alive: 0",
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,8 +36,9 @@ from hypothesis import strategies as st
 
 import beyond.pool
 from beyond import Cancelled, Pool, StopReason, Task
-from beyond.dask_backend import DaskBackend, RerunWarning
+from beyond.dask_backend import ClusterLost, DaskBackend, DaskRunner, RerunWarning, _Raised
 from tests.dask_tasks import (
+    CLUSTER_CHILD,
     CTRL_C_CHILD,
     TaskFailed,
     events,
@@ -467,7 +469,8 @@ def test_a_killed_worker_loses_no_task_and_a_task_dask_ran_again_is_named(
     others: list[Task[int]] = [Task(partial(job, log, str(i), i)) for i in range(6)]
     pool = Pool([victim, *others], 2, backend=client)
 
-    with pytest.warns(RerunWarning, match="'partial' may have started up to 2 times"):
+    # Named by its function and arguments: job('...log', 'victim', 100, gate='...gate').
+    with pytest.warns(RerunWarning, match=r"job\(.*'victim', 100, .* may have started up to 2"):
         killed = kill_while_running(client, log, gate, pool, rerun_expected=True)
 
     # No task lost: every one finished with its result. The victim started twice (the first run
@@ -536,3 +539,101 @@ def test_without_distributed_one_line_says_what_to_install() -> None:
         "the Dask backend needs dask and distributed: pip install 'go-worker-pool-py[backends]' "
         "(or: pip install dask distributed)\n"
     )
+
+
+# --- The client closed, or the scheduler gone, mid-run. ---
+
+# How long run() may take to give up on a lost cluster here: the stated bound is
+# CLIENT_CHECK_SECONDS (0.25 s) after the client's status changes, plus the calls in progress;
+# this leaves room for a loaded machine, and stays far below distributed's reconnect timeout (30 s),
+# which the pool must not wait for.
+GIVES_UP_WITHIN = 10.0
+
+
+def test_closing_the_client_mid_run_fails_the_tasks_in_flight_and_stops_the_run(
+    cluster: Any, log: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    own = Client(cluster)
+    tasks = [Task(partial(job, log, str(i), i, gate=str(gate))) for i in range(6)]
+    pool = Pool(tasks, 2, backend=own)
+    running = Background(pool.run)
+    try:
+        wait_for(lambda: len(starts(log)) == 2, "two tasks run on the cluster")
+        own.close()
+        with pytest.raises(ClusterLost) as raised:
+            running.join(GIVES_UP_WITHIN)
+    finally:
+        gate.touch()  # the tasks still running on the cluster's workers end
+    # The worker thread may look while close() is still under way: 'closing' is the same news.
+    assert re.match(
+        r"the Dask client was closed \(status '(closing|closed)'\): no other", str(raised.value)
+    )
+    assert pool.stopped is not None and pool.stopped.reason is StopReason.BACKEND_FAILED
+    in_flight = [task for task in tasks if task.finished]
+    assert len(in_flight) == 2 and all(isinstance(task.err, ClusterLost) for task in in_flight)
+    assert "may or may not have run on the cluster" in str(in_flight[0].err)
+    assert sorted(starts(log).values()) == [1, 1]
+
+
+def test_a_client_closed_before_the_run_stops_it_with_no_task_run(cluster: Any) -> None:
+    # Before the fix the first worker thread died making its runner (the client refused the
+    # event subscription) without saying it had ended, and run() waited for it for ever.
+    own = Client(cluster)
+    tasks = [Task(partial(operator.add, i, 1)) for i in range(3)]
+    pool = Pool(tasks, 2, backend=own)
+    own.close()
+    with pytest.raises(ClusterLost):
+        Background(pool.run).join(GIVES_UP_WITHIN)
+    assert pool.stopped is not None and pool.stopped.reason is StopReason.BACKEND_FAILED
+    assert not any(task.finished for task in tasks)
+
+
+def test_killing_the_scheduler_mid_run_fails_the_tasks_in_flight_within_the_bound(
+    log: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER_CHILD],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert child.stdout is not None
+        own = Client(child.stdout.readline().strip())
+        try:
+            tasks = [Task(partial(job, log, str(i), i, gate=str(gate))) for i in range(6)]
+            pool = Pool(tasks, 2, backend=own)
+            running = Background(pool.run)
+            wait_for(lambda: len(starts(log)) == 2, "two tasks run on the cluster")
+            # The scheduler and its workers, killed at once; distributed then tries to reconnect
+            # for 30 s, and before the fix run() waited for ever (3 of 3 runs).
+            os.killpg(child.pid, signal.SIGKILL)
+            with pytest.raises(ClusterLost) as raised:
+                running.join(GIVES_UP_WITHIN)
+            assert str(raised.value).startswith("the Dask client lost its scheduler (status")
+            assert pool.stopped is not None and pool.stopped.reason is StopReason.BACKEND_FAILED
+            assert [isinstance(task.err, ClusterLost) for task in tasks if task.finished] == [
+                True,
+                True,
+            ]
+
+            # What the slices guard against: a future sent while the client tries to reconnect
+            # is never resolved by distributed, even after it gives up. A worker thread waiting
+            # on one still returns, once it sees the client's status.
+            assert own.status == "connecting"
+            never = own.submit(operator.add, 1, 1, pure=False)
+            late: Task[int] = Task(partial(operator.add, 1, 1))
+            runner = DaskRunner(backend_of(pool), pool._workers, 0)
+            outcome = Background(lambda: runner._wait(never, late)).join(GIVES_UP_WITHIN)
+            assert isinstance(outcome, _Raised) and isinstance(outcome.error, ClusterLost)
+            assert not never.done()
+        finally:
+            own.close(timeout=GIVES_UP_WITHIN)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()

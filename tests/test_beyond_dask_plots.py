@@ -22,17 +22,11 @@ import pytest
 
 import plots.implementations
 import plots.measure
+from plots.contenders import BEYOND_DASK, ROBUST
 from plots.dask_child import DaskChild
-from plots.implementations import (
-    BEYOND_DASK,
-    NO_OP,
-    ROBUST,
-    Workload,
-    WrongResults,
-    close_dask,
-    no_op_async,
-)
+from plots.implementations import close_dask
 from plots.measure import Sizes, measure_all, measure_cpu, measure_dispatch, timed_run
+from plots.workloads import NO_OP, Workload, WrongResults, no_op_async
 from tests.conftest import REPO_ROOT, wait_for
 from tests.hanging import HAS_PROC
 
@@ -145,7 +139,7 @@ def test_the_contender_runs_in_a_child_that_owns_the_cluster_and_leaves_nothing_
 CTRL_C_RUN = """
 from dataclasses import replace
 from pathlib import Path
-from plots.implementations import BEYOND_DASK
+from plots.contenders import BEYOND_DASK
 from plots.measure import Sizes, measure_all
 
 sizes = replace(Sizes.tiny(), dask=True, repeats=1000, dispatch_tasks=10, benchmarks=("dispatch",))

@@ -120,6 +120,16 @@ class Listening(Child):
                 return
             time.sleep(0.01)
 
+    def ask(self, question: str, prefix: str) -> str:
+        """Ask the child's listener `question` once; its answer, the line starting `prefix`."""
+        assert self.process.stdout is not None
+        self.release(question)
+        while not (said := self.process.stdout.readline()).startswith(prefix):
+            if not said:
+                raise AssertionError(f"the child ended: {self.said}")
+            self.said.append(said.rstrip("\n"))
+        return said.strip()
+
     def wait_until_workers_alive(self, count: int) -> None:
         """A worker ends only after its task has finished: how the parent knows a task is over."""
         self.ask_until("alive?", f"alive {count}")
@@ -333,3 +343,128 @@ print(sorted(thread.name for thread in threading.enumerate()))
     assert message == f"could start only {started} of 500 worker threads: can't start new thread"
     assert reason == "INTERRUPTED"
     assert threads == "['MainThread']"
+
+
+# A worker inside the generator's next(): it runs no task, and may never come back (a generator
+# blocked on a queue or a socket). Task 0 is quick, or "deaf" (it ends only when the parent says
+# "0"); then the generator says "in next" and waits until the parent says "source", after which
+# it gives one more task ("late"), or raises, or (never) it is not released at all. After the
+# KeyboardInterrupt the child waits for "exit" before it reports and exits, so that the parent can
+# watch the worker in between.
+SOURCE_CHILD = r"""
+import os, sys, threading
+from beyond import Pool, Task
+from deadlock_watch import current_frames
+
+mode, first, after = sys.argv[1], sys.argv[2], sys.argv[3]
+released = {name: threading.Event() for name in ("0", "source", "exit")}
+
+def say(line: str) -> None:
+    os.write(1, (line + "\n").encode())
+
+def listen() -> None:
+    for line in sys.stdin:
+        word = line.strip()
+        if word == "alive?":
+            say(f"alive {sum(t.name.startswith('worker-') for t in threading.enumerate())}")
+        elif word == "stopped?":
+            say(f"stopped {pool.stopped is not None}")
+        elif word == "main?":
+            # Is main in the pool's exit hook, joining a worker?
+            frame, names = current_frames().get(threading.main_thread().ident or -1), []
+            while frame is not None:
+                names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            say("main joins at exit" if {"wait_at_exit", "join"} <= set(names) else "main not")
+        else:
+            released[word].set()
+
+threading.Thread(target=listen, name="listener", daemon=True).start()
+
+def task_0() -> int:
+    say("start 0")
+    if first == "deaf":
+        released["0"].wait()
+    say("done 0")
+    return 0
+
+def late() -> int:
+    say("start late")
+    return 1
+
+def tasks():
+    yield Task(task_0)
+    say("in next")
+    released["source"].wait()
+    if after == "raises":
+        raise ValueError("the generator failed late")
+    say("next returns")
+    yield Task(late)
+
+pool = Pool(tasks(), 2)
+try:
+    if mode == "run":
+        pool.run()
+    else:
+        for _ in pool:
+            pass
+except KeyboardInterrupt:
+    say("interrupted")
+    released["exit"].wait()
+    say(f"stopped: {pool.stopped.message}")
+    raise SystemExit(130)
+say("not interrupted")
+"""
+
+
+@contextmanager
+def source_child(mode: str, first: str, after: str) -> Iterator[Listening]:
+    with spawn(Listening, SOURCE_CHILD, mode, first, after) as running:
+        yield running
+
+
+@pytest.mark.parametrize("after", ["task", "raises", "never"])
+@pytest.mark.parametrize("mode", ["run", "stream"])
+def test_ctrl_c_while_a_worker_is_inside_the_generators_next_is_not_kept_waiting_for_it(
+    mode: str, after: str
+) -> None:
+    with source_child(mode, "quick", after) as running:
+        running.read_until("done 0", "in next")
+        running.process.send_signal(signal.SIGINT)
+        # Before anything releases the generator: the caller is not kept waiting for it.
+        running.read_until("interrupted")
+        # The worker inside next() is alive (and the other one too, if it finished task 0 in
+        # time to queue for the generator behind it).
+        assert running.ask("alive?", "alive ") in ("alive 1", "alive 2")
+        if after != "never":
+            running.release("source")
+            # It comes back to a stopped pool: it starts nothing, and its thread ends.
+            running.wait_until_workers_alive(0)
+        # With "never", the thread is still inside next(): it must not keep the process alive.
+        running.release("exit")
+        status = running.finish()
+
+    assert status == 130, running.said
+    assert "start late" not in running.said
+    assert running.said[-1] == "stopped: interrupted by KeyboardInterrupt()"
+
+
+def test_after_a_second_ctrl_c_the_exit_waits_for_the_running_task_but_not_the_generator() -> None:
+    with source_child("run", "deaf", "never") as running:
+        running.read_until("start 0", "in next")
+        ctrl_c(running)
+        # run() waits for task 0, which never checks; the second Ctrl-C ends that wait.
+        running.process.send_signal(signal.SIGINT)
+        running.read_until("interrupted")
+        running.release("exit")
+        # Main has returned, and the interpreter is exiting: it waits for task 0's worker (the
+        # listener still answers meanwhile), and not for the one inside next(), which never
+        # comes back.
+        running.ask_until("main?", "main joins at exit")
+        assert running.ask("alive?", "alive ") == "alive 2"
+        running.release(0)
+        status = running.finish()
+
+    assert status == 130, running.said
+    assert running.said.index("done 0") > running.said.index("interrupted")
+    assert "start late" not in running.said

@@ -31,11 +31,13 @@ from hypothesis import strategies as st
 
 from beyond import Cancelled, Pool, StopReason, Task
 from beyond.processes import (
+    LostReply,
     NotPicklable,
     Processes,
     RemoteError,
     RemoteTraceback,
     WorkerDied,
+    WorkerStartFailed,
     make_backend,
 )
 from tests import processes_tasks as tasks
@@ -132,7 +134,9 @@ def test_each_error_comes_back_on_its_task_with_its_remote_traceback() -> None:
 
     # An exception that pickles but cannot be rebuilt here still says what and where.
     assert isinstance(cannot_unpickle.err, RemoteError)
-    assert str(cannot_unpickle.err) == "NeedsTwoArguments: one and two"
+    assert str(cannot_unpickle.err).startswith(
+        "NeedsTwoArguments: one and two (it could not be rebuilt here: loading it raised TypeError("
+    )
     assert isinstance(cannot_unpickle.err.__cause__, RemoteTraceback)
     assert "in raise_unpicklable_error" in cannot_unpickle.err.__cause__.text
 
@@ -426,3 +430,371 @@ def test_ctrl_c_kills_the_running_tasks_starts_no_more_and_leaves_no_process(
     while in_session(child.pid):
         assert time.monotonic() < end, f"left running: {in_session(child.pid)}"
         time.sleep(0.05)
+
+
+# --- A task that forks: its outcome comes only from the process that took it. ---
+
+
+def test_a_task_whose_forked_copy_returns_too_keeps_its_own_result_and_the_copy_takes_nothing(
+    tmp_path: Path,
+) -> None:
+    # Forking tasks between plain ones, two workers: before the fix the copy answered first (a
+    # task got ("copy", n)), then went on serving, reading the next task from the shared pipe.
+    work: list[Task[Any]] = []
+    for number in range(8):
+        if number % 2 == 0:
+            work.append(Task(partial(tasks.forks_and_both_return, str(tmp_path), number)))
+        else:
+            work.append(Task(partial(tasks.double, number)))
+    pool = Pool(work, 2, backend="processes")
+    run(pool)
+    for number, task in enumerate(work):
+        assert task.err is None, task
+        assert task.result == (("worker", number) if number % 2 == 0 else number * 2)
+    # Every copy came back from its task (it wrote its marker first), and ended there.
+    copies = [int(marker.read_text()) for marker in sorted(tmp_path.glob("copy-?"))]
+    assert len(copies) == 4
+    assert not any(exists(copy) for copy in copies)
+
+
+@pytest.mark.parametrize("kind", ["copy", "number", "short"])
+def test_a_frame_on_the_pipe_that_is_not_the_workers_answer_is_refused(kind: str) -> None:
+    # A forked copy writes a frame of its own before the worker answers: one from the copy's
+    # pid (what a copy still serving would send), one from the worker's pid for another task,
+    # or one cut short. Its task fails with LostReply, and a fresh worker takes the next one.
+    forged: Task[Any] = Task(partial(tasks.forges_a_reply, kind))
+    after: list[Task[int]] = [Task(partial(tasks.double, number)) for number in range(3)]
+    pool = Pool([forged, *after], 1, backend="processes")
+    run(pool)
+    assert isinstance(forged.err, LostReply), forged
+    assert str(forged.err).startswith(
+        f"the answer of task {forged._name()} was lost: its worker process"
+    )
+    assert forged.name == f"forges_a_reply({kind!r})"
+    assert str(forged.err).endswith("A fresh process takes the next task")
+    assert [task.result for task in after] == [0, 2, 4]
+    assert pool.stopped is None
+
+
+def test_a_program_a_task_forks_and_execs_does_not_hold_the_workers_pipe(tmp_path: Path) -> None:
+    execs: Task[int] = Task(partial(tasks.forks_and_execs, str(tmp_path)))
+    mine: Task[int] = Task(tasks.pid)
+    run(Pool([execs, mine], 1, backend="processes"))
+    sleeper = execs.result
+    assert isinstance(sleeper, int)
+    try:
+        # Once `sleep` runs, its descriptors are those that survived the exec.
+        end = time.monotonic() + RUN_LIMIT
+        while Path(f"/proc/{sleeper}/cmdline").read_bytes().split(b"\0")[0] != b"sleep":
+            assert time.monotonic() < end
+            time.sleep(0.01)
+        held = {os.readlink(fd) for fd in Path(f"/proc/{sleeper}/fd").iterdir()}
+        workers_sockets = set((tmp_path / "sockets").read_text().split())
+        assert workers_sockets, "the worker held no socket: its pipe is a socketpair"
+        assert held.isdisjoint(workers_sockets)
+    finally:
+        os.kill(sleeper, signal.SIGKILL)
+    assert mine.err is None
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_a_child_that_dies_leaving_a_forked_copy_running_is_still_seen_dead(
+    tmp_path: Path, start_method: str
+) -> None:
+    # The copy holds the child's end of the pipe, so no end of pipe comes; with spawn it holds the
+    # sentinel's writing end too. Before the fix a spawn pool waited for the copy (here, until
+    # the run's timeout of 30 s: TimeoutError instead of WorkerDied).
+    dies: Task[Any] = Task(partial(tasks.forks_a_lingering_copy_then_exits, str(tmp_path), 3))
+    after: Task[int] = Task(partial(tasks.double, 2))
+    try:
+        run(Pool([dies, after], 1, backend=Processes(start_method=start_method)), timeout=30)
+        assert isinstance(dies.err, WorkerDied), dies
+        assert dies.err.exitcode == 3
+        assert after.result == 4
+    finally:
+        os.kill(int((tmp_path / "copy").read_text()), signal.SIGKILL)
+
+
+# --- An outcome whose loading raises a BaseException fails its task alone. ---
+
+
+def test_an_outcome_whose_loading_raises_system_exit_or_ctrl_c_fails_its_task_alone() -> None:
+    exits: Task[Any] = Task(tasks.raises_an_error_that_exits_when_loaded)
+    interrupts: Task[Any] = Task(tasks.returns_a_result_that_interrupts_when_loaded)
+    after: Task[int] = Task(partial(tasks.double, 4))
+    pool = Pool([exits, interrupts, after], 1, backend="processes")
+    run(pool)
+    assert isinstance(exits.err, RemoteError)
+    assert str(exits.err) == (
+        "ExitsWhenLoaded: raised in the worker (it could not be rebuilt here: loading it raised "
+        "SystemExit(9))"
+    )
+    assert "in raises_an_error_that_exits_when_loaded" in str(exits.err.__cause__)
+    assert isinstance(interrupts.err, NotPicklable)
+    assert str(interrupts.err) == (
+        "the result of task 'returns_a_result_that_interrupts_when_loaded' came back from its "
+        "worker process but cannot be loaded here: KeyboardInterrupt()"
+    )
+    assert after.result == 8
+    # Two failures, no panic: the pool went on.
+    assert pool.stopped is None
+
+
+def test_a_huge_result_comes_back_whole() -> None:
+    size = 64 * 2**20
+    huge: Task[bytes] = Task(partial(tasks.returns_bytes, size))
+    after: Task[int] = Task(partial(tasks.double, 1))
+    run(Pool([huge, after], 1, backend="processes"))
+    assert huge.result is not None and len(huge.result) == size
+    assert after.result == 2
+
+
+# --- A child starts when a task needs one. ---
+
+
+class CountingStarts:
+    """A multiprocessing context that counts the processes it makes (real ones, started as
+    usual): how many children a pool started."""
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.made = 0
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:
+        self.made += 1
+        return self.context.Process(*args, **kwargs)
+
+
+@pytest.mark.parametrize("concurrency", [16, 2**12])
+def test_a_generator_of_two_tasks_starts_at_most_two_children_whatever_the_concurrency(
+    concurrency: int,
+) -> None:
+    backend = Processes()
+    counter = CountingStarts(backend.context)
+    backend.context = counter
+    pool = Pool(
+        (Task(partial(tasks.double, number)) for number in range(2)), concurrency, backend=backend
+    )
+    run(pool)
+    assert [task.result for task in pool.tasks] == [0, 2]
+    # A child per task at most (before: one per worker, 16 or 4096). One, when the worker that
+    # ran the first task took the second before any other worker was up (seen under load).
+    assert 1 <= counter.made <= 2
+
+
+def test_a_task_that_cannot_be_pickled_starts_no_child() -> None:
+    backend = Processes()
+    counter = CountingStarts(backend.context)
+    backend.context = counter
+    lam: Task[Any] = Task(lambda: 1)
+    run(Pool([lam], 1, backend=backend))
+    assert isinstance(lam.err, NotPicklable)
+    assert counter.made == 0
+
+
+# A script whose worker processes take START_SECONDS to import it (as a program with heavy imports
+# does), then runs `count` tasks on one worker, each sleeping `seconds` with a timeout of
+# `timeout`. Prints each outcome, then the errors' messages and notes.
+SLOW_START_SCRIPT = """
+import json, multiprocessing, os, sys, time
+from pathlib import Path
+
+if multiprocessing.current_process().name != "MainProcess":
+    # A worker process, importing this main module: say so, then take a while.
+    Path(os.environ["MARKERS"], f"starting-{os.getpid()}").touch()
+    time.sleep(float(os.environ["START_SECONDS"]))
+
+from functools import partial
+from beyond import Pool, Task
+from tests.processes_tasks import sleep_then_pid
+
+if __name__ == "__main__":
+    count, timeout, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+    work = [Task(partial(sleep_then_pid, seconds), timeout=timeout) for _ in range(count)]
+    pool = Pool(work, 1, backend="processes")
+    try:
+        pool.run()
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt")
+    print(json.dumps([
+        type(task.err).__name__ if task.err else "ok" if task.finished else "not run"
+        for task in work
+    ]))
+    print(json.dumps([str(task.err) for task in work if task.err is not None]))
+    print(json.dumps([getattr(task.err, "__notes__", []) for task in work if task.err]))
+"""
+
+
+def run_script(
+    tmp_path: Path, script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start `script` as a file (so that worker processes import it as the main module), in a
+    session of its own."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    return subprocess.Popen(
+        [sys.executable, str(path), *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def communicate(child: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        return child.communicate(timeout=RUN_LIMIT)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def session_ends(session: int) -> None:
+    # The children, multiprocessing's forkserver and resource tracker see their parent gone and
+    # exit too.
+    end = time.monotonic() + RUN_LIMIT
+    while in_session(session):
+        assert time.monotonic() < end, f"left running: {in_session(session)}"
+        time.sleep(0.05)
+
+
+def test_a_tasks_timeout_counts_from_its_childs_start_not_before(tmp_path: Path) -> None:
+    # The task may take 3 s and takes 2; its child takes 1.5 s to import the main module. The
+    # start fits in the timeout (1.5 s to spare, for the forkserver's own start on a loaded
+    # machine), then the task gets the whole timeout (1 s to spare). Before the fix its clock ran
+    # through most of its child's import: about 3.5 s, TimeoutError.
+    env = {"MARKERS": str(tmp_path), "START_SECONDS": "1.5"}
+    child = run_script(tmp_path, SLOW_START_SCRIPT, "1", "3.0", "2.0", env=env)
+    out, err = communicate(child)
+    assert child.returncode == 0, err
+    assert json.loads(out.splitlines()[0]) == ["ok"]
+    session_ends(child.pid)
+
+
+def test_a_start_that_hangs_fails_its_task_at_the_tasks_timeout(tmp_path: Path) -> None:
+    env = {"MARKERS": str(tmp_path), "START_SECONDS": "600"}
+    child = run_script(tmp_path, SLOW_START_SCRIPT, "2", "0.5", "0", env=env)
+    out, err = communicate(child)
+    assert child.returncode == 0, err
+    outcomes, messages, notes = (json.loads(line) for line in out.splitlines())
+    assert outcomes == ["TimeoutError", "TimeoutError"]
+    assert messages == ["the task's timeout of 0.5 s passed"] * 2
+    assert notes == [["its worker process was still starting (it was killed)"]] * 2
+    # Each child was killed at its task's timeout (on a loaded machine, perhaps before it got
+    # as far as the main module and its marker).
+    starting = [int(marker.name.split("-")[1]) for marker in tmp_path.glob("starting-*")]
+    assert not any(exists(pid) for pid in starting)
+    session_ends(child.pid)
+
+
+@pytest.mark.parametrize("to", ["the parent", "the process group"])
+def test_ctrl_c_while_a_child_starts_stops_the_run_and_leaves_no_process(
+    tmp_path: Path, to: str
+) -> None:
+    env = {"MARKERS": str(tmp_path), "START_SECONDS": "600"}
+    child = run_script(tmp_path, SLOW_START_SCRIPT, "3", "600", "0", env=env)
+    end = time.monotonic() + RUN_LIMIT
+    while not list(tmp_path.glob("starting-*")):
+        assert time.monotonic() < end and child.poll() is None
+        time.sleep(0.01)
+    if to == "the parent":
+        os.kill(child.pid, signal.SIGINT)
+    else:
+        os.killpg(child.pid, signal.SIGINT)
+    out, err = communicate(child)
+    assert child.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "KeyboardInterrupt"
+    # The starting child is killed, and its task gets Cancelled. A terminal's Ctrl-C reaches the
+    # child too, which has not yet begun to ignore it (it is still importing the main module) and
+    # may die of it first; its task then stays not run, which is as true.
+    first = ["Cancelled"] if to == "the parent" else ["Cancelled", "not run"]
+    outcomes = json.loads(lines[1])
+    assert outcomes[0] in first and outcomes[1:] == ["not run", "not run"]
+    session_ends(child.pid)
+
+
+def test_a_child_killed_while_it_starts_stops_the_run_saying_so(tmp_path: Path) -> None:
+    env = {"MARKERS": str(tmp_path), "START_SECONDS": "600"}
+    child = run_script(tmp_path, SLOW_START_SCRIPT, "3", "600", "0", env=env)
+    end = time.monotonic() + RUN_LIMIT
+    while not (markers := list(tmp_path.glob("starting-*"))):
+        assert time.monotonic() < end and child.poll() is None
+        time.sleep(0.01)
+    os.kill(int(markers[0].name.split("-")[1]), signal.SIGKILL)
+    out, err = communicate(child)
+    # Not the main module's fault: no advice about it, just what happened.
+    assert child.returncode == 1
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        "beyond.processes.WorkerStartFailed: a worker process was killed by SIGKILL (signal 9) "
+        "while starting, before it could take a task"
+    )
+    session_ends(child.pid)
+
+
+# --- A script without `if __name__ == "__main__":`. ---
+
+UNGUARDED_SCRIPT = """
+import sys
+from functools import partial
+from beyond import Pool, Task
+from tests.processes_tasks import double
+
+work = [Task(partial(double, number)) for number in range(8)]
+pool = Pool(work, 4, backend=sys.argv[1] if sys.argv[1] == "processes" else
+            __import__("beyond.processes").processes.Processes(start_method=sys.argv[1]))
+pool.run()
+print("ran:", [task.result for task in work])
+"""
+
+
+@pytest.mark.parametrize("start_method", ["processes", "spawn"])
+def test_a_script_without_a_main_guard_stops_with_one_line_saying_what_to_do(
+    tmp_path: Path, start_method: str
+) -> None:
+    child = run_script(tmp_path, UNGUARDED_SCRIPT, start_method)
+    out, err = communicate(child)
+    # The one error, raised by run() in the script: no task ran, no child printed anything.
+    assert child.returncode == 1
+    assert out == ""
+    assert err.count("Traceback") == 1, err
+    assert err.splitlines()[-1] == (
+        "beyond.processes.WorkerStartFailed: a worker process exited with status 1 while "
+        "starting, before it could take a task: each worker process imports the main module "
+        'again, so a script must run its pool only under `if __name__ == "__main__":` (if its '
+        "import raised an error, that is above, on stderr)"
+    )
+    session_ends(child.pid)
+
+
+def test_a_failed_start_stops_the_run_and_leaves_its_task_not_run(tmp_path: Path) -> None:
+    # Processes that cannot start, as when fork() fails at the process limit (EAGAIN): the
+    # first task's start stops the run, and each task stays not run, in run() and iteration.
+    backend = Processes()
+    real = backend.context
+
+    class Refuses:
+        def Process(self, *args: Any, **kwargs: Any) -> Any:
+            process = real.Process(*args, **kwargs)
+            process.start = partial(_refuse_start)
+            return process
+
+    backend.context = Refuses()
+    work: list[Task[int]] = [Task(partial(tasks.double, number)) for number in range(5)]
+    pool = Pool(work, 2, backend=backend)
+    with pytest.raises(WorkerStartFailed) as raised:
+        run(pool)
+    assert str(raised.value) == "could not start a worker process: BlockingIOError(11, 'no more')"
+    assert pool.stopped is not None and pool.stopped.reason is StopReason.BACKEND_FAILED
+    assert [task.finished for task in work] == [False] * 5
+    streamed = Pool([Task(partial(tasks.double, 1))], 1, backend=backend)
+    with pytest.raises(WorkerStartFailed):
+        finish_within(RUN_LIMIT, lambda: list(streamed))
+
+
+def _refuse_start() -> None:
+    raise OSError(11, "no more")

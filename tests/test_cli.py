@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +101,147 @@ def test_demo_piped_into_a_reader_that_quits_early_still_ends_quietly(command: l
     assert returncode == 0
     assert child.stderr.read() == ""
     child.stderr.close()
+
+
+# Every `python -m` entry point that reads arguments, with the subcommands of those that have them.
+ENTRY_POINTS: dict[str, list[list[str]]] = {
+    "naive": [[]],
+    "errors_channel": [[]],
+    "robust": [[]],
+    "beyond": [[]],
+    "families": [["multiprocessing-join"], ["futures-nested"]],
+    "plots": [[]],
+    "plots.child": [["deadlock-cell"], ["timeline"], ["memory"]],
+    "plots.failures_child": [[]],
+    "plots.dask_overhead": [[]],
+    "tools.mutate": [[]],
+}
+
+
+def test_every_entry_point_that_reads_arguments_is_listed() -> None:
+    # A new command must join ENTRY_POINTS, so that the test below tries each of its options.
+    reading = {
+        ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__main__")
+        for path in REPO_ROOT.rglob("*.py")
+        if not path.relative_to(REPO_ROOT).parts[0].startswith((".", "tests"))
+        and "parse_args(" in path.read_text()
+    }
+    assert reading == set(ENTRY_POINTS)
+
+
+# Runs each command in this one child (runpy, as `python -m` does): every option of its --help
+# given `=--`, then the given argument lists, and reports what each did. One child for all, in a
+# folder of its own (nothing may be made there): a few seconds, where a child per command took
+# a minute (each imports its command's modules, matplotlib included).
+COMMANDS_CHILD = r"""
+import contextlib, io, json, re, runpy, sys
+
+def run(module: str, args: list[str]) -> tuple[object, str]:
+    # Said first, for the test to name the command if this one never returns.
+    print("running", module, *args, file=sys.__stderr__, flush=True)
+    err = io.StringIO()
+    sys.argv = [module, *args]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            status: object = 0
+        except SystemExit as exit:
+            status = exit.code
+        except BaseException as error:  # what the bugs looked like: a traceback
+            status = f"raised {error!r}"
+    return status, err.getvalue()
+
+commands, cases = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+report = []
+for module, subcommand in commands:
+    sys.argv = [module, *subcommand, "--help"]
+    with contextlib.redirect_stdout(io.StringIO()) as help_text:
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit:
+            pass
+    # The options block of --help: each option at the start of its line.
+    found = re.findall(r"^\s+(--[a-z][a-z-]*)", help_text.getvalue(), re.M)
+    for option in sorted(set(found) - {"--help"}):
+        status, err = run(module, [*subcommand, f"{option}=--"])
+        report.append([" ".join([module, *subcommand, option + "=--"]), status, err.splitlines()])
+for module, args in cases:
+    status, err = run(module, args)
+    report.append([" ".join([module, *args]), status, err.splitlines()])
+print(json.dumps(report))
+"""
+
+# Argument lists the child runs too, each with what it must say (one line, exit status 2).
+MISSING = "typo/out"
+CASES: dict[str, tuple[list[str], str]] = {
+    "redraw-missing": (
+        ["--redraw", "--out", MISSING],
+        f"python -m plots: error: no benchmark CSV in {MISSING}: measure first",
+    ),
+    "empty-out": (
+        ["--only", "dispatch", "--out", ""],
+        "python -m plots: error: argument --out: expected a folder, got '' (see --help)",
+    ),
+    "redraw-empty-out": (
+        ["--redraw", "--out", ""],
+        "python -m plots: error: argument --out: expected a folder, got '' (see --help)",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def commands_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[list[object]], Path]:
+    """What every command said in the child above, and the folder it ran in."""
+    folder = tmp_path_factory.mktemp("commands")
+    commands = [[module, sub] for module, subs in ENTRY_POINTS.items() for sub in subs]
+    cases = [["plots", args] for args, _ in CASES.values()]
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", COMMANDS_CHILD, json.dumps(commands), json.dumps(cases)],
+            cwd=folder,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as hung:
+        said = hung.stderr.decode() if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        raise AssertionError(f"a command never returned: {said.splitlines()[-1:]}") from None
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return json.loads(completed.stdout), folder
+
+
+def test_every_option_of_every_command_refuses_a_bare_double_dash_value_on_one_line(
+    commands_report: tuple[list[list[object]], Path],
+) -> None:
+    # `--workers=--`: CPython 3.11's argparse gave the option an empty list, skipping type= (a
+    # traceback, or a demo run with workers=[] that hung); 3.13 gave it the string "--".
+    report = [entry for entry in commands_report[0] if str(entry[0]).endswith("=--")]
+
+    tried = {str(line).split(" ", 1)[0] for line, _, _ in report}
+    assert tried == set(ENTRY_POINTS), "a command's --help listed no option"
+    assert len(report) >= 40
+    refused = [
+        line
+        for line, status, err in report
+        if status == 2
+        and isinstance(err, list)
+        and len(err) == 1
+        and ("expected one argument" in err[0] or "ignored explicit argument '--'" in err[0])
+    ]
+    assert [line for line, _, _ in report if line not in refused] == []
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_plots_refuses_an_out_it_cannot_use_without_making_anything(
+    case: str, commands_report: tuple[list[list[object]], Path]
+) -> None:
+    # --redraw from a folder that is not there used to make it first; --out "" meant the current
+    # folder (and measured into it).
+    report, folder = commands_report
+    args, says = CASES[case]
+    [(status, err)] = [(s, e) for line, s, e in report if line == " ".join(["plots", *args])]
+
+    assert (status, err) == (2, [says])
+    assert list(folder.iterdir()) == []

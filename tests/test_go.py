@@ -28,9 +28,10 @@ except ModuleNotFoundError:
 
 import plots.draw
 import plots.golang
+from plots.contenders import ROBUST
 from plots.golang import GoBenchmark, GoBuildFailed, build, environment, find_go, go_pool
-from plots.implementations import NO_OP, ROBUST, SLEEP_1MS, Workload, check, cpu_workload
 from plots.measure import Sizes, measure_all
+from plots.workloads import NO_OP, SLEEP_1MS, Workload, check, cpu_workload
 
 GO = find_go()
 NO_GO = "Go not found on PATH: install it (apt-get install golang-go) to run the Go programs' tests"

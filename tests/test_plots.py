@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import gc
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +20,16 @@ except ModuleNotFoundError:
     pytest.skip(NEEDS_PLOTS, allow_module_level=True)
 
 import plots.draw
+from plots.contenders import (
+    ROBUST,
+    STAGE,
+    Contender,
+)
 from plots.draw import draw_all
-from plots.implementations import NO_OP, ROBUST, Contender, Workload, WrongResults, check
-from plots.measure import Sizes, child_records, measure_all
+from plots.implementations import run_robust
+from plots.measure import Sizes, child_records, measure_all, timed_run
+from plots.start_method import START_METHOD
+from plots.workloads import NO_OP, Workload, WrongResults, check
 
 EXPECTED_COLUMNS = {
     "dispatch": [
@@ -101,6 +110,9 @@ def test_a_tiny_run_writes_every_csv_with_its_columns_and_metadata(tiny_run: Pat
         meta = json.loads((tiny_run / f"{name}.json").read_text())
         assert meta["mode"] == "tiny"
         assert {"python", "platform", "cpu_count", "commit", "date"} <= meta.keys()
+        # How processes were started, where a contender started any.
+        starts_processes = name in ("dispatch", "io", "cpu")
+        assert meta.get("start_method") == (START_METHOD if starts_processes else None), name
 
     # Each CPU run carries the plain loop timed just before it: a run of its own, not the median.
     _, cpu = read_csv(tiny_run / "cpu.csv")
@@ -189,6 +201,8 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
     assert "about 0.5 ms each" in tiny and "about 1 ms" not in tiny
     assert "Stage 2 (3 workers)" in tiny
     assert "target" not in tiny
+    assert " | ".join(shown["cpu"]).count(f"processes started by {START_METHOD}") == 1
+    assert "processes started by" not in " | ".join(shown["deadlock_map"])
 
     # Change the metadata alone, and the labels follow it.
     meta = json.loads((tmp_path / "io.json").read_text())
@@ -196,6 +210,7 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
     (tmp_path / "io.json").write_text(json.dumps(meta))
     meta = json.loads((tmp_path / "cpu.json").read_text())
     meta["sizes"]["cpu_task_seconds"] = 0.0025
+    meta["start_method"] = "spawn"
     (tmp_path / "cpu.json").write_text(json.dumps(meta))
     meta = json.loads((tmp_path / "deadlock_map.json").read_text())
     meta["sizes"]["map_workers"] = 5
@@ -206,6 +221,7 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
     assert "each runs 7 tasks" in changed
     assert "robust's target: 0.5 at 4 workers" in changed
     assert "about 2.5 ms each" in changed
+    assert "processes started by spawn" in changed
     assert "Stage 2 (5 workers)" in changed
 
 
@@ -247,11 +263,13 @@ def test_redraw_with_nothing_to_draw_is_a_clear_error(tmp_path: Path) -> None:
 
 def off_by_one(work: Workload, job_count: int, workers: int) -> list[int]:
     """A broken pool: it loses the last job."""
-    return ROBUST.run(work, job_count, workers)[:-1]
+    return run_robust(work, job_count, workers)[:-1]
 
 
 def test_a_run_with_wrong_results_is_refused_not_recorded(tmp_path: Path) -> None:
-    broken = Contender("broken", off_by_one, "threads")
+    broken = Contender(
+        "broken", kind=STAGE, runs_on="threads", figures=("dispatch",), run=off_by_one
+    )
     sizes = dataclasses.replace(Sizes.tiny(), benchmarks=("dispatch",))
 
     with pytest.raises(WrongResults, match="broken"):
@@ -261,7 +279,7 @@ def test_a_run_with_wrong_results_is_refused_not_recorded(tmp_path: Path) -> Non
 
 
 def test_the_check_itself_accepts_right_and_refuses_swapped_results() -> None:
-    assert sorted(ROBUST.run(NO_OP, 50, 4)) == [2 * job for job in range(1, 51)]
+    assert sorted(run_robust(NO_OP, 50, 4)) == [2 * job for job in range(1, 51)]
     check([4, 2, 6], 3, "in any order")
     with pytest.raises(WrongResults):
         check([2, 2, 6], 3, "one doubled, one lost")
@@ -271,3 +289,43 @@ def test_a_child_that_exits_2_without_a_deadlock_report_is_not_counted_as_a_dead
     # argparse exits with 2 too; only the watchdog's record makes an exit 2 a deadlock.
     with pytest.raises(RuntimeError, match="failed"):
         child_records(["deadlock-cell", "--jobs", "not-a-number"], timeout=30)
+
+
+def cycle() -> list[object]:
+    """One object that only the cyclic garbage collector can free, once dropped."""
+    itself: list[object] = []
+    itself.append(itself)
+    return itself
+
+
+def test_a_run_pays_for_its_own_cyclic_garbage_and_for_no_one_elses() -> None:
+    collected_in_the_run: list[int] = []
+    inside: list[bool] = []
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and inside:
+            collected_in_the_run.append(int(info["collected"]))
+
+    def run_making_cycles(work: Workload, job_count: int, workers: int) -> list[int]:
+        inside.append(True)  # from here until timed_run returns
+        for _ in range(100):
+            cycle()
+        return [2 * job for job in range(1, job_count + 1)]
+
+    # Garbage from before the run, in the oldest generation (unfreeze puts objects there), where
+    # only a full collection finds it.
+    before = [cycle() for _ in range(1_000)]
+    gc.freeze()
+    gc.unfreeze()
+    del before
+    making_cycles = Contender(
+        "cycles", kind=STAGE, runs_on="none", figures=("dispatch",), run=run_making_cycles
+    )
+    gc.callbacks.append(note)
+    try:
+        timed_run(making_cycles, NO_OP, 3, 1)
+    finally:
+        gc.callbacks.remove(note)
+        inside.clear()
+    # The run's own 100 cycles, collected in its time; none of the 1,000 made before it.
+    assert sum(collected_in_the_run) == 100

@@ -27,7 +27,6 @@ survived, 1 if another did, 2 for a stale table or bad arguments.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -41,6 +40,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from demo_args import DemoArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,6 +90,11 @@ WATCHDOG = "deadlock_watch/watchdog.py"
 WD_PLUGIN = "deadlock_watch/pytest_plugin.py"
 WD_WHOSE = "deadlock_watch/whose_threads.py"
 BEYOND = "beyond/pool.py"
+BEYOND_ASYNCIO = "beyond/asyncio_backend.py"
+PROCESSES = "beyond/processes.py"
+DASK = "beyond/dask_backend.py"
+START_METHOD = "plots/start_method.py"
+CONTENDERS = "plots/contenders.py"
 
 # Test files, most likely killer first: -x stops at the first failure.
 T_ROBUST = ("tests/test_robust.py", "tests/test_robust_interrupts.py", "tests/test_the_lesson.py")
@@ -125,6 +131,14 @@ T_BEYOND_INTERRUPTS = (
     "tests/test_beyond_interrupts.py",
     "tests/test_beyond.py",
     "tests/test_beyond_demo.py",
+)
+T_PROCESSES = ("tests/test_beyond_processes.py",)
+T_DASK = ("tests/test_beyond_dask.py",)
+T_CONTENDERS = ("tests/test_contenders.py",)
+
+T_BEYOND_ASYNCIO_INTERRUPTS = (
+    "tests/test_beyond_asyncio_interrupts.py",
+    "tests/test_beyond_asyncio.py",
 )
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -1005,8 +1019,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "beyond-the-waiting-thread-never-wakes-for-a-deadline",
         BEYOND,
-        "        if not self._watching_deadlines:\n            return math.inf",
-        "        if True:\n            return math.inf",
+        "        if self._watching_deadlines:\n            if self.run_deadline",
+        "        if False:\n            if self.run_deadline",
         T_BEYOND,
     ),
     _mutant(
@@ -1092,6 +1106,70 @@ MUTANTS: tuple[Mutant, ...] = (
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
+        "beyond-the-caller-waits-for-a-worker-inside-the-generators-next",
+        BEYOND,
+        "        if self.stopped is None or self._running != sum(self._at_source):",
+        "        if True:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-worker-stays-counted-at-the-generator-for-good",
+        BEYOND,
+        "                at_source[number] = False\n                if taken is None:",
+        "                if taken is None:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-a-worker-queues-for-the-generator-after-the-stop",
+        BEYOND,
+        "        if self.stopped is not None:\n            # Not even in line for the lock",
+        "        if False:\n            # Not even in line for the lock",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-workers-are-not-daemons",
+        BEYOND,
+        'name=f"worker-{number + 1}", daemon=True',
+        'name=f"worker-{number + 1}", daemon=False',
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-the-exit-does-not-wait-for-running-tasks",
+        BEYOND,
+        'getattr(threading, "_register_atexit", atexit.register)(_wait_for_workers_at_exit)',
+        "atexit",
+        T_BEYOND_INTERRUPTS,
+    ),
+    _mutant(
+        "beyond-the-exit-waits-for-a-worker-inside-the-generators-next",
+        BEYOND,
+        "        if workers.stopped is not None and workers._at_source[self.number]:",
+        "        if False:",
+        T_BEYOND_INTERRUPTS,
+    ),
+    # --- beyond/asyncio_backend.py ---
+    _mutant(
+        "asyncio-workers-do-not-see-a-ctrl-c-between-tasks-that-never-await",
+        BEYOND_ASYNCIO,
+        "if awaiting is not None and awaiting.cancelling() > self._cancels_before:",
+        "if False:",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
+        "asyncio-ctrl-c-is-left-to-asyncio-runner",
+        BEYOND_ASYNCIO,
+        "        signal.signal(signal.SIGINT, self._on_sigint)\n",
+        "",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
+        "asyncio-a-ctrl-c-just-after-a-step-leaves-its-stop-queued",
+        BEYOND_ASYNCIO,
+        "                loop.stop()\n                loop.run_forever()\n",
+        "",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
         "beyond-a-wake-up-is-not-a-change-for-the-watchdog",
         BEYOND,
         "        self._changes += 1\n        if self._main_waiting:",
@@ -1104,6 +1182,93 @@ MUTANTS: tuple[Mutant, ...] = (
         "self._looked_at = seen if timeout == math.inf else None",
         "self._looked_at = seen",
         T_WATCHDOG_POOLS,
+    ),
+    # --- beyond/processes.py ---
+    _mutant(
+        "processes-a-forked-copy-goes-on-serving",
+        PROCESSES,
+        "    if os.getpid() != me:\n        os._exit(0)",
+        "    if False:\n        os._exit(0)",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-any-reply-passes-for-the-workers-answer",
+        PROCESSES,
+        "if header is None or header[:2] != (number, child):",
+        "if header is None:",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-dead-child-held-open-by-a-forked-copy-goes-unseen",
+        PROCESSES,
+        "            if self._ended():\n                raise self._died(task)",
+        "            if False:\n                raise self._died(task)",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-loading-an-outcome-that-exits-stops-the-pool",
+        PROCESSES,
+        "    except BaseException as raised:\n        return None, raised",
+        "    except Exception as raised:\n        return None, raised",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-tasks-clock-runs-through-its-childs-start",
+        PROCESSES,
+        "        if task.timeout is not None:\n            # Later than the deadline",
+        "        if False:\n            # Later than the deadline",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-failed-start-fails-each-task-instead-of-the-run",
+        PROCESSES,
+        "            self._stop_the_run(failed)\n            return False",
+        "            return task.run(partial(_reraise, failed))",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-child-runs-the-unguarded-scripts-pool-again",
+        PROCESSES,
+        "        _leave_if_a_child_importing_main()\n",
+        "\n",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-programs-a-task-execs-hold-the-workers-pipe",
+        PROCESSES,
+        "    os.set_inheritable(connection.fileno(), False)\n",
+        "\n",
+        T_PROCESSES,
+    ),
+    # --- beyond/dask_backend.py ---
+    _mutant(
+        "dask-waits-on-a-future-for-ever",
+        DASK,
+        "return outcome.result(timeout=CLIENT_CHECK_SECONDS)",
+        "return outcome.result()",
+        T_DASK,
+    ),
+    _mutant(
+        "dask-a-lost-cluster-goes-unseen",
+        DASK,
+        '    if status == "running":\n        return None',
+        "    if True:\n        return None",
+        T_DASK,
+    ),
+    # --- plots/: the benchmarks' contenders ---
+    _mutant(
+        "plots-peer-process-pools-fork",
+        START_METHOD,
+        "    return multiprocessing.get_context(START_METHOD)",
+        '    return multiprocessing.get_context("fork")',
+        T_CONTENDERS,
+    ),
+    _mutant(
+        "plots-a-contender-in-a-figure-with-nothing-to-run",
+        CONTENDERS,
+        "if self.kind != GO and bool(timed) != (self.run is not None):",
+        "if self.kind != GO and self.run is not None and not timed:",
+        T_CONTENDERS,
     ),
 )
 
@@ -1236,7 +1401,7 @@ def run_mutant(mutant: Mutant, copy: Path, timeout: float, python: str) -> Verdi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = DemoArgumentParser(
         prog="python -m tools.mutate",
         description="Run each named mutant of the pools and the watchdog against its tests, on a "
         "scratch copy of the repository. Last line: 'mutants: K killed, S survived'.",
