@@ -875,6 +875,22 @@ MUTANTS: tuple[Mutant, ...] = (
         T_PLUGIN,
     ),
     _mutant(
+        "plugin-every-alarm-is-no-way-out",
+        WD_PLUGIN,
+        "return signum == signal.SIGALRM and "
+        'getattr(handler, "__module__", None) == "pytest_timeout"',
+        "return signum == signal.SIGALRM",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-fixtures-threads-taken-for-the-runners",
+        WD_WHOSE,
+        "    def a_phase_starts(self) -> None:\n        self._verdicts.clear()",
+        "    def a_phase_starts(self) -> None:\n        self._verdicts.clear()\n"
+        "        self.the_runners_are_alive_now()",
+        T_PLUGIN,
+    ),
+    _mutant(
         "plugin-exit-waits-for-threads-left-asleep",
         WD_PLUGIN,
         "        Watchdog(self._stop_waiting, ignore_handler=self._not_a_way_out).start()",
