@@ -15,7 +15,6 @@ Medians, with the smallest and largest; about three minutes. --help for the opti
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -25,6 +24,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from demo_args import DemoArgumentParser, whole_number
 
 LATENCY_TESTS = """
 import asyncio
@@ -103,6 +104,10 @@ def fails(job):
 def test_stage_2_leaves_three_workers_stuck():
     errors_channel.pool.run(9, 3, fails, lambda line: None, error_capacity=1)
 """
+
+
+# What the interpreter measured must have: the test files import the project from a scratch folder.
+PROBE = "import platform, pytest, deadlock_watch, errors_channel; print(platform.python_version())"
 
 
 def pytest_in(
@@ -189,22 +194,25 @@ def cost_per_test(folder: Path, python: str, rounds: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = DemoArgumentParser(
         prog="python -m tools.measure_deadlock_plugin",
         description="Measure pytest --deadlock: the time from a deadlock to the failed test, the "
         "exit with stuck threads, and the cost per test (about three minutes).",
     )
     parser.add_argument("--python", default=sys.executable, help="the interpreter to measure")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument(
+        "--rounds", type=whole_number(1, 100), default=7, help="interleaved rounds (default 7)"
+    )
     args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
-    version = subprocess.run(
-        [args.python, "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    try:
+        probe = subprocess.run(
+            [args.python, "-c", PROBE], capture_output=True, text=True, check=False
+        )
+    except OSError as error:
+        parser.fail(f"--python {args.python!r} cannot be run: {error.strerror}")
+    if probe.returncode != 0 or not probe.stdout.strip():
+        parser.fail(f"--python {args.python!r} cannot import pytest and this project, installed")
+    version = probe.stdout.strip()
     print(f"CPython {version}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as scratch:
         for name in ("latency", "exit", "cost"):
