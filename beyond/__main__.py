@@ -6,7 +6,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from beyond.pool import Cancelled, Pool, Task, current_token
+from beyond import Cancelled, Pool, Task, current_token
 from demo_args import DemoArgumentParser, add_pool_arguments, say, seconds, whole_number
 
 

@@ -19,7 +19,7 @@ from functools import partial
 import beyond
 import errors_channel.pool
 import naive.pool
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 from plots.dask_child import DaskChild
 from plots.start_method import preload_into_the_forkserver, process_context
 from plots.workloads import Workload, WrongResults, quiet, results_of

@@ -1,15 +1,15 @@
 """How every process-based contender starts its processes: one start method for all of them.
 
-Stage 4 on processes never forks (beyond/processes.py says why): it starts its children by
-forkserver, where the platform has it, else by spawn. The peers, `multiprocessing.Pool` and
-`ProcessPoolExecutor`, would fork by default on Linux before Python 3.14, and the programs that
-measure them run threads (a pool's own handler threads, the benchmark's, the failure matrix's):
-a child forked while another thread holds a lock (malloc's, the import lock) keeps that lock
-taken for ever, and CPython 3.12 and later warn about it ("use of fork() may lead to deadlocks in
-the child"). So every process-based contender, ours and the peers', starts its processes the same
-way, chosen here, and each figure's metadata and caption say which: a pool's start is part of its
-timed run, and a forkserver start costs more than a fork, so a peer that forked would be measured
-doing something our pool refuses to do.
+Stage 4 on processes never forks (beyond/backends/child_processes.py says why): it starts its
+children by forkserver, where the platform has it, else by spawn. The peers, `multiprocessing.Pool`
+and `ProcessPoolExecutor`, would fork by default on Linux before Python 3.14, and the programs that
+measure them run threads (a pool's own handler threads, the benchmark's, the failure matrix's): a
+child forked while another thread holds a lock (malloc's, the import lock) keeps that lock taken
+for ever, and CPython 3.12 and later warn about it ("use of fork() may lead to deadlocks in the
+child"). So every process-based contender, ours and the peers', starts its processes the same way,
+chosen here, and each figure's metadata and caption say which: a pool's start is part of its timed
+run, and a forkserver start costs more than a fork, so a peer that forked would be measured doing
+something our pool refuses to do.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import multiprocessing
 import sys
 from multiprocessing.context import BaseContext
 
-# The same choice as beyond.processes.Processes makes by default (a test checks that they agree):
-# forked from a single-threaded server process, safe whatever threads the caller runs.
+# The same choice as beyond.backends.child_processes.Processes makes by default (a test checks that
+# they agree): forked from a single-threaded server process, safe whatever threads the caller runs.
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 

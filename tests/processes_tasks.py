@@ -153,16 +153,16 @@ def forges_a_reply(kind: str) -> str:
     ("number"), or a frame too short to be a reply ("short")."""
     from multiprocessing.connection import Connection
 
-    from beyond.processes import _REPLY, _RETURNED
+    from beyond.backends.child_process_loop import REPLY, RETURNED
 
     copy = os.fork()
     if copy == 0:
         try:
             pipe = next(o for o in gc.get_objects() if isinstance(o, Connection) and not o.closed)
             if kind == "copy":
-                frame = _REPLY.pack(1, os.getpid(), _RETURNED) + pickle.dumps("forged")
+                frame = REPLY.pack(1, os.getpid(), RETURNED) + pickle.dumps("forged")
             elif kind == "number":
-                frame = _REPLY.pack(10**6, os.getppid(), _RETURNED) + pickle.dumps("forged")
+                frame = REPLY.pack(10**6, os.getppid(), RETURNED) + pickle.dumps("forged")
             else:
                 frame = b"xx"
             pipe.send_bytes(frame)

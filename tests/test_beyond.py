@@ -16,7 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import beyond.pool
+import beyond.scheduler
+import beyond.task
+import beyond.waiting
 from beyond import (
     Cancelled,
     OverdueWarning,
@@ -26,6 +28,7 @@ from beyond import (
     checkpoint,
     current_token,
 )
+from beyond.task import quoted_name
 from deadlock_watch import current_frames
 from tests.conftest import finish_within
 from tests.thread_probes import interrupt_thread_start
@@ -44,7 +47,7 @@ def wake_ups_are_not_covered_by_polling(monkeypatch: pytest.MonkeyPatch) -> None
     """Main also wakes every SIGNAL_CHECK_SECONDS, for signals a worker thread received (see
     test_beyond_interrupts.py). Here no signal comes, so stretch that to a minute: a wake-up the
     pool forgets then hangs the test instead of costing 50 ms unseen."""
-    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 60.0)
+    monkeypatch.setattr(beyond.waiting, "SIGNAL_CHECK_SECONDS", 60.0)
 
 
 def returns(value: int) -> Callable[[], int]:
@@ -132,7 +135,7 @@ def observed_task(index: int, fails: bool, seen: Observed, limit: int | None) ->
         # The pool's own record: a task that finds the limit already reached was started by a
         # worker that had passed its last check before the failure that reached it was recorded.
         assert seen.pool is not None
-        if limit is not None and len(seen.pool._workers.failures) >= limit:
+        if limit is not None and len(seen.pool._scheduler.failures) >= limit:
             seen.started_after_limit.append(index)
         seen.calls[index] = seen.calls.get(index, 0) + 1
         if fails:
@@ -254,8 +257,11 @@ def test_run_takes_from_a_generator_only_when_a_worker_is_free() -> None:
     assert (produced, len(pool.tasks)) == (50, 50)
 
 
-def test_iteration_takes_at_most_concurrency_tasks_ahead_of_a_slow_consumer() -> None:
+def test_iteration_takes_at_most_the_stated_bound_of_tasks_ahead_of_a_slow_consumer() -> None:
     concurrency = 3
+    # The bound Pool.stream() states: 16 tasks per worker.
+    ahead = beyond.scheduler.ahead_bound(concurrency)
+    assert ahead == 16 * concurrency
     produced = 0
 
     def tasks() -> Iterator[Task[int]]:
@@ -267,7 +273,7 @@ def test_iteration_takes_at_most_concurrency_tasks_ahead_of_a_slow_consumer() ->
     pool = Pool(tasks(), concurrency)
     stream = pool.stream()
     consumed = 0
-    with_room = (beyond.pool.Workers._hand_over, beyond.pool.Workers.end)
+    with_room = (beyond.scheduler.Scheduler.wait_for_room, beyond.scheduler.Scheduler.end)
     for _task in stream:
         consumed += 1
         if consumed in (1, 500):
@@ -280,8 +286,11 @@ def test_iteration_takes_at_most_concurrency_tasks_ahead_of_a_slow_consumer() ->
                 ),
                 "every worker waits for room or has ended",
             )
-        # Taken and not yet handed to this loop: at most `concurrency`.
-        assert produced <= consumed + concurrency
+            # They went as far ahead as the bound lets them, less what this loop has taken
+            # since: they are woken once half of the room is free, not at every task.
+            assert ahead // 2 < produced - consumed <= ahead
+        # Taken and not yet handed to this loop: at most `ahead`.
+        assert produced <= consumed + ahead
     assert consumed == produced == 1000
     assert pool.tasks == []
 
@@ -311,7 +320,7 @@ def test_a_stopped_pool_does_not_wait_for_a_worker_stuck_in_the_generators_next(
 ) -> None:
     # A worker there runs no task and will start none, and a generator blocked on a queue or a
     # socket may never come back. The caller gives it one check interval, then leaves without it.
-    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 0.01)
+    monkeypatch.setattr(beyond.waiting, "SIGNAL_CHECK_SECONDS", 0.01)
     inside, release = threading.Event(), threading.Event()
     late = Task(returns(2))
 
@@ -398,13 +407,13 @@ def test_a_failure_recorded_while_the_pools_lock_is_busy_still_stops_every_other
             yield Task(partial(started_after.append, n))
 
     pool = Pool(tasks(), 2, max_errors=1)
-    workers = pool._workers
+    workers = pool._scheduler
     runner = threading.Thread(target=pool.run)
     runner.start()
     failing_started.wait(10)
     wait_for(lambda: len(worker_threads()) == 2, "both workers are running")
     wait_for(lambda: workers._running == 2, "both workers have begun")
-    stop, end = beyond.pool.Workers.stop, beyond.pool.Workers.end
+    stop, end = beyond.scheduler.Scheduler.stop, beyond.scheduler.Scheduler.end
     with workers._lock:
         lock_held.set()
         wait_for(
@@ -813,7 +822,7 @@ def test_a_ctrl_c_that_a_worker_thread_takes_reaches_main_though_nothing_wakes_i
     # Here no task ends until the pool is cancelled, so no worker wakes main: it must look on its
     # own, every SIGNAL_CHECK_SECONDS (restored from the minute the fixture above sets). Sent to
     # one worker with pthread_kill, so it cannot go to main.
-    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 0.05)
+    monkeypatch.setattr(beyond.waiting, "SIGNAL_CHECK_SECONDS", 0.05)
     running: list[threading.Thread] = []
     both_running = threading.Barrier(3, timeout=10)
 
@@ -974,8 +983,8 @@ def test_a_partials_task_is_named_by_its_function_and_its_arguments() -> None:
     assert Task(returns(1)).name == "returns.<locals>.<lambda>"
     assert Task(partial(fetch, "u"), name="input 7").name == "input 7"
     # A message quotes it, as one line, and does not escape what its reprs escaped already.
-    assert Task(partial(fetch, "a\nb"))._name() == "\"fetch('a\\nb')\""
-    assert Task(returns(1), name="two\nlines")._name() == "'two\\nlines'"
+    assert quoted_name(Task(partial(fetch, "a\nb"))) == "\"fetch('a\\nb')\""
+    assert quoted_name(Task(returns(1), name="two\nlines")) == "'two\\nlines'"
 
 
 # Arguments a name must survive. Kept out of the examples themselves, which Hypothesis prints.
@@ -1008,10 +1017,10 @@ def test_a_tasks_name_and_repr_stay_short_and_never_raise_whatever_its_arguments
 
     assert task.name.startswith("fetch(")
     assert task.name.isprintable()
-    assert len(task.name) <= beyond.pool.NAME_LIMIT
-    assert task._name() in (f"'{task.name}'", f'"{task.name}"', repr(task.name))
+    assert len(task.name) <= beyond.task.NAME_LIMIT
+    assert quoted_name(task) in (f"'{task.name}'", f'"{task.name}"', repr(task.name))
     # repr() of a name holding both quotes escapes some: twice the length at most.
-    assert len(repr(task)) <= len("<Task '' not run>") + 2 * beyond.pool.NAME_LIMIT
+    assert len(repr(task)) <= len("<Task '' not run>") + 2 * beyond.task.NAME_LIMIT
 
 
 @pytest.mark.parametrize("name", [3, b"job 3", None.__class__, type("Text", (str,), {})("job")])
@@ -1042,7 +1051,8 @@ def test_every_message_about_a_task_says_which_input_it_was() -> None:
         runner.join(10)
 
     [overdue] = [warning for warning in caught if warning.category is OverdueWarning]
-    assert str(overdue.message).startswith(f"task {slow._name()} is still running"), overdue.message
+    message = str(overdue.message)
+    assert message.startswith(f"task {quoted_name(slow)} is still running"), message
     assert "'https://example.com/slow')" in str(overdue.message)
     assert repr(down) == (
         "<Task \"fetch('https://example.com/down')\" failed: "
@@ -1057,7 +1067,7 @@ def test_every_message_about_a_task_says_which_input_it_was() -> None:
 
 def test_a_task_on_another_backend_is_named_the_same_way() -> None:
     # The process backend's own messages (WorkerDied here) take the name from the task.
-    from beyond.processes import WorkerDied
+    from beyond.backends.child_processes import WorkerDied
     from tests import processes_tasks
 
     dies: Task[None] = Task(partial(processes_tasks.exit_now, 7))

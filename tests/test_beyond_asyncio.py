@@ -33,9 +33,10 @@ try:
 except ModuleNotFoundError:
     pytest.skip(NEEDS_UVLOOP, allow_module_level=True)
 
-import beyond.asyncio_backend
+import beyond.backends.event_loop
 from beyond import Cancelled, OverdueWarning, Pool, StopReason, Task
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
+from beyond.scheduler import ahead_bound
 from deadlock_watch import current_frames
 
 LOOPS = ["uvloop", "standard"]
@@ -149,7 +150,7 @@ def test_backend_asyncio_runs_on_uvloop_when_it_is_installed_and_says_so() -> No
 def test_without_uvloop_the_standard_loop_runs_and_asking_for_uvloop_names_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(beyond.asyncio_backend, "uvloop", None)
+    monkeypatch.setattr(beyond.backends.event_loop, "uvloop", None)
     assert Asyncio().loop == "standard"
     with pytest.raises(ImportError) as refused:
         Asyncio("uvloop")
@@ -211,7 +212,7 @@ def observed_task(
         # The pool's own record of failures, read as the task starts: with worker coroutines
         # nothing may start once it has reached the limit.
         assert seen.pool is not None
-        if limit is not None and len(seen.pool._workers.failures) >= limit:
+        if limit is not None and len(seen.pool._scheduler.failures) >= limit:
             seen.started_after_limit.append(index)
         seen.calls[index] = seen.calls.get(index, 0) + 1
         for _ in range(awaits):
@@ -357,23 +358,27 @@ def counting_source(total: int) -> tuple[list[int], Iterator[Task[int]]]:
     return produced, tasks()
 
 
-def test_iteration_from_synchronous_code_takes_at_most_concurrency_tasks_ahead(loop: str) -> None:
+def test_iteration_from_synchronous_code_takes_at_most_the_stated_bound_of_tasks_ahead(
+    loop: str,
+) -> None:
     concurrency = 3
-    produced, tasks = counting_source(200)
+    ahead = ahead_bound(concurrency)
+    produced, tasks = counting_source(500)
     consumed = 0
     for _task in make_pool(tasks, concurrency, loop):
         consumed += 1
-        # Taken and not yet handed to this loop: at most `concurrency`, and no task runs while
-        # this body does (the loop is driven step by step).
-        assert produced[0] <= consumed + concurrency
-    assert consumed == produced[0] == 200
+        # Taken and not yet handed to this loop: at most `ahead`, and no task runs while this
+        # body does (the loop is driven step by step).
+        assert produced[0] <= consumed + ahead
+    assert consumed == produced[0] == 500
 
 
 def test_async_iteration_lets_workers_run_ahead_while_the_body_awaits_but_no_further(
     loop: str,
 ) -> None:
     concurrency = 3
-    produced, tasks = counting_source(100)
+    ahead = ahead_bound(concurrency)
+    produced, tasks = counting_source(300)
 
     async def main() -> int:
         consumed = 0
@@ -383,10 +388,10 @@ def test_async_iteration_lets_workers_run_ahead_while_the_body_awaits_but_no_fur
                 # A slow body that awaits: the workers go as far as backpressure lets them.
                 for _ in range(20):
                     await asyncio.sleep(0)
-                assert produced[0] == min(consumed + concurrency, 100)
+                assert produced[0] == min(consumed + ahead, 300)
         return consumed
 
-    assert finish_within(10, lambda: on_a_loop(loop, main)) == 100
+    assert finish_within(10, lambda: on_a_loop(loop, main)) == 300
 
 
 @pytest.mark.parametrize("mode", MODES)

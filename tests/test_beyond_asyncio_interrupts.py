@@ -23,7 +23,7 @@ from tests.child_process import Child, spawn
 CHILD = r"""
 import asyncio, contextlib, os, sys, threading
 from beyond import Cancelled, Pool, Task
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 
 loop, mode, kind = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -131,15 +131,15 @@ def test_ctrl_c_cancels_the_running_tasks_at_their_await_and_starts_no_more(
 @pytest.mark.parametrize("loop", ["uvloop", "standard"])
 def test_ctrl_c_in_the_loops_body_cancels_the_running_tasks_as_the_loop_is_left(loop: str) -> None:
     with child(loop, "body") as running:
-        # Task 0 was handed over; tasks 1 to 3 run (paused while the body runs); the fourth
-        # worker waits for room.
-        running.read_until("yielded 0", *RUNNING)
+        # Task 0 was handed over; tasks 1 to 3 run (paused while the body runs), and task 0's
+        # worker took task 4 before the loop stopped (there is room for 16 per worker).
+        running.read_until("yielded 0", *RUNNING, "start 4")
         running.process.send_signal(signal.SIGINT)
         status = running.finish()
 
     assert status == 130, running.said
-    assert running.started() == [1, 2, 3]
-    assert "interrupted: 4 finished, 3 cancelled" in running.said
+    assert running.started() == [1, 2, 3, 4]
+    assert "interrupted: 5 finished, 4 cancelled" in running.said
     assert "stopped: the loop over the pool ended early" in running.said
     assert running.said[-1] == "threads alive: 0"
 
@@ -212,7 +212,7 @@ def test_a_second_ctrl_c_inside_a_task_is_its_panic_and_ends_the_run_all_the_sam
 NEVER_AWAITING = r"""
 import asyncio, contextlib, itertools, os, signal, sys
 from beyond import Pool, Task
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 
 loop = sys.argv[1]
 
@@ -293,7 +293,7 @@ def test_ctrl_c_starts_no_task_after_it_even_when_the_tasks_never_await(loop: st
 BETWEEN_STEPS = r"""
 import asyncio, os, signal, sys, threading
 from beyond import Pool, Task
-from beyond.asyncio_backend import Asyncio
+from beyond.backends.event_loop import Asyncio
 
 def say(line: str) -> None:
     os.write(1, (line + "\n").encode())
@@ -313,7 +313,7 @@ async def never() -> int:
     await asyncio.sleep(30)
     return 2
 
-tasks = [Task(first), Task(second), Task(never)]
+tasks = [Task(first), Task(second), Task(never), Task(never)]
 pool = Pool(tasks, 2, backend=Asyncio(sys.argv[1]))
 try:
     for done in pool:
@@ -337,10 +337,12 @@ def test_ctrl_c_just_after_a_step_of_the_loop_is_a_clean_ctrl_c(loop: str, press
     assert status == 0, running.said
     assert running.said[0] == "KeyboardInterrupt", running.said
     # One Ctrl-C: task 1 runs to its end (it never awaits again). Two: the second is task 1's
-    # panic. Task 2 never starts.
+    # panic. Task 2 had started before it (there is room for 16 tasks per worker ahead of the
+    # loop, so the second worker took it at once) and is cancelled at its await; task 3 never
+    # starts.
     second = "KeyboardInterrupt" if presses == 2 else "NoneType"
     assert running.said[1:] == [
-        f"outcomes ['NoneType', '{second}', 'NoneType']",
-        "started [True, True, False]",
+        f"outcomes ['NoneType', '{second}', 'Cancelled', 'NoneType']",
+        "started [True, True, True, False]",
         "threads alive: 0",
     ]

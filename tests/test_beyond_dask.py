@@ -1,4 +1,5 @@
-"""Stage 4 on a Dask cluster (beyond/dask_backend.py): the pool's contract on a real LocalCluster.
+"""Stage 4 on a Dask cluster (beyond/backends/dask_cluster.py): the pool's contract on a real
+LocalCluster.
 
 One cluster for the whole module (2 worker processes of one thread each, no dashboard): starting
 one costs seconds. The tasks live in tests/dask_tasks.py, which the worker processes import; they
@@ -34,9 +35,15 @@ except ModuleNotFoundError:
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import beyond.pool
+import beyond.waiting
 from beyond import Cancelled, Pool, StopReason, Task
-from beyond.dask_backend import ClusterLost, DaskBackend, DaskRunner, RerunWarning, _Raised
+from beyond.backends.dask_cluster import (
+    ClusterLost,
+    DaskBackend,
+    DaskRunner,
+    RerunWarning,
+    _Raised,
+)
 from tests.dask_tasks import (
     CLUSTER_CHILD,
     CTRL_C_CHILD,
@@ -80,7 +87,7 @@ def no_thread_left_behind() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def wake_ups_are_not_covered_by_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     # As in test_beyond.py: a wake-up the pool forgets then hangs the test instead of costing 50 ms.
-    monkeypatch.setattr(beyond.pool, "SIGNAL_CHECK_SECONDS", 60.0)
+    monkeypatch.setattr(beyond.waiting, "SIGNAL_CHECK_SECONDS", 60.0)
 
 
 @pytest.fixture
@@ -627,7 +634,7 @@ def test_killing_the_scheduler_mid_run_fails_the_tasks_in_flight_within_the_boun
             assert own.status == "connecting"
             never = own.submit(operator.add, 1, 1, pure=False)
             late: Task[int] = Task(partial(operator.add, 1, 1))
-            runner = DaskRunner(backend_of(pool), pool._workers, 0)
+            runner = DaskRunner(backend_of(pool), pool._scheduler, 0)
             outcome = Background(lambda: runner._wait(never, late)).join(GIVES_UP_WITHIN)
             assert isinstance(outcome, _Raised) and isinstance(outcome.error, ClusterLost)
             assert not never.done()

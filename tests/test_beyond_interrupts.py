@@ -260,7 +260,7 @@ runner = threading.Thread(target=pool.run)
 runner.start()
 started.wait()
 if sys.argv[1] == "while-main-holds-the-lock":
-    with pool._workers._lock:
+    with pool._scheduler._lock:
         signal.raise_signal(signal.SIGUSR1)
         print("handler ran inside the lock:", pool.stopped is not None, flush=True)
 else:

@@ -30,7 +30,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beyond import Cancelled, Pool, StopReason, Task
-from beyond.processes import (
+from beyond.backends import backend_for
+from beyond.backends.child_processes import (
     LostReply,
     NotPicklable,
     Processes,
@@ -38,8 +39,8 @@ from beyond.processes import (
     RemoteTraceback,
     WorkerDied,
     WorkerStartFailed,
-    make_backend,
 )
+from beyond.task import quoted_name
 from tests import processes_tasks as tasks
 from tests.conftest import REPO_ROOT, finish_within
 
@@ -104,7 +105,7 @@ def test_the_name_processes_gives_this_backend() -> None:
     assert pool.backend.name == "processes"
     # Never fork: forkserver where it exists (Linux, macOS), else spawn.
     assert pool.backend.start_method in ("forkserver", "spawn")
-    assert isinstance(make_backend("processes"), Processes)
+    assert isinstance(backend_for("processes"), Processes)
 
 
 def test_tasks_run_in_other_processes_and_keep_their_results() -> None:
@@ -162,7 +163,7 @@ def test_a_task_whose_process_dies_gets_an_error_saying_how_and_a_fresh_process_
     ]:
         assert isinstance(task.err, WorkerDied), task
         assert says in str(task.err)
-        assert str(task.err).startswith(f"the worker process running task {task._name()} died")
+        assert str(task.err).startswith(f"the worker process running task {quoted_name(task)} died")
         assert str(task.err).endswith("a fresh process takes the next task")
         assert (task.err.exitcode, task.err.signal) == (exitcode, signalled)
     assert isinstance(before.result, int) and not exists(before.result)
@@ -468,7 +469,7 @@ def test_a_frame_on_the_pipe_that_is_not_the_workers_answer_is_refused(kind: str
     run(pool)
     assert isinstance(forged.err, LostReply), forged
     assert str(forged.err).startswith(
-        f"the answer of task {forged._name()} was lost: its worker process"
+        f"the answer of task {quoted_name(forged)} was lost: its worker process"
     )
     assert forged.name == f"forges_a_reply({kind!r})"
     assert str(forged.err).endswith("A fresh process takes the next task")
@@ -730,8 +731,8 @@ def test_a_child_killed_while_it_starts_stops_the_run_saying_so(tmp_path: Path) 
     assert child.returncode == 1
     assert out == ""
     assert err.splitlines()[-1] == (
-        "beyond.processes.WorkerStartFailed: a worker process was killed by SIGKILL (signal 9) "
-        "while starting, before it could take a task"
+        "beyond.backends.child_process_errors.WorkerStartFailed: a worker process was killed by "
+        "SIGKILL (signal 9) while starting, before it could take a task"
     )
     session_ends(child.pid)
 
@@ -746,7 +747,8 @@ from tests.processes_tasks import double
 
 work = [Task(partial(double, number)) for number in range(8)]
 pool = Pool(work, 4, backend=sys.argv[1] if sys.argv[1] == "processes" else
-            __import__("beyond.processes").processes.Processes(start_method=sys.argv[1]))
+            __import__("beyond.backends.child_processes").backends.child_processes.Processes(
+                start_method=sys.argv[1]))
 pool.run()
 print("ran:", [task.result for task in work])
 """
@@ -763,10 +765,10 @@ def test_a_script_without_a_main_guard_stops_with_one_line_saying_what_to_do(
     assert out == ""
     assert err.count("Traceback") == 1, err
     assert err.splitlines()[-1] == (
-        "beyond.processes.WorkerStartFailed: a worker process exited with status 1 while "
-        "starting, before it could take a task: each worker process imports the main module "
-        'again, so a script must run its pool only under `if __name__ == "__main__":` (if its '
-        "import raised an error, that is above, on stderr)"
+        "beyond.backends.child_process_errors.WorkerStartFailed: a worker process exited with "
+        "status 1 while starting, before it could take a task: each worker process imports the "
+        'main module again, so a script must run its pool only under `if __name__ == "__main__":` '
+        "(if its import raised an error, that is above, on stderr)"
     )
     session_ends(child.pid)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from beyond.processes import Processes
+from beyond.backends.child_processes import Processes
 from plots.contenders import (
     BENCHMARKED,
     CONTENDERS,

@@ -14,9 +14,7 @@ from tests.conftest import REPO_ROOT
 
 # Circles that another piece of work removes, each with where. When it lands, the test below
 # fails until the circle is taken off this list, so the list never outlives its circles.
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"beyond.backends", "beyond.pool"}): "issue 17 item 1 (beyond/ as a small package)",
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def project_modules() -> dict[str, Path]:

@@ -32,6 +32,8 @@ from tests.watchdog_scenarios import (
 )
 
 STAGES = ["robust", "beyond"]
+# What each stage's main waits on, as the report names it: the variable its pool.py waits through.
+MAIN_WAITS_ON = {"robust": "workers", "beyond": "scheduler"}
 WORKERS_WAITING = {f"thread worker-{n} [queue get: inbox]:" for n in (1, 2, 3)}
 
 
@@ -52,10 +54,12 @@ def test_reports_a_pool_whose_tasks_all_wait_on_a_queue_nobody_feeds(stage: str)
     assert outcome.returncode == 2, outcome.stderr
     assert outcome.stderr.startswith("fatal error: all threads are asleep - deadlock!\n")
     blocks = outcome.blocks()
-    assert set(blocks) == {"thread MainThread [pool wait: workers]:", *WORKERS_WAITING}
+    waits_on = MAIN_WAITS_ON[stage]
+    main_header = f"thread MainThread [pool wait: {waits_on}]:"
+    assert set(blocks) == {main_header, *WORKERS_WAITING}
     # Main at the pool's wait for its workers, each worker at its own task's wait, Go-style.
-    wait_line = line_of(stage, "workers.wait_until_ended(started)")
-    main = blocks["thread MainThread [pool wait: workers]:"]
+    wait_line = line_of(stage, f"{waits_on}.wait_until_ended(started)")
+    main = blocks[main_header]
     assert main[:2] == [f"{stage}.pool.Pool.run(...)", f"\t{stage}/pool.py:{wait_line}"]
     for header in WORKERS_WAITING:
         assert blocks[header][0].endswith(".<locals>.wait_for_an_item(...)"), blocks[header]
@@ -73,7 +77,7 @@ def test_an_on_deadlock_callback_gets_the_report_and_can_tear_the_pool_down(stag
     headers = {block.splitlines()[0] for block in report.split("\n\n")[1:] if block.strip()}
     assert headers == {
         "thread MainThread [thread join: pool-main]:",
-        "thread pool-main [pool wait: workers]:",
+        f"thread pool-main [pool wait: {MAIN_WAITS_ON[stage]}]:",
         *WORKERS_WAITING,
     }
     assert outcome.stdout.endswith("threads left: 1\n")
@@ -100,8 +104,9 @@ def test_reports_a_stage_4_stream_whose_tasks_wait_on_a_queue_nobody_feeds() -> 
 
     assert outcome.returncode == 2, outcome.stderr
     blocks = outcome.blocks()
-    assert set(blocks) == {"thread MainThread [pool wait: workers]:", *sorted(WORKERS_WAITING)[:2]}
-    assert blocks["thread MainThread [pool wait: workers]:"][0] == "beyond.pool.Pool._stream(...)"
+    main_header = "thread MainThread [pool wait: scheduler]:"
+    assert set(blocks) == {main_header, *sorted(WORKERS_WAITING)[:2]}
+    assert blocks[main_header][0] == "beyond.pool.Pool._stream(...)"
 
 
 def test_a_stage_4_runs_deadline_is_a_way_out_until_it_has_passed() -> None:
@@ -112,7 +117,7 @@ def test_a_stage_4_runs_deadline_is_a_way_out_until_it_has_passed() -> None:
     assert outcome.returncode == 2, outcome.stderr
     first, report = outcome.stdout.split("\n", 1)
     assert float(first.removeprefix("reported after ").removesuffix(" s")) >= HEALTHY_SECONDS + 0.2
-    assert "thread MainThread [pool wait: workers]:" in report
+    assert "thread MainThread [pool wait: scheduler]:" in report
 
 
 # --- One thread of this process: the rule for a declared polling wait ----------------------------
@@ -193,7 +198,7 @@ def test_a_declaration_the_watchdog_cannot_read_is_refused_and_leaves_the_thread
 
 @pytest.mark.parametrize(
     "workers",
-    [robust.ctrl_c_safe_wait.Workers(), beyond.pool.Pool([], 1)._workers],
+    [robust.ctrl_c_safe_wait.Workers(), beyond.pool.Pool([], 1)._scheduler],
     ids=STAGES,
 )
 def test_each_pool_declares_a_polling_wait_the_watchdog_can_read(workers: Any) -> None:
@@ -212,7 +217,7 @@ def test_a_pool_whose_main_is_about_to_be_woken_is_awake(stage: str) -> None:
         workers: Any = robust.ctrl_c_safe_wait.Workers()
         end_one = workers.end
     else:
-        workers = beyond.pool.Pool([beyond.Task(int), beyond.Task(int)], 2)._workers
+        workers = beyond.pool.Pool([beyond.Task(int), beyond.Task(int)], 2)._scheduler
         end_one = functools.partial(workers.end, 0)
     main = threading.Thread(target=workers.wait_until_ended, args=(2,), daemon=True)
     main.start()

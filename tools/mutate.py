@@ -90,9 +90,17 @@ WATCHDOG = "deadlock_watch/watchdog.py"
 WD_PLUGIN = "deadlock_watch/pytest_plugin.py"
 WD_WHOSE = "deadlock_watch/whose_threads.py"
 BEYOND = "beyond/pool.py"
-BEYOND_ASYNCIO = "beyond/asyncio_backend.py"
-PROCESSES = "beyond/processes.py"
-DASK = "beyond/dask_backend.py"
+TASK = "beyond/task.py"
+SCHEDULER = "beyond/scheduler.py"
+WAITING = "beyond/waiting.py"
+CANCELLATION = "beyond/cancellation.py"
+WORKER_THREADS = "beyond/backends/worker_threads.py"
+BEYOND_ASYNCIO = "beyond/backends/event_loop.py"
+ASYNCIO_WORKERS = "beyond/backends/event_loop_workers.py"
+PROCESSES = "beyond/backends/child_processes.py"
+PROCESS_CHILD = "beyond/backends/child_process_loop.py"
+DASK = "beyond/backends/dask_cluster.py"
+DASK_LOST = "beyond/backends/dask_lost_workers.py"
 START_METHOD = "plots/start_method.py"
 CONTENDERS = "plots/contenders.py"
 
@@ -124,6 +132,7 @@ T_WATCHDOG_POOLS = ("tests/test_watchdog_pools.py",)
 T_PLUGIN = ("tests/test_pytest_deadlock.py",)
 T_BEYOND = (
     "tests/test_beyond.py",
+    "tests/test_beyond_streaming.py",
     "tests/test_beyond_interrupts.py",
     "tests/test_beyond_demo.py",
 )
@@ -897,89 +906,108 @@ MUTANTS: tuple[Mutant, ...] = (
         "        pass",
         T_PLUGIN,
     ),
-    # --- beyond/pool.py ---
-    _mutant(
+    # --- beyond/: pool.py, task.py, scheduler.py, waiting.py, cancellation.py, worker threads ---
+    Mutant(
         "beyond-takers-see-only-the-stop-not-the-failure-count",
-        BEYOND,
-        "if self.stopped is not None or len(failures) >= max_errors:",
-        "if self.stopped is not None:",
+        SCHEDULER,
+        (
+            (
+                "if self.stopped is not None or len(failures) >= max_errors:",
+                "if self.stopped is not None:",
+            ),
+            (
+                "if self.stopped is not None or len(self.failures) >= self.max_errors:",
+                "if self.stopped is not None:",
+            ),
+        ),
         T_BEYOND,
     ),
     _mutant(
         "beyond-tasks-hold-their-pool",
         BEYOND,
-        "            _claim(self.tasks, self._mark)",
-        "            _claim(self.tasks, self)",
+        "            claim_all(self.tasks, self._mark)",
+        "            claim_all(self.tasks, self)",
         T_BEYOND,
     ),
     _mutant(
         "beyond-a-failure-is-never-recorded",
-        BEYOND,
-        "                failures.append(None)",
-        "                pass",
+        WORKER_THREADS,
+        "            failures.append(None)",
+        "            pass",
         T_BEYOND,
     ),
     _mutant(
         "beyond-stops-one-failure-late",
-        BEYOND,
-        "if len(failures) >= workers.max_errors:",
-        "if len(failures) > workers.max_errors:",
+        WORKER_THREADS,
+        "if len(failures) >= scheduler.max_errors:",
+        "if len(failures) > scheduler.max_errors:",
         T_BEYOND,
     ),
     _mutant(
         "beyond-cancelled-counts-as-a-failure",
-        BEYOND,
+        TASK,
         "except Cancelled as cancelled:",
         "except ZeroDivisionError as cancelled:",
         T_BEYOND,
     ),
     _mutant(
         "beyond-a-plain-lock-for-the-pool",
-        BEYOND,
+        WAITING,
         "self._lock = threading.RLock()",
         "self._lock = threading.Lock()",
         T_BEYOND,
     ),
     _mutant(
         "beyond-no-backpressure",
-        BEYOND,
-        "while self._room == 0 and self.stopped is None:",
-        "while False:",
+        SCHEDULER,
+        "if self._streaming and self._taken - self._handed >= self._ahead:",
+        "if False:",
         T_BEYOND,
     ),
     _mutant(
         "beyond-the-consumer-is-never-woken",
-        BEYOND,
-        "                self._done.append(finished)\n                self._wake_main()",
-        "                self._done.append(finished)",
+        SCHEDULER,
+        "                        if self._main_waiting:\n"
+        "                            self._wake_consumer()",
+        "                        pass",
         T_BEYOND,
     ),
     _mutant(
         "beyond-running-tasks-are-never-told-to-stop",
-        BEYOND,
+        SCHEDULER,
         "if cancel and not self.cancelled:",
         "if False:",
         T_BEYOND,
     ),
     _mutant(
         "beyond-checkpoints-ignore-deadlines",
-        BEYOND,
+        CANCELLATION,
         "if deadline is not None and time.monotonic() >= deadline:",
         "if False:",
         T_BEYOND,
     ),
     _mutant(
         "beyond-a-task-is-never-overdue",
-        BEYOND,
-        "if now >= deadline + self._overdue_grace:",
+        WAITING,
+        "if now >= deadline + self.overdue_grace and self.report_overdue(task):",
         "if False:",
         T_BEYOND,
     ),
-    _mutant(
+    Mutant(
         "beyond-tasks-start-after-the-runs-deadline",
-        BEYOND,
-        "if self.run_deadline is not None and self._run_deadline_passed():",
-        "if False:",
+        SCHEDULER,
+        (
+            (
+                "                if self.run_deadline is not None and "
+                "self._run_deadline_passed():\n                    return\n",
+                "                if False:\n                    return\n",
+            ),
+            (
+                "        if self.run_deadline is not None and self._run_deadline_passed():\n"
+                "            # The waiting thread",
+                "        if False:\n            # The waiting thread",
+            ),
+        ),
         T_BEYOND,
     ),
     _mutant(
@@ -991,35 +1019,35 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-generator-tasks-are-not-claimed",
-        BEYOND,
-        "if self._sequence is None:",
+        SCHEDULER,
+        "if self._sequence is None and (owner := claim(task, self._mark)) is not None:",
         "if False:",
         T_BEYOND,
     ),
     _mutant(
         "beyond-a-workers-end-wakes-nobody",
-        BEYOND,
+        WAITING,
         "            self._ended.append(threading.current_thread())\n            self._wake_main()",
         "            self._ended.append(threading.current_thread())",
         T_BEYOND,
     ),
     _mutant(
         "beyond-the-consumer-never-frees-room",
-        BEYOND,
-        "                    self._room += 1\n",
-        "\n",
+        SCHEDULER,
+        "                self._handed += 1\n                # Wake workers",
+        "                # Wake workers",
         T_BEYOND,
     ),
     _mutant(
         "beyond-failures-are-not-counted",
-        BEYOND,
+        TASK,
         "            self.err = error\n            return True",
         "            self.err = error\n            return False",
         T_BEYOND,
     ),
     _mutant(
         "beyond-the-last-stop-reason-wins",
-        BEYOND,
+        SCHEDULER,
         "            if self.stopped is None:\n"
         "                self.stopped = Stopped(reason, message)",
         "            if True:\n                self.stopped = Stopped(reason, message)",
@@ -1027,38 +1055,35 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-finished-tasks-are-not-handed-over",
-        BEYOND,
-        "if self._streaming and not self._hand_over(current[number]):",
-        "if self._streaming and not self._hand_over(None):",
+        SCHEDULER,
+        "                        done.append(finished)\n",
+        "",
         T_BEYOND,
     ),
     _mutant(
         "beyond-the-waiting-thread-never-wakes-for-a-deadline",
-        BEYOND,
+        WAITING,
         "        if self._watching_deadlines:\n            if self.run_deadline",
         "        if False:\n            if self.run_deadline",
         T_BEYOND,
     ),
     _mutant(
         "beyond-checkpoint-does-nothing",
-        BEYOND,
-        "    if here is not None and here.task is not None:\n        Token(",
-        "    if False:\n        Token(",
+        CANCELLATION,
+        "        if task is not None:\n            Token(running.signals, task).check()",
+        "        if False:\n            Token(running.signals, task).check()",
         T_BEYOND,
     ),
     _mutant(
         "beyond-ctrl-c-does-not-tell-running-tasks",
         BEYOND,
-        "stop = _what_stopped(raised)\n"
-        '            workers.stop(StopReason.INTERRUPTED, f"interrupted by {stop!r}", cancel=True)',
-        "stop = _what_stopped(raised)\n"
-        '            workers.stop(StopReason.INTERRUPTED, f"interrupted by {stop!r}", '
-        "cancel=False)",
+        'StopReason.INTERRUPTED, f"interrupted by {stop!r}", cancel=True)',
+        'StopReason.INTERRUPTED, f"interrupted by {stop!r}", cancel=False)',
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
         "beyond-a-bad-sources-error-is-not-raised",
-        BEYOND,
+        SCHEDULER,
         "            if error is not None and self.error is None:\n"
         "                self.error = error",
         "            if False:\n                self.error = error",
@@ -1066,14 +1091,28 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-the-overdue-report-is-made-every-wake",
-        BEYOND,
-        "            if deadline is None or task is None or task in self.overdue:",
-        "            if deadline is None or task is None:",
+        WAITING,
+        "            if task.finished or task in self.overdue:",
+        "            if task.finished:",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-stop-leaves-workers-waiting-for-room-asleep",
+        SCHEDULER,
+        "            self._wake_room_waiters()\n            self._wake_main()",
+        "            self._wake_main()",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-generators-task-is-claimed-across-a-switch-point",
+        TASK,
+        "    if owner is None:\n        task._owner = mark",
+        "    if owner is None:\n        len(task.__slots__)\n        task._owner = mark",
         T_BEYOND,
     ),
     _mutant(
         "beyond-a-stopped-pool-still-hands-out-its-list",
-        BEYOND,
+        SCHEDULER,
         "            if self._pending is not None:\n                self._pending.clear()\n"
         "            if cancel",
         "            if cancel",
@@ -1086,14 +1125,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-main-sleeps-on-however-long",
-        BEYOND,
+        WAITING,
         "self._wakeup.acquire(timeout=min(timeout, SIGNAL_CHECK_SECONDS))",
         "self._wakeup.acquire(timeout=-1 if timeout == math.inf else timeout)",
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
         "beyond-a-stale-wake-up-is-not-taken-back",
-        BEYOND,
+        WAITING,
         "                self._wakeup.acquire(blocking=False)\n",
         "\n",
         T_BEYOND,
@@ -1108,7 +1147,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-a-cancel-does-not-wake-sleeping-tasks",
-        BEYOND,
+        SCHEDULER,
         "                for sleeper in self._sleepers:\n                    sleeper.release()",
         "                pass",
         T_BEYOND,
@@ -1123,50 +1162,50 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-the-caller-waits-for-a-worker-inside-the-generators-next",
-        BEYOND,
+        WAITING,
         "        if self.stopped is None or self._running != sum(self._at_source):",
         "        if True:",
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
         "beyond-a-worker-stays-counted-at-the-generator-for-good",
-        BEYOND,
-        "                at_source[number] = False\n                if taken is None:",
-        "                if taken is None:",
+        SCHEDULER,
+        "            at_source[number] = False\n            if taken is None or taken is NO_ROOM:",
+        "            if taken is None or taken is NO_ROOM:",
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
         "beyond-a-worker-queues-for-the-generator-after-the-stop",
-        BEYOND,
+        SCHEDULER,
         "        if self.stopped is not None:\n            # Not even in line for the lock",
         "        if False:\n            # Not even in line for the lock",
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
         "beyond-workers-are-not-daemons",
-        BEYOND,
+        WORKER_THREADS,
         'name=f"worker-{number + 1}", daemon=True',
         'name=f"worker-{number + 1}", daemon=False',
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
         "beyond-the-exit-does-not-wait-for-running-tasks",
-        BEYOND,
+        WORKER_THREADS,
         'getattr(threading, "_register_atexit", atexit.register)(_wait_for_workers_at_exit)',
         "atexit",
         T_BEYOND_INTERRUPTS,
     ),
     _mutant(
         "beyond-the-exit-waits-for-a-worker-inside-the-generators-next",
-        BEYOND,
-        "        if workers.stopped is not None and workers._at_source[self.number]:",
+        WORKER_THREADS,
+        "        if scheduler.left_at_the_source(self.number):",
         "        if False:",
         T_BEYOND_INTERRUPTS,
     ),
-    # --- beyond/asyncio_backend.py ---
+    # --- beyond/backends/event_loop*.py ---
     _mutant(
         "asyncio-workers-do-not-see-a-ctrl-c-between-tasks-that-never-await",
-        BEYOND_ASYNCIO,
+        ASYNCIO_WORKERS,
         "if awaiting is not None and awaiting.cancelling() > self._cancels_before:",
         "if False:",
         T_BEYOND_ASYNCIO_INTERRUPTS,
@@ -1187,22 +1226,22 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-a-wake-up-is-not-a-change-for-the-watchdog",
-        BEYOND,
+        WAITING,
         "        self._changes += 1\n        if self._main_waiting:",
         "        if self._main_waiting:",
         T_WATCHDOG_POOLS,
     ),
     _mutant(
         "beyond-a-deadline-ahead-does-not-keep-main-awake",
-        BEYOND,
+        WAITING,
         "self._looked_at = seen if timeout == math.inf else None",
         "self._looked_at = seen",
         T_WATCHDOG_POOLS,
     ),
-    # --- beyond/processes.py ---
+    # --- beyond/backends/child_process*.py ---
     _mutant(
         "processes-a-forked-copy-goes-on-serving",
-        PROCESSES,
+        PROCESS_CHILD,
         "    if os.getpid() != me:\n        os._exit(0)",
         "    if False:\n        os._exit(0)",
         T_PROCESSES,
@@ -1223,7 +1262,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "processes-loading-an-outcome-that-exits-stops-the-pool",
-        PROCESSES,
+        PROCESS_CHILD,
         "    except BaseException as raised:\n        return None, raised",
         "    except Exception as raised:\n        return None, raised",
         T_PROCESSES,
@@ -1251,12 +1290,12 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "processes-programs-a-task-execs-hold-the-workers-pipe",
-        PROCESSES,
+        PROCESS_CHILD,
         "    os.set_inheritable(connection.fileno(), False)\n",
         "\n",
         T_PROCESSES,
     ),
-    # --- beyond/dask_backend.py ---
+    # --- beyond/backends/dask_cluster.py ---
     _mutant(
         "dask-waits-on-a-future-for-ever",
         DASK,
@@ -1266,7 +1305,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "dask-a-lost-cluster-goes-unseen",
-        DASK,
+        DASK_LOST,
         '    if status == "running":\n        return None',
         "    if True:\n        return None",
         T_DASK,
@@ -1445,6 +1484,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "installed); default: this one",
     )
     arguments = parser.parse_args(argv)
+    # A run started in the background by a shell without job control (`... &` in a script)
+    # inherits SIGINT ignored, and so would every test process it starts: each test that sends a
+    # real Ctrl-C to a child would hang and count as a kill, whatever the mutant. Handled here,
+    # SIGINT is back to its default in the programs this one starts (exec resets a handled
+    # signal, not an ignored one).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if arguments.jobs < 1 or arguments.timeout <= 0:
         parser.error("--jobs must be at least 1 and --timeout more than 0")
 

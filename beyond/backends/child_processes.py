@@ -4,8 +4,9 @@ What it adds to the thread pool: CPU-bound tasks run in parallel (each in a proc
 so the GIL is not shared), a crash costs one task and not the pool, and deadlines and cancels are
 enforced for real, because a process, unlike a thread, can be killed.
 
-How: the scheduling stays in beyond/pool.py (its worker threads, what they take next, max_errors,
-streaming, the stop reasons). Only the Runner seam changes: each worker thread owns one child
+How: the scheduling stays in the scheduler (beyond/scheduler.py) and the pool's worker threads
+(worker_threads.py): what they take next, max_errors, streaming, the stop reasons. Only the Runner
+changes: each worker thread owns one child
 process and runs its tasks there, one at a time. Per task, the thread pickles `task.fn`, sends it
 down a pipe, and waits for the outcome while watching the task's deadline and the pool's cancel.
 
@@ -66,21 +67,43 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import pickle
 import select
-import signal
-import struct
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
-from beyond.pool import Cancelled, StopReason, Task, Token, Workers
+from beyond.backends.child_process_errors import (
+    LostReply,
+    NotPicklable,
+    RemoteError,
+    RemoteTraceback,
+    WorkerDied,
+    WorkerStartFailed,
+    decode,
+    describe_frame,
+    how_it_ended,
+    start_failure,
+)
+from beyond.backends.child_process_loop import READY, REPLY, TASK, serve
+from beyond.backends.protocol import SchedulerSeam, StopReason
+from beyond.backends.worker_threads import OneThreadPerWorker
+from beyond.cancellation import Cancelled, Token
+from beyond.task import Task, quoted_name
+
+# The errors a task of this backend may keep, importable from here.
+__all__ = [
+    "LostReply",
+    "NotPicklable",
+    "Processes",
+    "RemoteError",
+    "RemoteTraceback",
+    "WorkerDied",
+    "WorkerStartFailed",
+]
 
 # How often a worker waiting on its child looks at the pool's cancel flag: the pool cannot wake a
 # thread blocked in poll() on a pipe, so the wait is cut into slices this long. A finished task
@@ -94,72 +117,13 @@ EXIT_GRACE_SECONDS = 2.0
 # under this name (multiprocessing sets it first), which is how it knows, there, that it is ours.
 CHILD_NAME = "beyond-processes-"
 
-# The frames on the pipe. Parent to child: the task's number (counted per child from 1), then
-# the pickled task. Child to parent: the number of the task it answers (0 for "ready"), the
-# child's pid and the kind of outcome, then the pickled outcome. The parent reads the header with
-# struct, not pickle, so that it knows who sent a frame before any of the frame's code can run.
-_TASK = struct.Struct("!Q")
-_REPLY = struct.Struct("!QqB")
-
-# Kinds of reply, child to parent.
-_READY, _RETURNED, _RAISED, _NOT_SENT, _NOT_LOADED = range(5)
-
 # Process.start() from several worker threads at once: multiprocessing keeps process-wide state
 # (the list of children it reaps, the forkserver's connection) that it does not document as safe
 # for concurrent starts. Serialising the starts costs a few milliseconds once per child.
 _starting = threading.Lock()
 
 
-class WorkerDied(Exception):
-    """The process running this task died before it could say how the task ended.
-
-    `exitcode`: the process's exit status, or minus the signal number that killed it (as
-    multiprocessing reports it). `signal`: that signal, or None if it exited.
-    """
-
-    def __init__(self, message: str, exitcode: int | None) -> None:
-        super().__init__(message)
-        self.exitcode = exitcode
-        self.signal = _signal_of(exitcode)
-
-
-class WorkerStartFailed(RuntimeError):
-    """A worker process could not start, or died before it was ready to take a task: the run
-    stops with this error (see the module's docstring). `exitcode` as for WorkerDied; None if the
-    process could not be started at all."""
-
-    def __init__(self, message: str, exitcode: int | None = None) -> None:
-        super().__init__(message)
-        self.exitcode = exitcode
-        self.signal = _signal_of(exitcode)
-
-
-class LostReply(Exception):
-    """A task's answer was lost: its child's pipe carried a frame that was not that child's answer
-    to this task (a forked copy of the task writing to it, say). The child was replaced."""
-
-
-class NotPicklable(pickle.PicklingError):
-    """A task, or its result, could not be sent between processes."""
-
-
-class RemoteTraceback(Exception):
-    """The traceback text of an exception raised in a worker process: its error's __cause__."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.text}"""'
-
-
-class RemoteError(Exception):
-    """An exception from a worker process that could not be rebuilt here (it could not be pickled
-    there or loaded here): its type, its message and why; as __cause__, its traceback text."""
-
-
-class Processes:
+class Processes(OneThreadPerWorker):
     """The backend: each worker thread runs its tasks in a child process of its own."""
 
     name = "processes"
@@ -190,13 +154,8 @@ class Processes:
         # real context has.
         self.context: Any = multiprocessing.get_context(start_method)
 
-    def runner(self, workers: Workers[Any], number: int) -> InAChildProcess:
-        return InAChildProcess(self, workers, number)
-
-
-def make_backend(argument: object) -> Processes:
-    """What beyond/backends.py calls for `Pool(backend="processes")`."""
-    return Processes()
+    def runner(self, scheduler: SchedulerSeam[Any], number: int) -> InAChildProcess:
+        return InAChildProcess(self, scheduler, number)
 
 
 def _leave_if_a_child_importing_main() -> None:
@@ -224,10 +183,10 @@ class InAChildProcess:
     10,000 starts, each dying the same way.
     """
 
-    __slots__ = ("_connection", "_context", "_process", "_sent", "_watched", "number", "workers")
+    __slots__ = ("_connection", "_context", "_process", "_sent", "_watched", "number", "scheduler")
 
-    def __init__(self, backend: Processes, workers: Workers[Any], number: int) -> None:
-        self.workers = workers
+    def __init__(self, backend: Processes, scheduler: SchedulerSeam[Any], number: int) -> None:
+        self.scheduler = scheduler
         self.number = number
         self._context: Any = backend.context
         self._process: BaseProcess | None = None
@@ -238,12 +197,8 @@ class InAChildProcess:
         # call per wake-up, with nothing built per call as multiprocessing.connection.wait does.
         self._watched = select.poll()
 
-    @property
-    def task(self) -> Task[Any] | None:
-        return self.workers.current[self.number]
-
     def run(self, task: Task[Any]) -> bool:
-        token = Token(self.workers, task)
+        token = Token(self.scheduler, task)
         try:
             connection, number = self._send(task, token)
         except WorkerStartFailed as failed:
@@ -271,9 +226,9 @@ class InAChildProcess:
             sent = pickle.dumps(task.fn, pickle.HIGHEST_PROTOCOL)
         except BaseException as error:
             # BaseException too: a __reduce__ that raises SystemExit is the task's pickling, not
-            # its run (and a real Ctrl-C never lands here: see _load).
+            # its run (and a real Ctrl-C never lands here: see child_process_loop.load).
             raise NotPicklable(
-                f"task {task._name()} cannot be sent to a worker process: {error!r} (tasks of "
+                f"task {quoted_name(task)} cannot be sent to a worker process: {error!r} (tasks of "
                 "backend='processes' must be picklable: a module-level function or class, or "
                 "functools.partial of one, not a lambda or a nested function)"
             ) from error
@@ -281,7 +236,7 @@ class InAChildProcess:
             connection = self._connection or self._start(task, token)
             self._sent += 1
             try:
-                connection.send_bytes(_TASK.pack(self._sent) + sent)
+                connection.send_bytes(TASK.pack(self._sent) + sent)
             except OSError:
                 if attempt:
                     raise  # a fresh child that cannot read: a real error, the task's
@@ -297,21 +252,21 @@ class InAChildProcess:
         reply = self._wait_for_reply(task, token, connection)
         assert self._process is not None
         child = self._process.pid
-        header = _REPLY.unpack_from(reply) if len(reply) >= _REPLY.size else None
+        header = REPLY.unpack_from(reply) if len(reply) >= REPLY.size else None
         if header is None or header[:2] != (number, child):
             # Not this child's answer to this task (a forked copy that wrote to the pipe, a
             # frame cut short): nothing after it on the pipe can be trusted either.
             self._discard()
             raise LostReply(
-                f"the answer of task {task._name()} was lost: its worker process (pid "
+                f"the answer of task {quoted_name(task)} was lost: its worker process (pid "
                 f"{child}) was sent it as task number {number}, and its pipe carried "
-                f"{_describe(header)} instead; did the task fork and let the copy write to the "
-                "pipe? A fresh process takes the next task"
+                f"{describe_frame(header)} instead; did the task fork and let the copy write to "
+                "the pipe? A fresh process takes the next task"
             )
-        return _decode(task, header[2], memoryview(reply)[_REPLY.size :])
+        return decode(task, header[2], memoryview(reply)[REPLY.size :])
 
     def _wait_for_reply(self, task: Task[Any], token: Token, connection: Connection) -> bytes:
-        pipe, watched, workers = connection.fileno(), self._watched, self.workers
+        pipe, watched, scheduler = connection.fileno(), self._watched, self.scheduler
         while True:
             deadline = token.deadline
             wait = CANCEL_CHECK_SECONDS
@@ -327,7 +282,7 @@ class InAChildProcess:
                     except (EOFError, OSError):
                         pass
                 raise self._died(task)
-            if workers.cancelled or (deadline is not None and time.monotonic() >= deadline):
+            if scheduler.cancelled or (deadline is not None and time.monotonic() >= deadline):
                 # Past the deadline or cancelled: a process can be stopped, so it is. SIGKILL,
                 # which the task cannot catch or ignore; a fresh child takes the next task.
                 self._discard()
@@ -347,7 +302,7 @@ class InAChildProcess:
     def _died(self, task: Task[Any]) -> WorkerDied:
         exitcode = self._end_of_child()
         return WorkerDied(
-            f"the worker process running task {task._name()} died: {_how_it_ended(exitcode)}; "
+            f"the worker process running task {quoted_name(task)} died: {how_it_ended(exitcode)}; "
             "a fresh process takes the next task",
             exitcode,
         )
@@ -358,7 +313,7 @@ class InAChildProcess:
         """Start a child for `task` and wait until it is ready; the task's clock starts then."""
         here, there = multiprocessing.Pipe(duplex=True)
         process = self._context.Process(
-            target=_serve, args=(there,), name=f"{CHILD_NAME}{self.number + 1}"
+            target=serve, args=(there,), name=f"{CHILD_NAME}{self.number + 1}"
         )
         try:
             with _starting:
@@ -380,8 +335,7 @@ class InAChildProcess:
         if task.timeout is not None:
             # Later than the deadline the take set: the pool's waiting thread only ever wakes
             # early for it (it looks again at every wake), never late.
-            with self.workers._lock:
-                task.deadline = time.monotonic() + task.timeout
+            self.scheduler.start_clock(task)
         return here
 
     def _wait_until_ready(self, connection: Connection, process: BaseProcess, token: Token) -> None:
@@ -397,15 +351,15 @@ class InAChildProcess:
             if ready:
                 if any(fd == pipe for fd, _ in ready):
                     with contextlib.suppress(EOFError, OSError):
-                        if connection.recv_bytes() == _REPLY.pack(0, process.pid, _READY):
+                        if connection.recv_bytes() == REPLY.pack(0, process.pid, READY):
                             return
                 exitcode = self._end_of_child()
-                if self.workers.cancelled:
+                if self.scheduler.cancelled:
                     # Stopped while it started (a Ctrl-C reaches a starting child too, and it
                     # does not ignore it yet): the task is cancelled, not the backend broken.
                     raise Cancelled("the pool was cancelled")
-                raise WorkerStartFailed(_start_failure(exitcode), exitcode) from None
-            if self.workers.cancelled or (deadline is not None and time.monotonic() >= deadline):
+                raise WorkerStartFailed(start_failure(exitcode), exitcode) from None
+            if self.scheduler.cancelled or (deadline is not None and time.monotonic() >= deadline):
                 self._discard()
                 try:
                     token.check()
@@ -419,8 +373,10 @@ class InAChildProcess:
         # (as a task the pool never started). The first stop and error win, as always. run()
         # raises the error in the caller's thread: this thread's frames would only lengthen a
         # traceback about the user's main module, so they go.
-        self.workers.current[self.number] = None
-        self.workers.stop(StopReason.BACKEND_FAILED, str(failed), error=failed.with_traceback(None))
+        self.scheduler.not_started(self.number)
+        self.scheduler.stop(
+            StopReason.BACKEND_FAILED, str(failed), error=failed.with_traceback(None)
+        )
 
     def _end_of_child(self) -> int | None:
         """The child has ended (or is ending): its exit status, once it is gone and forgotten."""
@@ -461,200 +417,3 @@ class InAChildProcess:
 
 def _reraise(error: BaseException) -> NoReturn:
     raise error
-
-
-def _describe(header: tuple[int, int, int] | None) -> str:
-    if header is None:
-        return "a frame too short to be a reply"
-    return f"a reply from pid {header[1]} to task number {header[0]}"
-
-
-def _start_failure(exitcode: int | None) -> str:
-    """What to say about a child that died before it was ready: one line, and what to do."""
-    if exitcode is None:
-        # Alive, but what it sent was not its ready message: it was killed (_end_of_child).
-        return "a worker process sent something other than its ready message while starting"
-    found = _signal_of(exitcode)
-    if found is not None:
-        # Killed from outside (the out-of-memory killer, say): the main module is not to blame.
-        return (
-            f"a worker process was killed by {found.name} (signal {found.value}) while "
-            "starting, before it could take a task"
-        )
-    return (
-        f"a worker process exited with status {exitcode} while starting, before it could take a "
-        "task: each worker process imports the main module again, so a script must run its "
-        'pool only under `if __name__ == "__main__":` (if its import raised an error, that is '
-        "above, on stderr)"
-    )
-
-
-def _decode(task: Task[Any], kind: int, payload: memoryview) -> Any:
-    """The task's result, or its error raised here, from the child's reply."""
-    if kind == _RETURNED:
-        loaded, not_loaded = _load(payload)
-        if not_loaded is not None:
-            raise NotPicklable(
-                f"the result of task {task._name()} came back from its worker process but cannot "
-                f"be loaded here: {not_loaded!r}"
-            ) from not_loaded
-        return loaded
-    # Built by _error_reply from str and bytes only: loading it runs no code of the task's.
-    described, not_loaded = _load(payload)
-    if not_loaded is not None:
-        raise RemoteError(
-            f"task {task._name()} failed in its worker process, but how cannot be loaded here: "
-            f"{not_loaded!r}"
-        ) from not_loaded
-    sent_error, kind_name, message, text = described
-    error: object = None
-    why = ""
-    if sent_error is not None:
-        # Pickled there, but perhaps not to be rebuilt here (an __init__ that wants other
-        # arguments, a class this process cannot import, a __reduce__ that calls sys.exit).
-        error, not_loaded = _load(sent_error)
-        if not_loaded is not None:
-            why = f" (it could not be rebuilt here: loading it raised {not_loaded!r})"
-    if not isinstance(error, BaseException):
-        if kind == _NOT_SENT:
-            error = NotPicklable(message)
-        elif kind == _NOT_LOADED:
-            error = RemoteError(message)
-        else:
-            error = RemoteError(f"{kind_name}: {message}{why}")
-    error.__cause__ = RemoteTraceback(text)
-    raise error
-
-
-def _load(payload: bytes | memoryview) -> tuple[Any, BaseException | None]:
-    """pickle.loads(payload), and what it raised instead, if anything.
-
-    BaseException too: loading runs the pickle's own code (a __reduce__ can return
-    `(sys.exit, (9,))`), and what that raises is the outcome's failure to load, never a reason to
-    stop the pool. A real Ctrl-C cannot be among it: in the parent this runs in a worker thread,
-    and CPython runs Python signal handlers (the one raising KeyboardInterrupt) in the main
-    thread only (the signal module's documentation, "Signals and threads"); a child ignores
-    SIGINT (_serve).
-    """
-    try:
-        return pickle.loads(payload), None
-    except BaseException as raised:
-        return None, raised
-
-
-def _how_it_ended(exitcode: int | None) -> str:
-    found = _signal_of(exitcode)
-    if found is not None:
-        how = f"killed by {found.name} (signal {found.value})"
-        if found == signal.SIGKILL:
-            how += ", as the kernel's out-of-memory killer sends"
-        return how
-    if exitcode is None:
-        return "it did not exit"
-    return f"it exited with status {exitcode} without returning"
-
-
-def _signal_of(exitcode: int | None) -> signal.Signals | None:
-    if exitcode is None or exitcode >= 0:
-        return None
-    try:
-        return signal.Signals(-exitcode)
-    except ValueError:
-        return None
-
-
-# --- The child. ---
-
-
-def _serve(connection: Connection) -> None:
-    """A worker process: say it is ready, then run each task sent until the parent closes the
-    pipe. Only the process the parent started ever sends or reads: a forked copy of a task that
-    gets back here ends at once (_end_if_a_copy).
-
-    SIGINT is ignored: Ctrl-C in a terminal goes to the whole foreground process group, children
-    too, and it is the parent that decides what a Ctrl-C does to running tasks (it kills them).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    me = os.getpid()
-    # Not inherited by a program a task runs (os.fork then exec, subprocess with close_fds=False):
-    # multiprocessing hands the pipe over inheritable, and such a program would hold it open.
-    os.set_inheritable(connection.fileno(), False)
-    try:
-        connection.send_bytes(_REPLY.pack(0, me, _READY))
-    except OSError:
-        return
-    while True:
-        try:
-            sent = connection.recv_bytes()
-        except (EOFError, OSError):
-            return  # the parent closed the pipe (close()), or is gone
-        (number,) = _TASK.unpack_from(sent)
-        kind, outcome = _run_one(memoryview(sent)[_TASK.size :], me)
-        _end_if_a_copy(me)
-        try:
-            connection.send_bytes(_REPLY.pack(number, me, kind) + outcome)
-        except (EOFError, OSError):
-            return
-
-
-def _end_if_a_copy(me: int) -> None:
-    """In a forked copy of this worker (a task forked, and its copy came back here instead of
-    ending): end now. The copy shares the worker's pipe, so it must neither answer (its answer
-    would pass for the worker's) nor read (it would take the worker's next task). os._exit, as a
-    forked child should: no atexit handlers, and no flushing of buffers it inherited, whose text
-    the worker will write itself."""
-    if os.getpid() != me:
-        os._exit(0)
-
-
-def _run_one(sent: memoryview, me: int) -> tuple[int, bytes]:
-    fn: Callable[[], Any]
-    fn, not_loaded = _load(sent)
-    if not_loaded is not None:
-        return _error_reply(
-            _NOT_LOADED, not_loaded, "the task could not be unpickled in its worker process: "
-        )
-    try:
-        result = fn()
-    except BaseException as error:
-        # BaseException too: SystemExit or KeyboardInterrupt raised by the task goes back to the
-        # parent, where it is a panic as in the thread pool, rather than ending this process.
-        _end_if_a_copy(me)
-        return _error_reply(_RAISED, error)
-    _end_if_a_copy(me)
-    try:
-        return _RETURNED, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-    except Exception as error:
-        return _error_reply(
-            _NOT_SENT,
-            error,
-            f"the result of task {_name_of(fn)} ({type(result).__name__}) cannot be sent back "
-            "from its worker process: ",
-        )
-
-
-def _error_reply(kind: int, error: BaseException, prefix: str = "") -> tuple[int, bytes]:
-    text = "".join(traceback.format_exception(error))
-    try:
-        message = prefix + str(error)
-    except Exception:
-        message = prefix + type(error).__name__
-    sent_error: bytes | None = None
-    if kind == _RAISED:
-        # The parent rebuilds the task's own error; for the others it builds its own from the
-        # message (the original is in the traceback text).
-        try:
-            sent_error = pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            sent_error = None
-    # Plain str, so that the parent's loading of this tuple runs nothing of the task's: str()
-    # may return a subclass, which would pickle as its class.
-    described = (sent_error, str.__str__(type(error).__qualname__), str.__str__(message), text)
-    return kind, pickle.dumps(described, pickle.HIGHEST_PROTOCOL)
-
-
-def _name_of(fn: object) -> str:
-    try:
-        return repr(getattr(fn, "__qualname__", None) or type(fn).__name__)
-    except Exception:
-        return "?"
