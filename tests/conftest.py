@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +24,17 @@ NEEDS_UVLOOP = "needs uvloop, which the backends extra installs: pip install -e 
 NEEDS_DASK = (
     "needs dask and distributed, which the backends extra installs: pip install -e '.[backends]'"
 )
+
+# Many tests send a real SIGINT (to a child, or in-process) and expect a KeyboardInterrupt. A shell
+# without job control starts a background command (`make test &`, `nohup make test &`) with SIGINT
+# ignored (POSIX, "Asynchronous Lists"), exec keeps an ignored signal ignored, and Python then
+# leaves it ignored instead of installing its KeyboardInterrupt handler (the signal module's docs:
+# "if the parent process has not changed it"). Those tests then failed (seen here: 16 in
+# `nohup make test &`, an in-process one taking its pytest worker down). Give this process
+# Python's usual handler: a child started from here then begins with SIGINT at its default, as
+# from an interactive shell, and installs its own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Thread scheduling makes single examples slow now and then; a deadline would only add flakiness.
 settings.register_profile("threads", deadline=None)
