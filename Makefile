@@ -67,9 +67,10 @@ typecheck: $(INSTALLED)
 
 # Two workers, each taking whole files (a file's module-scoped fixtures then run once): most tests
 # wait on subprocesses, signals and sleeps rather than compute, so two at a time halve the wall time
-# on 2 cores.
+# on 2 cores. --deadlock (deadlock_watch/pytest_plugin.py): a test that deadlocks fails at once with
+# Go's report, instead of waiting for pytest-timeout; the whole suite runs under it with no report.
 pytest: $(INSTALLED)
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --deadlock
 
 # Not part of `make test`: break the pools and the watchdog one named bug at a time (the table in
 # tools/mutate.py) and check that the tests notice each. Several minutes; last line

@@ -32,9 +32,11 @@ _PRIMITIVES: tuple[tuple[type[Any], str], ...] = (
     (threading.Thread, "thread"),
     (threading.Condition, "condition"),
 )
-# Frames from these are left out of a report's stacks: the standard library and installed packages.
+# Frames from these are left out of a report's stacks: the standard library, installed packages,
+# and the scripts that installers write to start them (the `pytest` command's few lines).
 _LIBRARIES = tuple(
-    Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "purelib", "platlib")
+    Path(sysconfig.get_paths()[key]).resolve()
+    for key in ("stdlib", "purelib", "platlib", "scripts")
 )
 
 
@@ -64,6 +66,8 @@ class BlockedTask:
 class DeadlockReport:
     threads: tuple[BlockedThread, ...]
     tasks: tuple[BlockedTask, ...] = ()
+    # The ident of every thread the report covers (an event loop's thread, for its tasks too).
+    idents: tuple[int, ...] = ()
 
     def format(self) -> str:
         asleep = "tasks" if self.tasks else "threads"

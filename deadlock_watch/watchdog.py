@@ -30,7 +30,11 @@ from deadlock_watch.threads import (
     same_waits,
     simple_queue_get,
 )
-from deadlock_watch.ways_out import signal_or_timer_can_wake
+from deadlock_watch.ways_out import IgnoreHandler, signal_or_timer_can_wake
+
+# Which threads a watchdog watches: watches(ident, innermost frame). The others neither keep it
+# from reporting nor appear in a report.
+WatchesThread = Callable[[int, FrameType], bool]
 
 
 class Stillness:
@@ -74,7 +78,12 @@ class Stillness:
 
 
 class Watchdog:
-    """Go's "all goroutines are asleep" check, as a daemon thread. See docs/watchdog.md."""
+    """Go's "all goroutines are asleep" check, as a daemon thread. See docs/watchdog.md.
+
+    By default it watches every thread and counts every signal handler of the program's own as a
+    way out. `watches` narrows the threads it watches, and `ignore_handler` names handlers that
+    are no way out; the pytest plugin (pytest_plugin.py) uses both.
+    """
 
     def __init__(
         self,
@@ -82,10 +91,14 @@ class Watchdog:
         *,
         interval: float = 0.05,
         grace: float = 0.3,
+        watches: WatchesThread | None = None,
+        ignore_handler: IgnoreHandler | None = None,
     ) -> None:
         self._on_deadlock = on_deadlock
         self._interval = interval
         self._grace = grace
+        self._watches = watches
+        self._ignore_handler = ignore_handler
         # Held until stop() releases it. The watchdog sleeps between samples trying to take it,
         # with a timeout (so it is awake); a bare lock is the cheapest such sleep.
         self._running = threading.Lock()
@@ -100,10 +113,18 @@ class Watchdog:
         self._thread.start()
         return self
 
+    def run(self) -> None:
+        """Watch from the calling thread instead, until stop() or a report; start() not called.
+
+        For a long-lived thread that watches one thing after another (the pytest plugin's).
+        """
+        self._watch()
+
     def stop(self) -> None:
+        """End the watch; wait for its thread if start() started one (run() ends by itself)."""
         with contextlib.suppress(RuntimeError):  # stopped already
             self._running.release()
-        if self._thread is not threading.current_thread():
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
     def __enter__(self) -> Watchdog:
@@ -125,19 +146,24 @@ class Watchdog:
                     self._on_deadlock(report)
                     return
 
+    def _watched_frames(self) -> dict[int, FrameType]:
+        """The innermost frame of every thread this watchdog watches, itself left out."""
+        frames = current_frames()
+        frames.pop(threading.get_ident(), None)
+        if self._watches is None:
+            return frames
+        return {ident: frame for ident, frame in frames.items() if self._watches(ident, frame)}
+
     def _everyone_asleep(self) -> dict[int, Wait] | None:
         """Every other thread's wait, or None as soon as one thread is (or may be) awake."""
-        frames = current_frames()
-        me = threading.get_ident()
+        frames = self._watched_frames()
         hint = self._last_awake
-        if hint in frames and hint != me and classify(frames[hint], self._counts_switches) is None:
+        if hint in frames and classify(frames[hint], self._counts_switches) is None:
             return None
-        if signal_or_timer_can_wake():
+        if signal_or_timer_can_wake(self._ignore_handler):
             return None
         waits = {}
         for ident, frame in frames.items():
-            if ident == me:
-                continue
             wait = classify(frame, self._counts_switches)
             if wait is None:
                 if _is_watchdog(frame):
@@ -149,10 +175,8 @@ class Watchdog:
 
     def _report(self, expected: dict[int, Wait]) -> DeadlockReport | None:
         """The report, built from a fresh look at every thread; None if anything has moved."""
-        frames = current_frames()
-        me = threading.get_ident()
-        frames.pop(me, None)
-        if signal_or_timer_can_wake():
+        frames = self._watched_frames()
+        if signal_or_timer_can_wake(self._ignore_handler):
             return None
         waits = {ident: classify(frame, self._counts_switches) for ident, frame in frames.items()}
         asleep = {ident: wait for ident, wait in waits.items() if wait is not None}
@@ -179,7 +203,7 @@ class Watchdog:
                     blocked_tasks += tasks
                     continue
             blocked_threads.append(describe(name, wait, frame))
-        return DeadlockReport(tuple(blocked_threads), tuple(blocked_tasks))
+        return DeadlockReport(tuple(blocked_threads), tuple(blocked_tasks), tuple(order))
 
 
 def classify(frame: FrameType, counts_switches: bool) -> Wait | None:

@@ -22,21 +22,36 @@ _getsignal: Callable[[int], object] = getattr(
 )
 
 
-def signal_or_timer_can_wake() -> bool:
-    """True while a signal handler of the program's own or an armed real-time timer can wake it."""
+# Handlers that are no way out, though the rules below would count them: ignore(signum, handler).
+IgnoreHandler = Callable[[int, object], bool]
+
+
+def signal_or_timer_can_wake(ignore: IgnoreHandler | None = None) -> bool:
+    """True while a signal handler of the program's own or an armed real-time timer can wake it.
+
+    A handler for which `ignore(signum, handler)` is true is none of the program's own, and
+    neither is a timer whose SIGALRM it handles (the pytest plugin ignores pytest-timeout's).
+    """
+    ignored = ignore or _nothing
     # An armed real-time timer raises SIGALRM, which either a handler catches or ends the process
     # (the default action); only an ignored SIGALRM makes it no way out.
     timer_armed = hasattr(signal, "getitimer") and signal.getitimer(signal.ITIMER_REAL)[0] > 0
-    if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:
-        return True
+    if timer_armed:
+        alarm = signal.getsignal(signal.SIGALRM)
+        if alarm is not signal.SIG_IGN and not ignored(signal.SIGALRM, alarm):
+            return True
     for signum in _SIGNALS:
         handler = _getsignal(signum)
         # None: set from C (C code cannot run Python, and a wake-up it writes to a file must be
         # read by a thread, which is then awake in I/O); an int: SIG_DFL or SIG_IGN.
         if handler is None or isinstance(handler, int) or handler is signal.default_int_handler:
             continue
-        if not _is_asyncio_sigint(handler):
+        if not _is_asyncio_sigint(handler) and not ignored(signum, handler):
             return True
+    return False
+
+
+def _nothing(signum: int, handler: object) -> bool:
     return False
 
 

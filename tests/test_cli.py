@@ -115,6 +115,7 @@ ENTRY_POINTS: dict[str, list[list[str]]] = {
     "plots.failures_child": [[]],
     "plots.dask_overhead": [[]],
     "tools.mutate": [[]],
+    "tools.measure_deadlock_plugin": [[]],
 }
 
 

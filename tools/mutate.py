@@ -87,6 +87,8 @@ WD_THREADS = "deadlock_watch/threads.py"
 WD_LOOPS = "deadlock_watch/loops.py"
 WD_WAYS_OUT = "deadlock_watch/ways_out.py"
 WATCHDOG = "deadlock_watch/watchdog.py"
+WD_PLUGIN = "deadlock_watch/pytest_plugin.py"
+WD_WHOSE = "deadlock_watch/whose_threads.py"
 BEYOND = "beyond/pool.py"
 TASK = "beyond/task.py"
 SCHEDULER = "beyond/scheduler.py"
@@ -127,6 +129,7 @@ T_WATCHDOG_ASYNCIO = (
     "tests/test_watchdog_signals.py",
 )
 T_WATCHDOG_POOLS = ("tests/test_watchdog_pools.py",)
+T_PLUGIN = ("tests/test_pytest_deadlock.py",)
 T_BEYOND = (
     "tests/test_beyond.py",
     "tests/test_beyond_streaming.py",
@@ -630,29 +633,29 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-signal-handlers-ignored",
         WD_WAYS_OUT,
-        "        if not _is_asyncio_sigint(handler):\n            return True",
-        "        if not _is_asyncio_sigint(handler):\n            continue",
+        "ignored(signum, handler):\n            return True",
+        "ignored(signum, handler):\n            continue",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-asyncios-sigint-handler-counts-as-a-way-out",
         WD_WAYS_OUT,
-        "        if not _is_asyncio_sigint(handler):\n            return True",
-        "        if True:\n            return True",
+        "if not _is_asyncio_sigint(handler) and not ignored(signum, handler):",
+        "if not ignored(signum, handler):",
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
         "watchdog-armed-timer-ignored",
         WD_WAYS_OUT,
-        "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
-        "if False:",
+        "    if timer_armed:\n",
+        "    if False:\n",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
         "watchdog-timer-for-an-ignored-sigalrm-counts",
         WD_WAYS_OUT,
-        "if timer_armed and signal.getsignal(signal.SIGALRM) is not signal.SIG_IGN:",
-        "if timer_armed:",
+        "if alarm is not signal.SIG_IGN and not ignored(signal.SIGALRM, alarm):",
+        "if not ignored(signal.SIGALRM, alarm):",
         T_WATCHDOG_SIGNALS,
     ),
     _mutant(
@@ -777,9 +780,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "watchdog-awake-hint-never-rechecked",
         WATCHDOG,
-        "if hint in frames and hint != me and classify(frames[hint], self._counts_switches)"
-        " is None:",
-        "if hint in frames and hint != me:",
+        "if hint in frames and classify(frames[hint], self._counts_switches) is None:",
+        "if hint in frames:",
         T_WATCHDOG,
     ),
     _mutant(
@@ -821,6 +823,102 @@ MUTANTS: tuple[Mutant, ...] = (
         'ident: None if wait.kind == "polling" else voluntary_context_switches(',
         "ident: voluntary_context_switches(",
         T_WATCHDOG_POOLS,
+    ),
+    # --- deadlock_watch/pytest_plugin.py and whose_threads.py: pytest --deadlock ---
+    _mutant(
+        "plugin-pytest-timeouts-alarm-is-a-way-out",
+        WD_PLUGIN,
+        'getattr(handler, "__module__", None) == "pytest_timeout"',
+        "False",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "watchdog-timer-of-an-ignored-handler-counts",
+        WD_WAYS_OUT,
+        "if alarm is not signal.SIG_IGN and not ignored(signal.SIGALRM, alarm):",
+        "if alarm is not signal.SIG_IGN:",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "watchdog-thread-filter-ignored",
+        WATCHDOG,
+        "        if self._watches is None:\n            return frames",
+        "        if True:\n            return frames",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-earlier-tests-threads-counted",
+        WD_WHOSE,
+        "        if left is not None and self._still_in(left, frame):\n            return False",
+        "        if False:\n            return False",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-earlier-tests-threads-left-out-once-woken",
+        WD_WHOSE,
+        "        return now is not None and now.same_as(wait)",
+        "        return True",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-runner-threads-counted",
+        WD_WHOSE,
+        "verdict = bottom not in self._runners and not is_pytest_timeouts_timer(bottom)",
+        "verdict = not is_pytest_timeouts_timer(bottom)",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-pytest-timeouts-timer-thread-counted",
+        WD_WHOSE,
+        "verdict = bottom not in self._runners and not is_pytest_timeouts_timer(bottom)",
+        "verdict = bottom not in self._runners",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-setup-unwatched",
+        WD_PLUGIN,
+        "    def pytest_runtest_setup(self) -> Generator[None, object, object]:\n"
+        "        return (yield from self._watch())",
+        "    def pytest_runtest_setup(self) -> Generator[None, object, object]:\n"
+        "        return (yield)",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-a-caught-failure-passes",
+        WD_PLUGIN,
+        "        if phase.raised:\n",
+        "        if False:\n",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-one-report-per-phase",
+        WD_PLUGIN,
+        "            watchdog.run()  # until the phase is over (stop()) or a report",
+        "            watchdog.run()\n            return",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-every-alarm-is-no-way-out",
+        WD_PLUGIN,
+        "return signum == signal.SIGALRM and "
+        'getattr(handler, "__module__", None) == "pytest_timeout"',
+        "return signum == signal.SIGALRM",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-fixtures-threads-taken-for-the-runners",
+        WD_WHOSE,
+        "    def a_phase_starts(self) -> None:\n        self._verdicts.clear()",
+        "    def a_phase_starts(self) -> None:\n        self._verdicts.clear()\n"
+        "        self.the_runners_are_alive_now()",
+        T_PLUGIN,
+    ),
+    _mutant(
+        "plugin-exit-waits-for-threads-left-asleep",
+        WD_PLUGIN,
+        "        Watchdog(self._stop_waiting, ignore_handler=self._not_a_way_out).start()",
+        "        pass",
+        T_PLUGIN,
     ),
     # --- beyond/: pool.py, task.py, scheduler.py, waiting.py, cancellation.py, worker threads ---
     Mutant(
