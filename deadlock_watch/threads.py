@@ -3,7 +3,8 @@
 A thread is asleep when it is parked, with no timeout, in a wait that only another thread can end,
 and not woken yet: a Condition.wait (queues, events, barriers, semaphores, a WaitGroup), a join,
 the interpreter's exit, an untimed SimpleQueue.get or Lock.acquire on Linux, or a polling wait
-declared through the hook in declared.py. Anything else counts as awake. docs/watchdog.md gives each rule's reason.
+declared through the hook in declared.py. Anything else counts as awake. docs/watchdog.md gives
+each rule's reason.
 """
 
 from __future__ import annotations

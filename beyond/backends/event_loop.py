@@ -43,7 +43,7 @@ import signal
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from types import FrameType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from beyond.backends.event_loop_workers import LoopRun
 from beyond.backends.protocol import BeginRun, SchedulerSeam, StopReason
@@ -73,6 +73,7 @@ class Asyncio:
     """
 
     name = "asyncio"
+    runs_on: ClassVar[Literal["an event loop"]] = "an event loop"
 
     def __init__(self, loop: str | None = None) -> None:
         if loop is None:
