@@ -266,12 +266,13 @@ runpy.run_module("robust", run_name="__main__")
 
 
 # A real SIGINT (signal.raise_signal: the process's own handler runs, as for Ctrl-C) at every
-# point of main's Pool(...).run() (stage 3's, and stage 4's on threads) where CPython 3.11 runs a signal handler: after each call into C returns
-# (the CALL instruction's eval-breaker check) and on entering each Python function (RESUME),
-# threading's own code included. A profile hook (main's only) counts those points and raises the
-# signal at the n-th; one run for each n. Left out: points inside Thread.start(), where a Ctrl-C can
-# wedge CPython's own locks whatever the pool does (docs/ctrl-c-and-cpython-waits.md), and weakref
-# callbacks, where CPython prints a KeyboardInterrupt and drops it.
+# point of main's Pool(...).run() (stage 3's, and stage 4's on threads) where CPython 3.11 runs a
+# signal handler: after each call into C returns (the CALL instruction's eval-breaker check) and on
+# entering each Python function (RESUME), threading's own code included. A profile hook (main's
+# only) counts those points and raises the signal at the n-th; one run for each n. Left out: points
+# inside Thread.start(), where a Ctrl-C can wedge CPython's own locks whatever the pool does
+# (docs/ctrl-c-and-cpython-waits.md), and weakref callbacks, where CPython prints a
+# KeyboardInterrupt and drops it.
 SWEEP = r"""
 import importlib, json, signal, sys, threading, time
 
