@@ -914,6 +914,12 @@ MUTANTS: tuple[Mutant, ...] = (
                 "        if isinstance(backend, EventLoopBackend):\n"
                 "            # asyncio: the backend runs the whole pool itself",
             ),
+            (
+                '        if backend.runs_on == "an event loop":\n'
+                "            return backend.stream_pool",
+                "        if isinstance(backend, EventLoopBackend):\n"
+                "            return backend.stream_pool",
+            ),
         ),
         ("tests/test_robust_interrupts.py",),
         survives=(
