@@ -33,8 +33,6 @@ from tests.watchdog_scenarios import (
 )
 
 STAGES = ["robust", "beyond"]
-# A deadlock the watchdog sees is reported within a second; one it misses hangs until this.
-SILENT_AFTER = 20.0
 # What each stage's main waits on, as the report names it: the variable its pool.py waits through.
 MAIN_WAITS_ON = {"robust": "workers", "beyond": "scheduler"}
 WORKERS_WAITING = {f"thread worker-{n} [queue get: inbox]:" for n in (1, 2, 3)}
@@ -121,26 +119,24 @@ def test_reports_a_stage_4_pool_whose_tasks_generator_waits_on_a_queue_nobody_fe
 ) -> None:
     # One worker inside the generator's next(); the two others wait in line for it on the pool's
     # bare lock, which the watchdog used to count as awake (silent at 2 workers and more).
-    outcome = pool_scenarios().outcome(
-        f"beyond_generator_waiting_on_a_queue_nobody_feeds[{how}]", timeout=SILENT_AFTER
-    )
+    outcome = pool_scenarios().outcome(f"beyond_generator_waiting_on_a_queue_nobody_feeds[{how}]")
 
     assert outcome.returncode == 2, outcome.stderr
-    assert set(outcome.blocks()) == {
-        "thread MainThread [pool wait: scheduler]:",
-        "thread worker-1 [queue get: feed]:",
-        "thread worker-2 [lock acquire: taking]:",
-        "thread worker-3 [lock acquire: taking]:",
-    }
+    blocks = set(outcome.blocks())
+    assert "thread MainThread [pool wait: scheduler]:" in blocks
+    # Whichever worker came to the generator first is inside it (under load, not always worker-1).
+    workers = sorted(header.split(" ", 2)[1:] for header in blocks if "worker-" in header)
+    assert [name for name, _ in workers] == ["worker-1", "worker-2", "worker-3"], blocks
+    waits = sorted(wait for _, wait in workers)
+    assert waits == ["[lock acquire: taking]:"] * 2 + ["[queue get: feed]:"], blocks
+    assert len(blocks) == 4, blocks
 
 
 @pytest.mark.parametrize("how", ["run", "stream"])
 def test_reports_a_stage_4_asyncio_pool_whose_tasks_await_a_queue_nobody_feeds(how: str) -> None:
     # From synchronous code the pool installs its own SIGINT handler while the loop runs (CtrlC).
     # It only interrupts, as Python's default does, and says so (__deadlock_watch__): no way out.
-    outcome = pool_scenarios().outcome(
-        f"beyond_asyncio_waiting_on_a_queue_nobody_feeds[{how}]", timeout=SILENT_AFTER
-    )
+    outcome = pool_scenarios().outcome(f"beyond_asyncio_waiting_on_a_queue_nobody_feeds[{how}]")
 
     assert outcome.returncode == 2, outcome.stderr
     assert outcome.stderr.startswith("fatal error: all tasks are asleep - deadlock!\n")
