@@ -187,7 +187,8 @@ class Pool(Generic[Result]):
         their current task) and raises RuntimeError saying how many it could start.
         """
         backend = self.backend
-        if isinstance(backend, EventLoopBackend):
+        # A plain attribute, not an isinstance() on the backend's Protocol: see protocol.py.
+        if backend.runs_on == "an event loop":
             # asyncio: the backend runs the whole pool itself, on its event loop.
             backend.run_pool(self._beginner(timeout))
             return
@@ -243,7 +244,7 @@ class Pool(Generic[Result]):
             # Refused now, not at the loop's first step.
             check_seconds("timeout", timeout)
         backend = self.backend
-        if isinstance(backend, EventLoopBackend):
+        if backend.runs_on == "an event loop":
             return backend.stream_pool(self._beginner(timeout))
         return self._stream(backend, timeout)
 
@@ -328,7 +329,7 @@ def _finish(scheduler: Scheduler[Any]) -> None:
 
 
 def _on_a_loop(backend: Backend, what: str) -> EventLoopBackend:
-    if not isinstance(backend, EventLoopBackend):
+    if backend.runs_on != "an event loop":
         raise TypeError(
             f"{what} needs a backend that runs on an event loop (backend='asyncio'); this pool's "
             f"backend is {backend.name!r}: use run() or `for task in pool`"

@@ -9,7 +9,8 @@ process with exit status 2 (or calls your `on_deadlock`):
 
 A class whose methods are a wait says so with a `__deadlock_watch__` class attribute (see
 `declared.py`): stage 2's WaitGroup names its wait, and the pools of stages 3 and 4 declare the
-waits in which their main thread wakes now and then only to let a Ctrl-C in.
+waits in which their main thread wakes now and then only to let a Ctrl-C in (and stage 4's
+asyncio pool, that its own Ctrl-C handler only interrupts, so it is no way out).
 
 docs/watchdog.md says what counts as asleep, the ways out (signals, timers), the cost and the
 limits. The modules: threads.py and loops.py (is this thread asleep?), ways_out.py (signals and

@@ -1,4 +1,5 @@
-"""The hook through which a class says that a thread inside its methods waits on it.
+"""The hook through which a class says that a thread inside its methods waits on it (or that a
+method it installs as a Ctrl-C handler is no way out of a wait).
 
 A class declares it with one plain class attribute, so that the code the watchdog watches never
 imports the watchdog (stage 2's WaitGroup and stage 3's pool use the standard library only):
@@ -37,6 +38,7 @@ class WaitDeclaration(TypedDict):
     polls: NotRequired[str]
     changes: NotRequired[str]
     looked_at: NotRequired[str]
+    interrupts: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Declared:
     polls: str | None = None
     changes: str = ""
     looked_at: str = ""
+    # The method that is a SIGINT handler doing only the default's job; None if none.
+    interrupts: str | None = None
 
 
 def declared_wait(cls: type) -> Declared:
@@ -62,9 +66,11 @@ def declared_wait(cls: type) -> Declared:
         return Declared(declaration["kind"])
     if keys == {"kind", "polls", "changes", "looked_at"}:
         return Declared(**declaration)
+    if keys == {"kind", "interrupts"}:
+        return Declared(declaration["kind"], interrupts=declaration["interrupts"])
     raise ValueError(
         f"{cls.__name__}.{DECLARATION} has keys {sorted(keys)}: want 'kind', and for a polling "
-        "wait also 'polls', 'changes' and 'looked_at'"
+        "wait also 'polls', 'changes' and 'looked_at', or for a Ctrl-C handler 'interrupts'"
     )
 
 

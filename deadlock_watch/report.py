@@ -101,6 +101,11 @@ def describe(name: str, wait: Wait, frame: FrameType) -> BlockedThread:
         named = name_of(wait.token, frame)
         waiting_on = "simplequeue get" + (f": {named}" if named else "")
         return BlockedThread(name, waiting_on, stack(outward(frame)))
+    if wait.kind == "lock":
+        # The innermost frame calls acquire() itself (C): it is the wait's site.
+        named = name_of(wait.token, frame)
+        waiting_on = "lock acquire" + (f": {named}" if named else "")
+        return BlockedThread(name, waiting_on, stack(outward(frame)))
     if wait.kind == "exit":
         return BlockedThread(name, "exit: waiting for non-daemon threads", stack(outward(frame)))
 

@@ -2,8 +2,9 @@
 
 A thread is asleep when it is parked, with no timeout, in a wait that only another thread can end,
 and not woken yet: a Condition.wait (queues, events, barriers, semaphores, a WaitGroup), a join,
-the interpreter's exit, an untimed SimpleQueue.get on Linux, or a polling wait declared through
-the hook in declared.py. Anything else counts as awake. docs/watchdog.md gives each rule's reason.
+the interpreter's exit, an untimed SimpleQueue.get or Lock.acquire on Linux, or a polling wait
+declared through the hook in declared.py. Anything else counts as awake. docs/watchdog.md gives
+each rule's reason.
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ JOIN_IN_C = code_of(threading.Thread, "join") if JOIN_WAIT is None else None
 _EXIT_IN_C = calls_of_global(EXIT_WAIT, "_thread_shutdown") if EXIT_WAIT else frozenset()
 
 
+# The waits that allocate nothing per wait, so that only a thread's count of context switches
+# tells one that stays from one that ended and began again at the same place (Linux only).
+PROVEN_BY_SWITCHES = frozenset({"simplequeue", "lock"})
+
+
 @dataclass(frozen=True, eq=False)
 class Wait:
     """Where one thread sleeps, as one sample saw it: cheap to take, no stack walk, no names."""
 
-    kind: str  # "condition", "join", "exit", "simplequeue", "loop" or "polling"
+    kind: str  # "condition", "join", "exit", "simplequeue", "lock", "loop" or "polling"
     code: CodeType
     lasti: int
     # The object this wait sleeps on (a Condition's waiter lock, a select() call's `ready` list,
@@ -126,6 +132,35 @@ def simple_queue_get(frame: FrameType) -> Wait | None:
     if not arguments.get("block", True) or arguments.get("timeout") is not None:
         return None
     return Wait("simplequeue", frame.f_code, frame.f_lasti, simple_queue)
+
+
+# What threading.Lock() makes (_thread.lock): a class of C, whose acquire() has no frame.
+_LOCK_TYPE = type(threading.Lock())
+
+
+def lock_acquire(frame: FrameType) -> Wait | None:
+    """`local.acquire()` on a held threading.Lock, untimed, proven from the bytecode at f_lasti.
+
+    A held lock is released only by another thread's call (the holder, or whoever releases it for
+    it), so while every other thread sleeps, nobody will. It is read as a SimpleQueue.get is, and
+    on Linux only, for the same reason: a waiter the release has just handed the lock (in C,
+    before it has the GIL back) still stands here, with the lock held, now by itself. Only its
+    count of context switches, which that wake-up moves, tells it from one still waiting.
+    """
+    call = method_calls(frame.f_code).get(frame.f_lasti)
+    if call is None or call.method != "acquire":
+        return None
+    lock = frame.f_locals.get(call.receiver)
+    # Exactly a threading.Lock, whose acquire() is C: an RLock its owner may take again, and any
+    # other class's acquire() would be a frame of its own.
+    if type(lock) is not _LOCK_TYPE or not lock.locked():
+        return None
+    # Lock.acquire(blocking=True, timeout=-1)
+    arguments = dict(zip(("blocking", "timeout"), call.positional, strict=False))
+    arguments.update(call.keywords)
+    if not arguments.get("blocking", True) or arguments.get("timeout", -1) != -1:
+        return None
+    return Wait("lock", frame.f_code, frame.f_lasti, lock)
 
 
 def polling_wait(frame: FrameType) -> Wait | None:

@@ -22,10 +22,12 @@ from deadlock_watch.threads import (
     EXIT_WAIT,
     JOIN_IN_C,
     JOIN_WAIT,
+    PROVEN_BY_SWITCHES,
     Wait,
     condition_wait,
     exit_wait,
     join_wait,
+    lock_acquire,
     polling_wait,
     same_waits,
     simple_queue_get,
@@ -65,10 +67,10 @@ class Stillness:
         if self._count_switches is not None:
             # The same waits as last time; did any thread run in between? The first reading after
             # a change is the baseline, and the grace period starts from it. A SimpleQueue.get()
-            # whose count cannot be read is not proven asleep.
+            # or a Lock.acquire() whose count cannot be read is not proven asleep.
             switches = self._count_switches(waits)
             unreadable = any(
-                switches[ident] is None and wait.kind == "simplequeue"
+                switches[ident] is None and wait.kind in PROVEN_BY_SWITCHES
                 for ident, wait in waits.items()
             )
             if switches != self._switches or unreadable:
@@ -223,6 +225,8 @@ def classify(frame: FrameType, counts_switches: bool) -> Wait | None:
         return idle_loop(frame)
     if counts_switches and (simple_queue := simple_queue_get(frame)) is not None:
         return simple_queue
+    if counts_switches and (lock := lock_acquire(frame)) is not None:
+        return lock
     return polling_wait(frame)
 
 

@@ -13,6 +13,8 @@ import signal
 import sys
 from collections.abc import Callable
 
+from deadlock_watch.declared import declaration_of
+
 # Every signal a handler can be set for, read once (the set of signals does not change).
 _SIGNALS = tuple(sorted(signal.valid_signals()))
 # signal.getsignal() without the wrapper that turns 0 and 1 into SIG_DFL and SIG_IGN: fifteen times
@@ -46,6 +48,8 @@ def signal_or_timer_can_wake(ignore: IgnoreHandler | None = None) -> bool:
         # read by a thread, which is then awake in I/O); an int: SIG_DFL or SIG_IGN.
         if handler is None or isinstance(handler, int) or handler is signal.default_int_handler:
             continue
+        if signum == signal.SIGINT and _declared_to_only_interrupt(handler):
+            continue
         if not _is_asyncio_sigint(handler) and not ignored(signum, handler):
             return True
     return False
@@ -53,6 +57,17 @@ def signal_or_timer_can_wake(ignore: IgnoreHandler | None = None) -> bool:
 
 def _nothing(signum: int, handler: object) -> bool:
     return False
+
+
+def _declared_to_only_interrupt(handler: object) -> bool:
+    """A bound method whose class declares it a Ctrl-C handler that only interrupts the program,
+    as the default one does (declared.py): stage 4's asyncio pool, which turns Ctrl-C into a stop
+    of the run. The method's name must be the one declared: any other method stays a way out."""
+    owner = getattr(handler, "__self__", None)
+    declared = declaration_of(owner) if owner is not None else None
+    if declared is None or declared.interrupts is None:
+        return False
+    return getattr(getattr(handler, "__func__", None), "__name__", None) == declared.interrupts
 
 
 def _is_asyncio_sigint(handler: object) -> bool:

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from types import CodeType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -28,6 +29,9 @@ from beyond import (
     checkpoint,
     current_token,
 )
+from beyond.backends.protocol import Runner, SchedulerSeam
+from beyond.backends.threads import RunInWorkerThread
+from beyond.backends.worker_threads import OneThreadPerWorker
 from beyond.task import quoted_name
 from deadlock_watch import current_frames
 from tests.conftest import finish_within
@@ -1075,3 +1079,32 @@ def test_a_task_on_another_backend_is_named_the_same_way() -> None:
 
     assert isinstance(dies.err, WorkerDied)
     assert str(dies.err).startswith("the worker process running task 'exit_now(7)' died")
+
+
+# --- A backend made by hand ---------------------------------------------------------------------
+
+
+class ThreadsByHand(OneThreadPerWorker):
+    """The threads backend's runner under another name: a backend as docs/stage4.md says to add."""
+
+    name = "by hand"
+
+    def runner(self, scheduler: SchedulerSeam[Any], number: int) -> Runner:
+        return RunInWorkerThread(scheduler, number)
+
+
+class SaysNotWhichKind:
+    name = "unsaid"
+
+    def threads(self, scheduler: SchedulerSeam[Any]) -> list[threading.Thread]:
+        return []
+
+
+def test_a_backend_made_by_hand_runs_the_pool_and_one_that_says_not_its_kind_is_refused() -> None:
+    work = [Task(partial(pow, 2, n)) for n in range(5)]
+    pool = Pool(work, 2, backend=ThreadsByHand())
+    pool.run()
+    assert [task.result for task in work] == [1, 2, 4, 8, 16]
+    # Its kind is a plain class attribute (runs_on), read without an isinstance() on a Protocol.
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Pool(work, 2, backend=SaysNotWhichKind())

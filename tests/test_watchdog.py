@@ -299,6 +299,107 @@ def test_only_an_untimed_get_on_a_local_simple_queue_counts_as_asleep() -> None:
         thread.join(10)
 
 
+# --- Bare locks (read on Linux only, as SimpleQueue gets: they need the context-switch counts) ----
+
+
+@linux_only
+def test_reports_threads_that_each_wait_for_the_lock_the_other_holds() -> None:
+    outcome = every_scenario().outcome("locks_taken_in_opposite_orders")
+
+    assert outcome.returncode == 2, outcome.stderr
+    blocks = outcome.blocks()
+    assert set(blocks) == {
+        "thread MainThread [thread join: first-then-second]:",
+        "thread first-then-second [lock acquire: theirs]:",
+        "thread second-then-first [lock acquire: theirs]:",
+    }
+    assert blocks["thread first-then-second [lock acquire: theirs]:"][0] == (
+        "__main__.locks_taken_in_opposite_orders.<locals>.take(...)"
+    )
+
+
+@linux_only
+def test_threads_taking_turns_through_bare_locks_are_never_reported() -> None:
+    # A woken taker holds the lock (in C) before it runs again: it looks asleep at the same place
+    # until its count of context switches moves.
+    outcome = every_scenario().outcome("locks_handed_back_and_forth")
+    turns = int(outcome.stdout.splitlines()[0].removeprefix("turns: "))
+    assert turns > 100
+    assert_healthy_then_reported(outcome)
+
+
+@linux_only
+def test_a_lock_held_by_a_thread_that_sleeps_is_never_reported() -> None:
+    assert_healthy_then_reported(every_scenario().outcome("lock_held_by_a_sleeping_thread"))
+
+
+@linux_only
+def test_only_an_untimed_acquire_of_a_held_local_lock_counts_as_asleep() -> None:
+    held = threading.Lock()
+    held.acquire()
+    owned = threading.RLock()
+    owner_holds = threading.Event()
+    release_the_rlock = threading.Event()
+
+    class Holder:
+        lock = held
+
+    def plain() -> None:
+        lock = held
+        lock.acquire()
+
+    def positional() -> None:
+        lock = held
+        lock.acquire(True, -1)
+
+    def keywords() -> None:
+        lock = held
+        lock.acquire(blocking=True, timeout=-1)
+
+    def timed() -> None:
+        lock = held
+        lock.acquire(timeout=30)
+
+    def through_an_attribute() -> None:
+        Holder().lock.acquire()
+
+    def rlock() -> None:
+        lock = owned
+        lock.acquire()
+
+    def hold_the_rlock() -> None:
+        with owned:
+            owner_holds.set()
+            release_the_rlock.wait()
+
+    holder = daemon(hold_the_rlock)
+    owner_holds.wait(10)
+    untimed = [daemon(plain), daemon(positional), daemon(keywords)]
+    others = {
+        daemon(timed): timed.__code__,
+        daemon(through_an_attribute): through_an_attribute.__code__,
+        daemon(rlock): rlock.__code__,
+    }
+    try:
+        for thread in untimed:
+            assert asleep_in(thread).kind == "lock"
+        for thread, code in others.items():
+            parked_in_a_call(thread, code)
+            assert sampled(thread) is None, code.co_name
+    finally:
+        release_the_rlock.set()
+        # Each release hands the lock to one taker, which keeps it: release once per taker of
+        # `held`, each time once a taker has it again (a release of a free lock raises).
+        for remaining in range(len(untimed) + len(others) - 1, 0, -1):
+            held.release()
+            deadline = time.monotonic() + 10
+            while remaining > 1 and not held.locked() and time.monotonic() < deadline:
+                holder.join(0.001)
+    for thread in [holder, *untimed, *others]:
+        thread.join(10)
+        assert not thread.is_alive()
+
+
 def parked_in_a_call(thread: threading.Thread, code: types.CodeType) -> None:
     """Wait until the thread runs `code`, stopped at one call (fail after 10 s)."""
     deadline = time.monotonic() + 10

@@ -11,6 +11,7 @@ proves that the watchdog was watching all along. The rest look at one thread in 
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from typing import Any, ClassVar
 
@@ -107,6 +108,46 @@ def test_reports_a_stage_4_stream_whose_tasks_wait_on_a_queue_nobody_feeds() -> 
     main_header = "thread MainThread [pool wait: scheduler]:"
     assert set(blocks) == {main_header, *sorted(WORKERS_WAITING)[:2]}
     assert blocks[main_header][0] == "beyond.pool.Pool._stream(...)"
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="bare Lock.acquire() waits are read on Linux only"
+)
+@pytest.mark.parametrize("how", ["run", "stream"])
+def test_reports_a_stage_4_pool_whose_tasks_generator_waits_on_a_queue_nobody_feeds(
+    how: str,
+) -> None:
+    # One worker inside the generator's next(); the two others wait in line for it on the pool's
+    # bare lock, which the watchdog used to count as awake (silent at 2 workers and more).
+    outcome = pool_scenarios().outcome(f"beyond_generator_waiting_on_a_queue_nobody_feeds[{how}]")
+
+    assert outcome.returncode == 2, outcome.stderr
+    blocks = set(outcome.blocks())
+    assert "thread MainThread [pool wait: scheduler]:" in blocks
+    # Whichever worker came to the generator first is inside it (under load, not always worker-1).
+    workers = sorted(header.split(" ", 2)[1:] for header in blocks if "worker-" in header)
+    assert [name for name, _ in workers] == ["worker-1", "worker-2", "worker-3"], blocks
+    waits = sorted(wait for _, wait in workers)
+    assert waits == ["[lock acquire: taking]:"] * 2 + ["[queue get: feed]:"], blocks
+    assert len(blocks) == 4, blocks
+
+
+@pytest.mark.parametrize("how", ["run", "stream"])
+def test_reports_a_stage_4_asyncio_pool_whose_tasks_await_a_queue_nobody_feeds(how: str) -> None:
+    # From synchronous code the pool installs its own SIGINT handler while the loop runs (CtrlC).
+    # It only interrupts, as Python's default does, and says so (__deadlock_watch__): no way out.
+    outcome = pool_scenarios().outcome(f"beyond_asyncio_waiting_on_a_queue_nobody_feeds[{how}]")
+
+    assert outcome.returncode == 2, outcome.stderr
+    assert outcome.stderr.startswith("fatal error: all tasks are asleep - deadlock!\n")
+    assert {"task worker-1 [queue get]:", "task worker-3 [queue get]:"} <= set(outcome.blocks())
+
+
+def test_a_users_own_sigint_handler_beside_a_stage_4_asyncio_pool_is_a_way_out() -> None:
+    # The pool leaves Ctrl-C to it; a real SIGINT after 3 s makes it feed the waiting tasks.
+    outcome = pool_scenarios().outcome("beyond_asyncio_with_a_users_sigint_handler")
+    assert outcome.stdout.startswith("finished: 3\n"), outcome.stderr
+    assert_healthy_then_reported(outcome)
 
 
 def test_a_stage_4_runs_deadline_is_a_way_out_until_it_has_passed() -> None:

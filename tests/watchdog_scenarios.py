@@ -251,6 +251,82 @@ def simple_queue_nobody_feeds() -> None:
 
 
 @scenario
+def locks_handed_back_and_forth() -> None:
+    # Two threads take turns through two bare locks for a second while main joins them: each
+    # sleeps in an untimed acquire() on a held lock until the other releases it, thousands of times
+    # a second, always at the same two lines, and a woken one holds its lock before it runs again.
+    lefts_turn, rights_turn = threading.Lock(), threading.Lock()
+    rights_turn.acquire()
+    deadline = time.monotonic() + HEALTHY_SECONDS
+    turns = 0
+    over = False
+
+    def left() -> None:
+        nonlocal turns, over
+        mine, theirs = lefts_turn, rights_turn
+        while not over:
+            mine.acquire()
+            turns += 1
+            over = time.monotonic() >= deadline
+            theirs.release()  # the last one lets right see `over` and end
+
+    def right() -> None:
+        mine, theirs = rights_turn, lefts_turn
+        while True:
+            mine.acquire()
+            if over:
+                return
+            theirs.release()
+
+    players = [threading.Thread(target=left), threading.Thread(target=right)]
+    for player in players:
+        player.start()
+    for player in players:
+        player.join()
+    print(f"turns: {turns}")
+    deadlock_for_good()
+
+
+@scenario
+def lock_held_by_a_sleeping_thread() -> None:
+    # A worker waits, untimed, for a lock that main holds while it sleeps: main is awake.
+    held = threading.Lock()
+    held.acquire()
+
+    def take_it() -> None:
+        lock = held
+        lock.acquire()
+
+    worker = threading.Thread(target=take_it, name="taker")
+    worker.start()
+    time.sleep(HEALTHY_SECONDS)
+    held.release()
+    worker.join()
+    deadlock_for_good()
+
+
+@scenario
+def locks_taken_in_opposite_orders() -> None:
+    # The textbook deadlock: each thread holds one lock and waits, untimed, for the other's.
+    first, second = threading.Lock(), threading.Lock()
+    both_hold_one = threading.Barrier(2)
+
+    def take(mine: threading.Lock, theirs: threading.Lock) -> None:
+        mine.acquire()
+        both_hold_one.wait()
+        theirs.acquire()
+
+    takers = [
+        threading.Thread(target=take, args=(first, second), name="first-then-second"),
+        threading.Thread(target=take, args=(second, first), name="second-then-first"),
+    ]
+    for taker in takers:
+        taker.start()
+    for taker in takers:
+        taker.join()
+
+
+@scenario
 def busy_executor() -> None:
     # Main hands the executor one tiny task after another and waits for each result: main and
     # the worker take turns sleeping, at the same two lines, thousands of times a second.
@@ -449,12 +525,98 @@ def beyond_pool_with_a_deadline() -> None:
     pool.run(timeout=HEALTHY_SECONDS)
 
 
+def beyond_generator_waiting_on_a_queue_nobody_feeds(how: str) -> None:
+    # A crawler whose feeder forgot the next URL: the tasks generator waits for ever. One worker is
+    # inside its next(), the others wait in line for it on the pool's bare lock (_taking).
+    feed: queue.Queue[int] = queue.Queue()
+
+    def tasks() -> Iterator[beyond.Task[int]]:
+        yield beyond.Task(int)
+        while True:
+            number = feed.get()
+            yield beyond.Task(functools.partial(int, number))
+
+    pool = beyond.Pool(tasks(), 3)
+    if how == "run":
+        pool.run()
+    else:
+        for _ in pool:
+            pass
+
+
+def asyncio_pool(calls: list[Callable[[], Any]]) -> beyond.Pool[Any]:
+    """Stage 4 on asyncio's standard loop (uvloop's has no Python frames for the watchdog)."""
+    from beyond.backends.event_loop import Asyncio
+
+    tasks = [beyond.Task(call) for call in calls]
+    return beyond.Pool(tasks, len(tasks), backend=Asyncio(loop="standard"))
+
+
+def beyond_asyncio_waiting_on_a_queue_nobody_feeds(how: str) -> None:
+    # Synchronous run() and `for task in pool` handle Ctrl-C with a SIGINT handler of the pool's
+    # own while the loop runs; it only interrupts, so it must not hide the deadlock.
+    inbox: list[asyncio.Queue[None]] = []
+
+    async def wait_for_an_item() -> None:
+        if not inbox:
+            inbox.append(asyncio.Queue())
+        await inbox[0].get()
+
+    pool = asyncio_pool([wait_for_an_item] * 3)
+    if how == "run":
+        pool.run()
+    else:
+        for _ in pool:
+            pass
+
+
+def beyond_asyncio_with_a_users_sigint_handler() -> None:
+    # A program's own SIGINT handler is a way out (the pool then leaves Ctrl-C to it): here it
+    # feeds the queue the tasks wait on, after a real SIGINT from another process.
+    inbox: list[asyncio.Queue[None]] = []
+    loop: list[asyncio.AbstractEventLoop] = []
+
+    async def wait_for_an_item() -> None:
+        if not inbox:
+            inbox.append(asyncio.Queue())
+            loop.append(asyncio.get_running_loop())
+        await inbox[0].get()
+
+    def feed(signum: int, frame: FrameType | None) -> None:
+        for _ in range(3):
+            loop[0].call_soon_threadsafe(inbox[0].put_nowait, None)
+
+    signal.signal(signal.SIGINT, feed)
+    sender = send_me_later(signal.SIGINT, 3 * HEALTHY_SECONDS)
+    pool = asyncio_pool([wait_for_an_item] * 3)
+    pool.run()
+    sender.wait()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(f"finished: {sum(task.finished for task in pool.tasks)}")
+    deadlock_for_good()
+
+
 SCENARIOS["beyond_stream_waiting_on_tasks_nobody_feeds"] = (
     beyond_stream_waiting_on_tasks_nobody_feeds,
     True,
 )
 SCENARIOS["beyond_pool_with_a_deadline"] = (beyond_pool_with_a_deadline, False)
-POOL_SCENARIOS += ["beyond_stream_waiting_on_tasks_nobody_feeds", "beyond_pool_with_a_deadline"]
+SCENARIOS["beyond_asyncio_with_a_users_sigint_handler"] = (
+    beyond_asyncio_with_a_users_sigint_handler,
+    True,
+)
+POOL_SCENARIOS += [
+    "beyond_stream_waiting_on_tasks_nobody_feeds",
+    "beyond_pool_with_a_deadline",
+    "beyond_asyncio_with_a_users_sigint_handler",
+]
+for how in ("run", "stream"):
+    for function in (
+        beyond_generator_waiting_on_a_queue_nobody_feeds,
+        beyond_asyncio_waiting_on_a_queue_nobody_feeds,
+    ):
+        SCENARIOS[f"{function.__name__}[{how}]"] = (functools.partial(function, how), True)
+        POOL_SCENARIOS.append(f"{function.__name__}[{how}]")
 
 
 # --- Signals and timers ---------------------------------------------------------------------------

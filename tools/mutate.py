@@ -95,6 +95,7 @@ SCHEDULER = "beyond/scheduler.py"
 WAITING = "beyond/waiting.py"
 CANCELLATION = "beyond/cancellation.py"
 WORKER_THREADS = "beyond/backends/worker_threads.py"
+PROTOCOL = "beyond/backends/protocol.py"
 BEYOND_ASYNCIO = "beyond/backends/event_loop.py"
 ASYNCIO_WORKERS = "beyond/backends/event_loop_workers.py"
 PROCESSES = "beyond/backends/child_processes.py"
@@ -645,6 +646,49 @@ MUTANTS: tuple[Mutant, ...] = (
         T_WATCHDOG_ASYNCIO,
     ),
     _mutant(
+        "watchdog-declared-ctrl-c-handler-counts-as-a-way-out",
+        WD_WAYS_OUT,
+        "        if signum == signal.SIGINT and _declared_to_only_interrupt(handler):\n"
+        "            continue\n",
+        "",
+        (*T_WATCHDOG_POOLS, "tests/test_watchdog_signals.py"),
+    ),
+    _mutant(
+        "watchdog-any-method-of-a-declaring-class-is-no-way-out",
+        WD_WAYS_OUT,
+        'getattr(handler, "__func__", None), "__name__", None) == declared.interrupts',
+        'getattr(handler, "__func__", None), "__name__", None) is not None',
+        T_WATCHDOG_SIGNALS,
+    ),
+    _mutant(
+        "watchdog-declared-handler-is-no-way-out-for-any-signal",
+        WD_WAYS_OUT,
+        "if signum == signal.SIGINT and _declared_to_only_interrupt(handler):",
+        "if _declared_to_only_interrupt(handler):",
+        T_WATCHDOG_SIGNALS,
+    ),
+    _mutant(
+        "watchdog-bare-lock-acquire-not-read",
+        WATCHDOG,
+        "if counts_switches and (lock := lock_acquire(frame)) is not None:",
+        "if False:",
+        (*T_WATCHDOG_POOLS, "tests/test_watchdog.py"),
+    ),
+    _mutant(
+        "watchdog-timed-lock-acquire-counts-as-asleep",
+        WD_THREADS,
+        'if not arguments.get("blocking", True) or arguments.get("timeout", -1) != -1:',
+        'if not arguments.get("blocking", True):',
+        T_WATCHDOG,
+    ),
+    _mutant(
+        "watchdog-rlock-acquire-counts-as-asleep",
+        WD_THREADS,
+        "if type(lock) is not _LOCK_TYPE or not lock.locked():",
+        'if not hasattr(lock, "acquire"):',
+        T_WATCHDOG,
+    ),
+    _mutant(
         "watchdog-armed-timer-ignored",
         WD_WAYS_OUT,
         "    if timer_armed:\n",
@@ -970,6 +1014,44 @@ MUTANTS: tuple[Mutant, ...] = (
         "self._lock = threading.RLock()",
         "self._lock = threading.Lock()",
         T_BEYOND,
+    ),
+    Mutant(
+        # A Ctrl-C landing in typing's generator expression (3.11) is printed and dropped.
+        "beyond-backends-kind-told-by-a-protocol-isinstance",
+        BEYOND,
+        (
+            (
+                '        if backend.runs_on == "an event loop":\n'
+                "            # asyncio: the backend runs the whole pool itself",
+                "        if isinstance(backend, EventLoopBackend):\n"
+                "            # asyncio: the backend runs the whole pool itself",
+            ),
+            (
+                '        if backend.runs_on == "an event loop":\n'
+                "            return backend.stream_pool",
+                "        if isinstance(backend, EventLoopBackend):\n"
+                "            return backend.stream_pool",
+            ),
+        ),
+        ("tests/test_robust_interrupts.py",),
+        survives=(
+            "Equivalent on Python 3.12 and later, whose runtime_checkable Protocols check "
+            "without a generator expression. On 3.11 "
+            "test_a_real_sigint_at_every_point_of_the_pools_own_code_is_a_clean_ctrl_c kills it."
+        ),
+        elsewhere=(
+            (
+                PROTOCOL,
+                "class EventLoopBackend(Protocol):",
+                "@runtime_checkable\nclass EventLoopBackend(Protocol):",
+            ),
+            (
+                PROTOCOL,
+                "from typing import Any, ClassVar, Final, Literal, Protocol, TypeGuard, TypeVar",
+                "from typing import Any, ClassVar, Final, Literal, Protocol, TypeGuard, TypeVar, "
+                "runtime_checkable",
+            ),
+        ),
     ),
     _mutant(
         "beyond-no-backpressure",

@@ -14,7 +14,7 @@ a backend may ask of the scheduler, and nothing more, is in protocol.py.
 
 from __future__ import annotations
 
-from beyond.backends.protocol import Backend, EventLoopBackend, WorkerThreadsBackend
+from beyond.backends.protocol import Backend, is_a_backend
 from beyond.backends.threads import THREADS
 
 # The backends by name, beside a dask.distributed Client (for messages).
@@ -34,9 +34,7 @@ def backend_for(backend: object) -> Backend:
         from beyond.backends.child_processes import Processes
 
         return Processes()
-    if isinstance(getattr(backend, "name", None), str) and isinstance(
-        backend, WorkerThreadsBackend | EventLoopBackend
-    ):
+    if is_a_backend(backend):
         return backend
     if _looks_like_a_dask_client(backend):
         from beyond.backends.dask_cluster import dask_backend

@@ -43,7 +43,7 @@ import signal
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from beyond.backends.event_loop_workers import LoopRun
 from beyond.backends.protocol import BeginRun, SchedulerSeam, StopReason
@@ -73,6 +73,7 @@ class Asyncio:
     """
 
     name = "asyncio"
+    runs_on: ClassVar[Literal["an event loop"]] = "an event loop"
 
     def __init__(self, loop: str | None = None) -> None:
         if loop is None:
@@ -249,6 +250,11 @@ class CtrlC:
     cancelled at their next await; the KeyboardInterrupt is raised once the loop has stopped. A
     second Ctrl-C raises at once, as asyncio.Runner's does.
     """
+
+    # Read by the deadlock watchdog (deadlock_watch): _on_sigint only interrupts the run, as
+    # Python's default handler would, so it is no way out of a deadlock among the pool's tasks
+    # (tests/test_watchdog_pools.py). Without it a deadlocked run() would hang unreported.
+    __deadlock_watch__: ClassVar[dict[str, str]] = {"kind": "ctrl-c", "interrupts": "_on_sigint"}
 
     def __init__(self, scheduler: SchedulerSeam[Any]) -> None:
         self.scheduler = scheduler

@@ -24,7 +24,7 @@ import enum
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Final, Literal, Protocol, TypeGuard, TypeVar
 
 from beyond.task import Task
 
@@ -227,23 +227,27 @@ class Runner(Protocol):
         """The worker has taken its last task: release what the runner holds."""
 
 
-@runtime_checkable
 class WorkerThreadsBackend(Protocol):
     """A backend whose tasks are run by threads the pool starts and waits for."""
 
     name: str
+    # Which kind of backend this is, for the Pool to tell with a plain comparison. Not with an
+    # isinstance() on a runtime_checkable Protocol: that runs Python code of typing's, on 3.11 a
+    # generator expression, and a Ctrl-C landing as that generator is cleaned up is printed
+    # ("Exception ignored") and dropped: the run then went on as if no Ctrl-C had come.
+    runs_on: ClassVar[Literal["worker threads"]]
 
     def threads(self, scheduler: SchedulerSeam[Any]) -> Sequence[threading.Thread]:
         """The threads that run this run's tasks, not yet started. Each calls scheduler.begin()
         first and scheduler.end(number) last, whatever happens."""
 
 
-@runtime_checkable
 class EventLoopBackend(Protocol):
     """A backend that runs the whole run itself, on an event loop (asyncio): the pool hands it
     the way to begin the run, and it keeps the scheduler's rules with worker coroutines."""
 
     name: str
+    runs_on: ClassVar[Literal["an event loop"]]  # see WorkerThreadsBackend
 
     def run_pool(self, begin: BeginRun[Any]) -> None: ...
 
@@ -254,5 +258,13 @@ class EventLoopBackend(Protocol):
     def stream_pool_async(self, begin: BeginRun[Result]) -> AsyncGenerator[Task[Result], None]: ...
 
 
-# Where a Pool's tasks run.
+# Where a Pool's tasks run: which of the two, `backend.runs_on` says.
 Backend = WorkerThreadsBackend | EventLoopBackend
+
+
+def is_a_backend(candidate: object) -> TypeGuard[Backend]:
+    """A backend made by hand: it has a name and says which kind it is (no isinstance() on the
+    Protocols: see WorkerThreadsBackend.runs_on)."""
+    return isinstance(getattr(candidate, "name", None), str) and getattr(
+        candidate, "runs_on", None
+    ) in ("worker threads", "an event loop")

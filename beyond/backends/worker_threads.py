@@ -12,7 +12,7 @@ import atexit
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from beyond.backends.protocol import Runner, SchedulerSeam, StopReason
 
@@ -22,6 +22,7 @@ class OneThreadPerWorker(ABC):
     through a Runner of the backend's (made in that thread, as it begins)."""
 
     name: str
+    runs_on: ClassVar[Literal["worker threads"]] = "worker threads"
 
     @abstractmethod
     def runner(self, scheduler: SchedulerSeam[Any], number: int) -> Runner:
