@@ -108,10 +108,9 @@ class Sizes:
     @staticmethod
     def quick() -> Sizes:
         """What `python -m plots` measures by default, and `make demo` last: every figure, with
-        fewer repeats, worker counts and cells than full(): 114 s at a load average of 14, where
-        the sizes before these took 483 s at 16 and 128 s on a quiet machine; 1 to 1.5 minutes
-        there, by the CPU time, a third of theirs. The failure matrix is measured as in full():
-        its reference table is a quick run's."""
+        fewer repeats, worker counts and cells than full(): 64 s on a quiet 2-core machine and 114 s
+        at a load average of 14, where the sizes before these took 128 s and 483 s. The failure
+        matrix is measured as in full(): its reference table is a quick run's."""
         return Sizes(
             mode="quick",
             repeats=2,
