@@ -66,9 +66,8 @@ def test_every_test_the_development_notes_cite_exists() -> None:
 
 
 def test_every_mutant_the_development_notes_name_is_in_the_table() -> None:
-    named = set(
-        re.findall(r"`((?:robust|ec|fix|go|naive|watchdog|beyond)-[a-z-]+)`", development_notes())
-    )
+    prefixes = "robust|ec|fix|go|naive|watchdog|beyond|plugin|processes|asyncio|dask"
+    named = set(re.findall(rf"`((?:{prefixes})-[a-z-]+)`", development_notes()))
     assert named
     assert named - {mutant.name for mutant in MUTANTS} == set()
 
