@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import platform
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.child_process import Child, spawn
+from tests.conftest import REPO_ROOT
 
 # The child: 20 tasks on 4 workers, from a generator. Task 0 returns at once; every other task
 # says when it starts and then awaits a 30 s sleep, which only a cancel ends. A "deaf" task
@@ -346,3 +349,55 @@ def test_ctrl_c_just_after_a_step_of_the_loop_is_a_clean_ctrl_c(loop: str, press
         "started [True, True, True, False]",
         "threads alive: 0",
     ]
+
+
+# The first task panics at once, before it ever awaits, so the first worker's first step lets the
+# panic out of the loop while the other workers have not begun. Closing the loop cancels them
+# before their first step; run() must still see them ended (it waited for ever on the standard
+# loop: an adversarial pass's two quick Ctrl-Cs with tasks that never await, 6 hangs of 6).
+PANIC_BEFORE_THE_OTHERS_BEGIN = r"""
+import asyncio, sys
+from beyond import Pool, Task
+from beyond.backends.event_loop import Asyncio
+
+loop, mode = sys.argv[1], sys.argv[2]
+panic = {"ctrl-c": KeyboardInterrupt, "exit": SystemExit}[sys.argv[3]]
+
+async def panics() -> None:
+    raise panic
+
+async def fine() -> int:
+    return 1
+
+pool = Pool([Task(panics)] + [Task(fine) for _ in range(3)], 4, backend=Asyncio(loop=loop))
+try:
+    if mode == "run":
+        pool.run()
+    elif mode == "iterate":
+        for _ in pool:
+            pass
+    else:
+        asyncio.run(pool.run_async())
+except (KeyboardInterrupt, SystemExit) as raised:
+    print(type(raised).__name__, pool.stopped.reason.value, [t.finished for t in pool.tasks])
+"""
+
+
+@pytest.mark.parametrize("panic", ["ctrl-c", "exit"])
+@pytest.mark.parametrize("mode", ["run", "iterate", "run_async"])
+@pytest.mark.parametrize("loop", ["uvloop", "standard"])
+def test_a_panic_before_the_other_workers_begin_ends_the_run(
+    loop: str, mode: str, panic: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PANIC_BEFORE_THE_OTHERS_BEGIN, loop, mode, panic],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    raised = "KeyboardInterrupt" if panic == "ctrl-c" else "SystemExit"
+    assert done.stdout.splitlines() == [f"{raised} panic [True, False, False, False]"], (
+        done.stdout,
+        done.stderr[-2000:],
+    )

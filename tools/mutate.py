@@ -1307,6 +1307,15 @@ MUTANTS: tuple[Mutant, ...] = (
         T_BEYOND_ASYNCIO_INTERRUPTS,
     ),
     _mutant(
+        "asyncio-a-worker-cancelled-before-it-began-never-ends",
+        ASYNCIO_WORKERS,
+        "    def _worker_ended(self, worker: asyncio.Task[None]) -> None:\n"
+        "        self.running -= 1",
+        "    def _worker_ended(self, worker: asyncio.Task[None]) -> None:\n"
+        "        self.running -= 0 if worker.cancelled() else 1",
+        T_BEYOND_ASYNCIO_INTERRUPTS,
+    ),
+    _mutant(
         "asyncio-ctrl-c-is-left-to-asyncio-runner",
         BEYOND_ASYNCIO,
         "        signal.signal(signal.SIGINT, self._on_sigint)\n",

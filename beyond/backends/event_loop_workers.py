@@ -95,6 +95,12 @@ class LoopRun(Generic[Result]):
             self.loop.create_task(self._work(number), name=f"worker-{number + 1}")
             for number in range(count)
         ]
+        for worker in self.worker_tasks:
+            # Counted as ended by its task's end, not by a finally in _work: a worker cancelled
+            # before its first step (tasks that never await keep the first worker running, and
+            # the others never start) never runs its body, and closing the loop waited for it
+            # for ever (tests/test_beyond_asyncio_interrupts.py, two Ctrl-Cs).
+            worker.add_done_callback(self._worker_ended)
 
     async def run(self) -> None:
         """Run every task; return once every worker has ended. If the task running this is
@@ -161,6 +167,11 @@ class LoopRun(Generic[Result]):
         finally:
             self._waiter = None
 
+    def _worker_ended(self, worker: asyncio.Task[None]) -> None:
+        self.running -= 1
+        if self.running == 0:
+            self._wake()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -201,79 +212,74 @@ class LoopRun(Generic[Result]):
         run_deadline = self.run_deadline
         me = asyncio.current_task()
         assert me is not None
-        try:
-            while True:
-                # The threads' take: a list's deque, or the tasks iterable (read here, on the
-                # loop's thread), with the scheduler's room in iteration.
+        while True:
+            # The threads' take: a list's deque, or the tasks iterable (read here, on the
+            # loop's thread), with the scheduler's room in iteration.
+            taken = take_next(number)
+            while taken is NO_ROOM:
+                if not await self._room_freed():
+                    return
                 taken = take_next(number)
-                while taken is NO_ROOM:
-                    if not await self._room_freed():
-                        return
-                    taken = take_next(number)
-                if taken is None:
-                    return
-                task = taken
-                # A cancel of the task awaiting the pool since the last task: that task has not
-                # had a turn to stop the pool if the tasks never await, so this worker does.
-                awaiting = self.awaiting
-                if awaiting is not None and awaiting.cancelling() > self._cancels_before:
-                    scheduler.stop(*self.if_cancelled, cancel=True)
-                    return
-                # The run's deadline on the loop's own clock, which the tasks' timeouts use.
-                if run_deadline is not None and loop.time() >= run_deadline:
-                    self._run_deadline_passed()
-                    return
-                current[number] = task
-                panic: BaseException | None = None
-                try:
-                    if task.timeout is None and run_deadline is None:
-                        # _awaitable, inlined for the common case: fn gave a coroutine.
-                        awaitable = task.fn()
-                        if type(awaitable) is not CoroutineType:
-                            awaitable = _checked_awaitable(task, awaitable)
-                        task.result = await awaitable
-                    else:
-                        task.result = await self._before_its_deadline(task)
-                except asyncio.CancelledError as cancelled:
-                    task.err = self._cancelled(cancelled, me)
-                except Cancelled as cancelled:
-                    # Raised by the task itself (another pool's stop, say): its outcome, not a
-                    # failure, as in Task.run.
-                    task.err = cancelled
-                except Exception as error:
-                    # The task's failure, kept on it, and counted before this worker awaits
-                    # again: no other worker can take a task in between.
-                    task.err = error
-                    failures.append(None)
-                    if len(failures) >= max_errors:
-                        scheduler.reached_max_errors()
-                except BaseException as raised:
-                    # KeyboardInterrupt, SystemExit...: Go's panic. No new task starts, and the
-                    # running ones are cancelled (see below for where it goes next).
-                    task.err = panic = raised
-                    scheduler.stop(
-                        StopReason.PANIC, f"a task raised {raised!r}", error=raised, cancel=True
-                    )
-                finally:
-                    task.finished = True
-                    current[number] = None
-                if self.streaming:
-                    self.done.append(task)
-                    self._wake()
-                if panic is not None:
-                    if isinstance(panic, KeyboardInterrupt | SystemExit):
-                        # asyncio lets these two out of the loop at once (Task.__step re-raises
-                        # them), and closing the loop then cancels the tasks left and waits for
-                        # them. A Ctrl-C that asyncio.Runner did not turn into a cancel (the
-                        # second one) lands in whatever code runs, a task's included: it must
-                        # stop the run as it does when it lands in the loop's own code.
-                        raise panic
-                    # Any other: run() raises it once every worker has ended.
-                    return
-        finally:
-            self.running -= 1
-            if self.running == 0:
+            if taken is None:
+                return
+            task = taken
+            # A cancel of the task awaiting the pool since the last task: that task has not
+            # had a turn to stop the pool if the tasks never await, so this worker does.
+            awaiting = self.awaiting
+            if awaiting is not None and awaiting.cancelling() > self._cancels_before:
+                scheduler.stop(*self.if_cancelled, cancel=True)
+                return
+            # The run's deadline on the loop's own clock, which the tasks' timeouts use.
+            if run_deadline is not None and loop.time() >= run_deadline:
+                self._run_deadline_passed()
+                return
+            current[number] = task
+            panic: BaseException | None = None
+            try:
+                if task.timeout is None and run_deadline is None:
+                    # _awaitable, inlined for the common case: fn gave a coroutine.
+                    awaitable = task.fn()
+                    if type(awaitable) is not CoroutineType:
+                        awaitable = _checked_awaitable(task, awaitable)
+                    task.result = await awaitable
+                else:
+                    task.result = await self._before_its_deadline(task)
+            except asyncio.CancelledError as cancelled:
+                task.err = self._cancelled(cancelled, me)
+            except Cancelled as cancelled:
+                # Raised by the task itself (another pool's stop, say): its outcome, not a
+                # failure, as in Task.run.
+                task.err = cancelled
+            except Exception as error:
+                # The task's failure, kept on it, and counted before this worker awaits
+                # again: no other worker can take a task in between.
+                task.err = error
+                failures.append(None)
+                if len(failures) >= max_errors:
+                    scheduler.reached_max_errors()
+            except BaseException as raised:
+                # KeyboardInterrupt, SystemExit...: Go's panic. No new task starts, and the
+                # running ones are cancelled (see below for where it goes next).
+                task.err = panic = raised
+                scheduler.stop(
+                    StopReason.PANIC, f"a task raised {raised!r}", error=raised, cancel=True
+                )
+            finally:
+                task.finished = True
+                current[number] = None
+            if self.streaming:
+                self.done.append(task)
                 self._wake()
+            if panic is not None:
+                if isinstance(panic, KeyboardInterrupt | SystemExit):
+                    # asyncio lets these two out of the loop at once (Task.__step re-raises
+                    # them), and closing the loop then cancels the tasks left and waits for
+                    # them. A Ctrl-C that asyncio.Runner did not turn into a cancel (the
+                    # second one) lands in whatever code runs, a task's included: it must
+                    # stop the run as it does when it lands in the loop's own code.
+                    raise panic
+                # Any other: run() raises it once every worker has ended.
+                return
 
     async def _room_freed(self) -> bool:
         """Streaming, after NO_ROOM: wait until the loop over the pool takes a finished task
