@@ -244,10 +244,13 @@ def claim_all(tasks: list[Task[Result]], mark: object) -> None:
     with _claiming:
         for claimed, task in enumerate(tasks):
             if task._owner is not None:
+                # Read before the undo below, which clears this very task if it came earlier in
+                # the list.
+                here = task._owner is mark
                 # Undo this pool's claims so far: the Pool is refused as a whole.
                 for earlier in tasks[:claimed]:
                     earlier._owner = None
-                raise given_twice(task, claimed, task._owner is mark)
+                raise given_twice(task, claimed, here)
             task._owner = mark
 
 

@@ -1106,5 +1106,94 @@ def test_a_backend_made_by_hand_runs_the_pool_and_one_that_says_not_its_kind_is_
     pool.run()
     assert [task.result for task in work] == [1, 2, 4, 8, 16]
     # Its kind is a plain class attribute (runs_on), read without an isinstance() on a Protocol.
-    with pytest.raises(ValueError, match="backend must be one of"):
+    with pytest.raises(ValueError, match=r"^a backend made by hand needs a str `name`"):
         Pool(work, 2, backend=SaysNotWhichKind())
+    with pytest.raises(ValueError, match=r"^backend must be one of .* or a backend made by hand"):
+        Pool(work, 2, backend=object())
+
+
+class CallsFnItself(OneThreadPerWorker):
+    """A backend made by hand whose runner calls task.fn itself, in the worker thread."""
+
+    name = "calls fn itself"
+
+    def runner(self, scheduler: SchedulerSeam[Any], number: int) -> Runner:
+        return CallingRunner()
+
+
+class CallingRunner:
+    def run(self, task: Task[Any]) -> bool:
+        return task.run(lambda: task.fn())
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_backend_made_by_hand_gives_its_tasks_checkpoint_cancel_and_deadlines() -> None:
+    # Found by an adversarial pass: such a backend, made as docs/stage4.md says, ran its tasks
+    # blind to cancel() and deadlines (checkpoint() found no task), and they were reported
+    # overdue. Any worker thread now tells checkpoint() which task it runs.
+    started = threading.Event()
+
+    def checks_until_cancelled() -> str:
+        started.set()
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            checkpoint()
+            time.sleep(0.001)
+        return "never cancelled"
+
+    def cancel_once_started() -> None:
+        started.wait()
+        pool.cancel()
+
+    cancelled: Task[str] = Task(checks_until_cancelled)
+    pool: Pool[str] = Pool([cancelled], 1, backend=CallsFnItself())
+    canceller = threading.Thread(target=cancel_once_started, daemon=True)
+    canceller.start()
+    finish_within(30, pool.run)
+    canceller.join()
+    assert isinstance(cancelled.err, Cancelled), cancelled.err or cancelled.result
+
+    def sleeps_past_its_timeout() -> None:
+        current_token().sleep(10)
+
+    late: Task[None] = Task(sleeps_past_its_timeout, timeout=0.05)
+    finish_within(30, Pool([late], 1, backend=CallsFnItself()).run)
+    assert isinstance(late.err, TimeoutError), late.err
+
+
+class ForgetsToReturn(OneThreadPerWorker):
+    name = "forgets to return"
+
+    def runner(self, scheduler: SchedulerSeam[Any], number: int) -> Runner:
+        return ForgetfulRunner()
+
+
+class ForgetfulRunner:
+    def run(self, task: Task[Any]) -> bool:
+        task.run()
+        return None  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_runner_that_does_not_return_task_runs_bool_stops_the_run_saying_so() -> None:
+    # Its tasks' failures could not count toward max_errors: the run stops at once (an
+    # adversarial pass saw max_errors silently ignored).
+    work = [Task(partial(pow, 2, n)) for n in range(6)]
+    pool = Pool(work, 1, backend=ForgetsToReturn(), max_errors=1)
+    with pytest.raises(TypeError, match=r"returned None, not Task.run's bool"):
+        finish_within(10, pool.run)
+    assert pool.stopped is not None and pool.stopped.reason is StopReason.BACKEND_FAILED
+    assert [task.finished for task in work] == [True] + [False] * 5
+
+
+def test_the_same_task_twice_in_a_list_is_refused_saying_it_was_this_pool() -> None:
+    twice = Task(returns(1))
+    with pytest.raises(ValueError, match=r"^task 2 \(.*\) was given twice in this Pool"):
+        Pool([Task(returns(0)), twice, twice], 1)
+    # Refused as a whole: each task is free for another pool.
+    Pool([twice], 1).run()
+    assert twice.result == 1

@@ -988,10 +988,24 @@ MUTANTS: tuple[Mutant, ...] = (
         T_BEYOND,
     ),
     _mutant(
+        "beyond-worker-threads-do-not-tell-checkpoint-their-task",
+        WORKER_THREADS,
+        "    run_here(TaskOfThisWorker(scheduler, number))\n",
+        "",
+        T_BEYOND,
+    ),
+    _mutant(
+        "beyond-a-runner-may-return-anything",
+        WORKER_THREADS,
+        "        if failed is not True:\n",
+        "        if False:\n",
+        T_BEYOND,
+    ),
+    _mutant(
         "beyond-a-failure-is-never-recorded",
         WORKER_THREADS,
-        "            failures.append(None)",
-        "            pass",
+        "        failures.append(None)",
+        "        pass",
         T_BEYOND,
     ),
     _mutant(

@@ -41,8 +41,15 @@ def backend_for(backend: object) -> Backend:
 
         return dask_backend(backend)
     names = ", ".join(repr(name) for name in NAMES)
+    if hasattr(backend, "threads") or hasattr(backend, "run_pool"):
+        # Made by hand, but without what says which kind it is (docs/stage4.md, the seam).
+        raise ValueError(
+            f"a backend made by hand needs a str `name` and `runs_on` set to 'worker threads' or "
+            f"'an event loop' (see docs/stage4.md, the seam), got {backend!r}"
+        )
     raise ValueError(
-        f"backend must be one of {names} or a dask.distributed.Client, got {backend!r}"
+        f"backend must be one of {names}, a dask.distributed.Client or a backend made by hand, "
+        f"got {backend!r}"
     )
 
 

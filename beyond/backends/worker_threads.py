@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
 from beyond.backends.protocol import Runner, SchedulerSeam, StopReason
+from beyond.cancellation import run_here
+from beyond.task import Task
 
 
 class OneThreadPerWorker(ABC):
@@ -97,6 +99,11 @@ def work(scheduler: SchedulerSeam[Any], number: int, backend: OneThreadPerWorker
     waits for exactly that, and a worker that never said so would keep run() waiting for ever.
     """
     scheduler.begin()
+    # checkpoint() and current_token() in this thread find the task this worker runs, for every
+    # backend: a task whose fn runs here (the threads backend, one made by hand) can always check
+    # for a cancel or its deadline. Where fn runs elsewhere, the backend tells that place itself
+    # (child_process_loop.py, dask_workers.py).
+    run_here(TaskOfThisWorker(scheduler, number))
     try:
         try:
             runner = backend.runner(scheduler, number)
@@ -106,17 +113,35 @@ def work(scheduler: SchedulerSeam[Any], number: int, backend: OneThreadPerWorker
             _backend_failed(scheduler, backend, f"could not start worker {number + 1}", error)
             return
         try:
-            _run_tasks(scheduler, number, runner)
+            _run_tasks(scheduler, number, runner, backend)
         finally:
             try:
                 runner.close()
             except BaseException as error:
                 _backend_failed(scheduler, backend, f"could not close worker {number + 1}", error)
     finally:
+        run_here(None)
         scheduler.end(number)
 
 
-def _run_tasks(scheduler: SchedulerSeam[Any], number: int, runner: Runner) -> None:
+class TaskOfThisWorker:
+    """What checkpoint() finds in a worker thread (beyond.cancellation.run_here): the task the
+    worker runs now, and the signals of its run."""
+
+    __slots__ = ("number", "signals")
+
+    def __init__(self, scheduler: SchedulerSeam[Any], number: int) -> None:
+        self.signals = scheduler
+        self.number = number
+
+    @property
+    def task(self) -> Task[Any] | None:
+        return self.signals.current[self.number]
+
+
+def _run_tasks(
+    scheduler: SchedulerSeam[Any], number: int, runner: Runner, backend: OneThreadPerWorker
+) -> None:
     # Looked up once: this loop runs once per task.
     run, failures = runner.run, scheduler.failures
     for task in scheduler.take(number):
@@ -127,15 +152,22 @@ def _run_tasks(scheduler: SchedulerSeam[Any], number: int, runner: Runner) -> No
             # worker starts another task; the others finish what they hold.
             scheduler.panicked(panic, task)
             return
-        if failed:
-            # Recorded first, with one atomic append, before any call that could let another
-            # thread run: CPython switches threads only at its eval breaker (a function's start,
-            # a loop's jump back, the return of a call into C), and there is none between fn's
-            # exception reaching Task.run and this append. So no other worker can start a task
-            # between this failure and its record (see Scheduler.take_next).
-            failures.append(None)
-            if len(failures) >= scheduler.max_errors:
-                scheduler.reached_max_errors()
+        if failed is False:
+            continue
+        if failed is not True:
+            # Not Task.run's answer (a runner made by hand that forgot to return it, say):
+            # max_errors cannot count this task, so the run cannot go on as promised.
+            error = TypeError(f"its runner's run() returned {failed!r}, not Task.run's bool")
+            _backend_failed(scheduler, backend, "broke the seam", error)
+            return
+        # Recorded first, with one atomic append, before any call that could let another thread
+        # run: CPython switches threads only at its eval breaker (a function's start, a loop's
+        # jump back, the return of a call into C), and there is none between fn's exception
+        # reaching Task.run and this append. So no other worker can start a task between this
+        # failure and its record (see Scheduler.take_next).
+        failures.append(None)
+        if len(failures) >= scheduler.max_errors:
+            scheduler.reached_max_errors()
 
 
 def _backend_failed(
