@@ -167,7 +167,8 @@ class Pool(Generic[Result]):
         Panics: if a task raises a BaseException that is not an Exception (KeyboardInterrupt,
         SystemExit, ...), no further task starts, the tasks already running finish, and then run()
         re-raises it (the first one, if several). Ctrl-C while run() waits does the same: no task
-        starts after it, every task already running is told and finishes, then run() re-raises
+        starts after it (beyond one per worker that was already taking its next task as it
+        came), every task already running is told and finishes, then run() re-raises
         the KeyboardInterrupt. A second Ctrl-C during that wait stops the waiting: run() re-raises
         at once, no new task starts either, and the running tasks still finish before the
         interpreter exits (an exit hook waits for them, see WorkerThread). Tasks that never
