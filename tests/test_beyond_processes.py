@@ -907,8 +907,9 @@ def _refuse_start() -> None:
 
 # A generator that gives 3 tasks, then blocks in next() for ever, after its worker has started a
 # child (each task ran in one). Stopped by a Ctrl-C (sent by the test), the run's timeout or
-# cancel(), in run() or iteration. Prints what run() or the loop left: the pool's children still
-# there, then exits with the interpreter's exit hooks (multiprocessing's joins its children).
+# cancel(), in run() or iteration, or cancelled with the loop over the pool left suspended (kept
+# in a variable, unfinished). Prints what was left: the pool's children still there, then exits
+# with the interpreter's exit hooks (multiprocessing's joins its children).
 GENERATOR_BLOCKS_SCRIPT = """
 import json, multiprocessing, os, queue, sys, threading
 from functools import partial
@@ -927,16 +928,22 @@ if __name__ == "__main__":
     folder, how, mode = sys.argv[1:]
     blocked = threading.Event()
     pool = Pool(tasks(folder, blocked), 2, backend="processes")
-    if how == "cancel":
+    if how == "cancel" and mode != "suspended":  # suspended: cancelled by main, below
         threading.Thread(target=lambda: (blocked.wait(), pool.cancel()), daemon=True).start()
     timeout = 2.5 if how == "timeout" else None
     status = 0
     try:
         if mode == "run":
             pool.run(timeout)
-        else:
+        elif mode == "iteration":
             for task in pool.stream(timeout):
                 pass
+        else:
+            suspended = pool.stream()
+            for _ in range(3):
+                next(suspended)
+            blocked.wait()
+            pool.cancel()
     except KeyboardInterrupt:
         status = 130
     print(json.dumps({
@@ -950,6 +957,20 @@ if __name__ == "__main__":
 # How long the script may take to exit after its run: well under a second here, but the machine
 # is shared. Before the fix its exit never came.
 EXIT_LIMIT = 20.0
+
+
+def exits_within(child: subprocess.Popen[str], seconds: float) -> tuple[str, str]:
+    """The script's output once it has exited; it fails the test if that takes over `seconds`."""
+    try:
+        return child.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        out, _ = child.communicate()
+        pytest.fail(f"never exited ({seconds} s); it printed {out!r}")
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
 
 
 @pytest.mark.parametrize("mode", ["run", "iteration"])
@@ -966,20 +987,29 @@ def test_a_worker_left_in_a_blocked_generator_keeps_no_child_and_the_program_exi
     child = run_script(tmp_path, GENERATOR_BLOCKS_SCRIPT, str(tmp_path), how, mode)
     try:
         wait_for(tmp_path / "blocked")
-        if how == "ctrl-c":
-            os.killpg(child.pid, signal.SIGINT)
-        try:
-            out, err = child.communicate(timeout=EXIT_LIMIT)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            out, err = child.communicate()
-            pytest.fail(f"never exited ({EXIT_LIMIT} s); it printed {out!r}")
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    if how == "ctrl-c":
+        os.killpg(child.pid, signal.SIGINT)
+    out, err = exits_within(child, EXIT_LIMIT)
     assert child.returncode == status, err
     assert json.loads(out) == {"blocked": True, "stopped": stopped, "children": []}
+    session_ends(child.pid)
+
+
+def test_a_loop_left_suspended_after_a_cancel_does_not_keep_the_exit_waiting(
+    tmp_path: Path,
+) -> None:
+    # The loop has not ended, so the idle child is still there as the script ends; the pool's
+    # exit hook lets it go. Before, the exit waited for ever, as above.
+    child = run_script(tmp_path, GENERATOR_BLOCKS_SCRIPT, str(tmp_path), "cancel", "suspended")
+    out, err = exits_within(child, EXIT_LIMIT)
+    assert child.returncode == 0, err
+    report = json.loads(out)
+    assert report["blocked"] and report["stopped"] == "cancelled"
+    assert report["children"], "no idle child was left to keep the exit waiting"
     session_ends(child.pid)
 
 

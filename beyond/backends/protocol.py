@@ -97,6 +97,11 @@ class SchedulerSeam(Protocol[Result]):
         while the worker comes back and closes its runner: the two must be safe together.
         Forgotten when the worker ends. None: no call."""
 
+    def let_go_the_source(self) -> None:
+        """Call those releases now, each once, for the workers left at the source: for an exit
+        hook, when the thread that waits for the run may never get there (a loop over the pool
+        left suspended after a cancel())."""
+
     def take(self, number: int) -> Iterator[Task[Result]]:
         """Worker `number`'s tasks, one each time it is free, until none is left or the run
         stops; blocking (in iteration it waits for room). Each task it gives has started: its
