@@ -58,10 +58,12 @@ on Linux for this reason. A forkserver child is forked from a single-threaded se
 What the forkserver costs: the first child of a program starts the server (one more process,
 plus multiprocessing's resource tracker); both stay until the program exits, shared by every
 pool and every multiprocessing user in it, and exit by themselves when it does. The pool's own
-children never outlive run() or the loop over the pool. Each child imports the main module again
-(as spawn's do): CPython 3.11 to 3.13 never preload __main__ into the server (forkserver.py asks
-for a 'main_path' key that spawn.get_preparation_data does not produce), so a program whose main
-module imports heavy modules should name them in multiprocessing.set_forkserver_preload().
+children never outlive run() or the loop over the pool, not even the idle child of a worker left
+inside a generator's next() that never returns (see InAChildProcess.__init__). Each child
+imports the main module again (as spawn's do): CPython 3.11 to 3.13 never preload __main__ into
+the server (forkserver.py asks for a 'main_path' key that spawn.get_preparation_data does not
+produce), so a program whose main module imports heavy modules should name them in
+multiprocessing.set_forkserver_preload().
 """
 
 from __future__ import annotations
