@@ -183,8 +183,9 @@ class RunWatch(ABC, Generic[Result]):
         return now - self._only_the_source_since >= SIGNAL_CHECK_SECONDS
 
     def let_go_the_source(self) -> None:
-        """The waiting thread, as it stops waiting for the run: call, once, the release of each
-        worker left at the source (set_on_left_at_the_source). Such a worker may stay in the
+        """The waiting thread, as it stops waiting for the run (and the pool's exit hook, for a
+        loop over the pool left suspended): call, once, the release of each worker left at the
+        source (set_on_left_at_the_source). Such a worker may stay in the
         tasks iterable's next() for ever, and what it holds (an idle child process, which
         multiprocessing's exit hook would join) must not outlive the run. Each is taken under
         the lock and called outside it (it may wait for a process), so that a worker ending now
