@@ -78,6 +78,13 @@ def system_exit(status: int) -> None:
     raise SystemExit(status)
 
 
+def lingers_at_exit(seconds: float) -> int:
+    """Leave a thread that keeps this process from exiting for `seconds` once its pipe ends
+    (multiprocessing's bootstrap joins the non-daemon threads); return this pid."""
+    threading.Thread(target=time.sleep, args=(seconds,), name="lingers").start()
+    return os.getpid()
+
+
 def returns_a_lock() -> threading.Lock:
     return threading.Lock()
 

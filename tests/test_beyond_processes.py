@@ -40,6 +40,7 @@ from beyond.backends.child_processes import (
     WorkerDied,
     WorkerStartFailed,
 )
+from beyond.scheduler import Scheduler
 from beyond.task import quoted_name
 from tests import processes_tasks as tasks
 from tests.conftest import REPO_ROOT, finish_within
@@ -900,3 +901,138 @@ def test_a_failed_start_stops_the_run_and_leaves_its_task_not_run(tmp_path: Path
 
 def _refuse_start() -> None:
     raise OSError(11, "no more")
+
+
+# --- A worker left inside a generator that blocks for ever. ---
+
+# A generator that gives 3 tasks, then blocks in next() for ever, after its worker has started a
+# child (each task ran in one). Stopped by a Ctrl-C (sent by the test), the run's timeout or
+# cancel(), in run() or iteration, or cancelled with the loop over the pool left suspended (kept
+# in a variable, unfinished). Prints what was left: the pool's children still there, then exits
+# with the interpreter's exit hooks (multiprocessing's joins its children).
+GENERATOR_BLOCKS_SCRIPT = """
+import json, multiprocessing, os, queue, sys, threading
+from functools import partial
+from pathlib import Path
+from beyond import Pool, Task
+from tests.processes_tasks import double
+
+def tasks(folder, blocked):
+    for number in range(3):
+        yield Task(partial(double, number))
+    blocked.set()
+    Path(folder, "blocked").write_text(str(os.getpid()))
+    yield queue.Queue().get()  # nobody feeds it
+
+if __name__ == "__main__":
+    folder, how, mode = sys.argv[1:]
+    blocked = threading.Event()
+    pool = Pool(tasks(folder, blocked), 2, backend="processes")
+    if how == "cancel" and mode != "suspended":  # suspended: cancelled by main, below
+        threading.Thread(target=lambda: (blocked.wait(), pool.cancel()), daemon=True).start()
+    timeout = 2.5 if how == "timeout" else None
+    status = 0
+    try:
+        if mode == "run":
+            pool.run(timeout)
+        elif mode == "iteration":
+            for task in pool.stream(timeout):
+                pass
+        else:
+            suspended = pool.stream()
+            for _ in range(3):
+                next(suspended)
+            blocked.wait()
+            pool.cancel()
+    except KeyboardInterrupt:
+        status = 130
+    print(json.dumps({
+        "blocked": blocked.is_set(),
+        "stopped": pool.stopped and pool.stopped.reason.value,
+        "children": [child.name for child in multiprocessing.active_children()],
+    }), flush=True)
+    sys.exit(status)
+"""
+
+# How long the script may take to exit after its run: well under a second here, but the machine
+# is shared. Before the fix its exit never came.
+EXIT_LIMIT = 20.0
+
+
+def exits_within(child: subprocess.Popen[str], seconds: float) -> tuple[str, str]:
+    """The script's output once it has exited; it fails the test if that takes over `seconds`."""
+    try:
+        return child.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        out, _ = child.communicate()
+        pytest.fail(f"never exited ({seconds} s); it printed {out!r}")
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+@pytest.mark.parametrize("mode", ["run", "iteration"])
+@pytest.mark.parametrize(
+    ("how", "stopped", "status"),
+    [("ctrl-c", "interrupted", 130), ("timeout", "timeout", 0), ("cancel", "cancelled", 0)],
+)
+def test_a_worker_left_in_a_blocked_generator_keeps_no_child_and_the_program_exits(
+    tmp_path: Path, how: str, stopped: str, status: int, mode: str
+) -> None:
+    # Before the fix run() (or the loop) ended at once, but left the idle child of the worker in
+    # next(), and the program never exited: multiprocessing's exit hook joined that child, which
+    # waited for a next task (12 of 12 here, each killed at EXIT_LIMIT).
+    child = run_script(tmp_path, GENERATOR_BLOCKS_SCRIPT, str(tmp_path), how, mode)
+    try:
+        wait_for(tmp_path / "blocked")
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    if how == "ctrl-c":
+        os.killpg(child.pid, signal.SIGINT)
+    out, err = exits_within(child, EXIT_LIMIT)
+    assert child.returncode == status, err
+    assert json.loads(out) == {"blocked": True, "stopped": stopped, "children": []}
+    session_ends(child.pid)
+
+
+def test_a_loop_left_suspended_after_a_cancel_does_not_keep_the_exit_waiting(
+    tmp_path: Path,
+) -> None:
+    # The loop has not ended, so the idle child is still there as the script ends; the pool's
+    # exit hook lets it go. Before, the exit waited for ever, as above.
+    child = run_script(tmp_path, GENERATOR_BLOCKS_SCRIPT, str(tmp_path), "cancel", "suspended")
+    out, err = exits_within(child, EXIT_LIMIT)
+    assert child.returncode == 0, err
+    report = json.loads(out)
+    assert report["blocked"] and report["stopped"] == "cancelled"
+    assert report["children"], "no idle child was left to keep the exit waiting"
+    session_ends(child.pid)
+
+
+def test_a_runner_closed_by_two_threads_at_once_stops_its_child_once_and_both_wait_for_it() -> None:
+    # The worker's own close() and the release by the thread that waited for the run meet when a
+    # worker left at the source comes back just as the run ends. This child takes a second to exit
+    # once its pipe ends. The second close() must find no child to stop again, and must not
+    # return before the first has stopped it: once run() has returned, no child is left. Without
+    # the runner's lock the second returned at once, the child still there.
+    task = Task(partial(tasks.lingers_at_exit, 1.0))
+    scheduler = Scheduler([task], None, object(), 1, None, 0.5)
+    scheduler.begin_run(False, None)
+    runner = Processes().runner(scheduler, 0)
+    assert runner.run(task) is False
+    child = task.result
+    assert child is not None
+    first = threading.Thread(target=runner.close, name="first close")
+    first.start()
+    end = time.monotonic() + RUN_LIMIT
+    while runner._process is not None:  # until the first close() has taken the child
+        assert time.monotonic() < end
+        time.sleep(0.001)
+    runner.close()
+    assert not exists(child)
+    first.join(RUN_LIMIT)
+    assert not first.is_alive()

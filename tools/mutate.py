@@ -1442,6 +1442,41 @@ MUTANTS: tuple[Mutant, ...] = (
         '        except Exception as failed:\n            message += f" (it could not be sent',
         T_PROCESSES,
     ),
+    _mutant(
+        "processes-a-worker-left-in-a-blocked-generator-keeps-its-child",
+        PROCESSES,
+        "        scheduler.set_on_left_at_the_source(number, self.close)\n",
+        "\n",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-second-close-returns-before-the-child-is-stopped",
+        PROCESSES,
+        "        with self._stopping:\n            connection, process",
+        "        with contextlib.nullcontext():\n            connection, process",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "beyond-the-runs-end-lets-no-worker-at-the-source-go",
+        BEYOND,
+        "    scheduler.let_go_the_source()\n    scheduler.join_ended()\n    scheduler.end_run(",
+        "    scheduler.join_ended()\n    scheduler.end_run(",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "beyond-a-ctrl-c-lets-no-worker-at-the-source-go",
+        BEYOND,
+        "joins there).\n        scheduler.let_go_the_source()",
+        "joins there).\n        pass",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "beyond-the-exit-hook-lets-no-worker-at-the-source-go",
+        WORKER_THREADS,
+        "            scheduler.let_go_the_source()\n",
+        "\n",
+        T_PROCESSES,
+    ),
     # --- beyond/backends/dask_cluster.py ---
     _mutant(
         "dask-waits-on-a-future-for-ever",

@@ -58,10 +58,12 @@ on Linux for this reason. A forkserver child is forked from a single-threaded se
 What the forkserver costs: the first child of a program starts the server (one more process,
 plus multiprocessing's resource tracker); both stay until the program exits, shared by every
 pool and every multiprocessing user in it, and exit by themselves when it does. The pool's own
-children never outlive run() or the loop over the pool. Each child imports the main module again
-(as spawn's do): CPython 3.11 to 3.13 never preload __main__ into the server (forkserver.py asks
-for a 'main_path' key that spawn.get_preparation_data does not produce), so a program whose main
-module imports heavy modules should name them in multiprocessing.set_forkserver_preload().
+children never outlive run() or the loop over the pool, not even the idle child of a worker left
+inside a generator's next() that never returns (see InAChildProcess.__init__). Each child
+imports the main module again (as spawn's do): CPython 3.11 to 3.13 never preload __main__ into
+the server (forkserver.py asks for a 'main_path' key that spawn.get_preparation_data does not
+produce), so a program whose main module imports heavy modules should name them in
+multiprocessing.set_forkserver_preload().
 """
 
 from __future__ import annotations
@@ -184,7 +186,16 @@ class InAChildProcess:
     10,000 starts, each dying the same way.
     """
 
-    __slots__ = ("_connection", "_context", "_process", "_sent", "_watched", "number", "scheduler")
+    __slots__ = (
+        "_connection",
+        "_context",
+        "_process",
+        "_sent",
+        "_stopping",
+        "_watched",
+        "number",
+        "scheduler",
+    )
 
     def __init__(self, backend: Processes, scheduler: SchedulerSeam[Any], number: int) -> None:
         self.scheduler = scheduler
@@ -197,6 +208,13 @@ class InAChildProcess:
         # poll() on the child's pipe and its sentinel (readable once it has exited): one system
         # call per wake-up, with nothing built per call as multiprocessing.connection.wait does.
         self._watched = select.poll()
+        # Held while the child is taken and stopped (_stop_child): close() may run in two threads
+        # at once, this worker's and the one that waited for the run (below).
+        self._stopping = threading.Lock()
+        # A worker left at the source of a stopped run (inside a generator's next() that may never
+        # return) holds its idle child, which multiprocessing's exit hook would join for ever
+        # (the child waits for a next task): the thread that waited for the run closes it then.
+        scheduler.set_on_left_at_the_source(number, self.close)
 
     def run(self, task: Task[Any]) -> bool:
         token = Token(self.scheduler, task)
@@ -212,7 +230,12 @@ class InAChildProcess:
         return task.run(partial(self._outcome, task, token, connection, number))
 
     def close(self) -> None:
-        """Stop the child: close its pipe (it exits at the end of it), wait, kill if need be."""
+        """Stop the child: close its pipe (it exits at the end of it), wait, kill if need be.
+
+        Called by the worker, last, and perhaps at the same time by the thread that waited for
+        the run, if the run ended with this worker left at the source: it runs no task then, and
+        will start none. Whichever comes first stops the child, and the other waits until it has
+        (see _stop_child): either way, once close() returns the child is gone."""
         self._stop_child(EXIT_GRACE_SECONDS)
 
     # --- One task. ---
@@ -401,18 +424,23 @@ class InAChildProcess:
 
     def _stop_child(self, grace: float) -> None:
         """Forget the child and end it: close its pipe (it exits at the end of it), give it
-        `grace` seconds to do so, then kill it if it still runs."""
-        connection, process = self._connection, self._process
-        self._connection = self._process = None
-        self._unwatch(connection, process)
-        if connection is not None:
-            connection.close()
-        if process is not None:
-            process.join(grace)
-            if process.exitcode is None:
-                process.kill()
-                process.join()
-            process.close()
+        `grace` seconds to do so, then kill it if it still runs.
+
+        Under the lock, the whole of it: a second caller (close() from another thread) finds no
+        child, and returns only once the first has joined it, so no child is stopped, joined or
+        closed twice, and none outlives either call."""
+        with self._stopping:
+            connection, process = self._connection, self._process
+            self._connection = self._process = None
+            self._unwatch(connection, process)
+            if connection is not None:
+                connection.close()
+            if process is not None:
+                process.join(grace)
+                if process.exitcode is None:
+                    process.kill()
+                    process.join()
+                process.close()
 
     def _unwatch(self, connection: Connection | None, process: BaseProcess | None) -> None:
         # Before the descriptors close: a number poll() still watched could be reused by the
