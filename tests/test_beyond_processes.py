@@ -921,7 +921,9 @@ def tasks(folder, blocked):
     for number in range(3):
         yield Task(partial(double, number))
     blocked.set()
-    Path(folder, "blocked").write_text(str(os.getpid()))
+    # Written whole, then renamed: the test reads it as soon as it exists.
+    Path(folder, "blocked.tmp").write_text(str(os.getpid()))
+    Path(folder, "blocked.tmp").rename(Path(folder, "blocked"))
     yield queue.Queue().get()  # nobody feeds it
 
 if __name__ == "__main__":
