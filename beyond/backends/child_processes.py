@@ -289,14 +289,19 @@ class InAChildProcess:
             )
         return decode(task, header[2], memoryview(reply)[REPLY.size :])
 
+    def _poll(self, deadline: float | None) -> list[tuple[int, int]]:
+        """Wait for the child's pipe or its end, at most CANCEL_CHECK_SECONDS (to look at the
+        pool's cancel between) and no later than `deadline`; what is ready."""
+        wait = CANCEL_CHECK_SECONDS
+        if deadline is not None:
+            wait = min(wait, max(deadline - time.monotonic(), 0.0))
+        return self._watched.poll(wait * 1000)
+
     def _wait_for_reply(self, task: Task[Any], token: Token, connection: Connection) -> bytes:
-        pipe, watched, scheduler = connection.fileno(), self._watched, self.scheduler
+        pipe, scheduler = connection.fileno(), self.scheduler
         while True:
             deadline = token.deadline
-            wait = CANCEL_CHECK_SECONDS
-            if deadline is not None:
-                wait = min(wait, max(deadline - time.monotonic(), 0.0))
-            ready = watched.poll(wait * 1000)
+            ready = self._poll(deadline)
             if ready:
                 # The reply, or the child's end: EOF on the pipe and its sentinel once it died. The
                 # reply wins when both are there: it was sent before the child ended.
@@ -372,13 +377,10 @@ class InAChildProcess:
     def _wait_until_ready(self, connection: Connection, process: BaseProcess, token: Token) -> None:
         """Until the child says it is ready: it has imported the main module and serves. Watched
         like a task: the pool's cancel, and the task's deadline as the take set it."""
-        pipe, watched = connection.fileno(), self._watched
+        pipe = connection.fileno()
         while True:
             deadline = token.deadline
-            wait = CANCEL_CHECK_SECONDS
-            if deadline is not None:
-                wait = min(wait, max(deadline - time.monotonic(), 0.0))
-            ready = watched.poll(wait * 1000)
+            ready = self._poll(deadline)
             if ready:
                 if any(fd == pipe for fd, _ in ready):
                     with contextlib.suppress(EOFError, OSError):
