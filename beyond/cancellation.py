@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Cancelled(Exception):
@@ -58,6 +58,36 @@ class RunSignals(Protocol):
 
     def discard_sleeper(self, woken: threading.Lock) -> bool:
         """Forget `woken`. True if no cancel has released it (nor will): the caller owns it."""
+
+
+class WakesSleepersOnCancel:
+    """RunSignals' sleepers, for a class with a `_lock`, a `cancelled` flag and a `_sleepers` set:
+    the pool's scheduler, and a task's view of its pool on a Dask worker. Each sleeper is released
+    once, whether it registers before the cancel or after."""
+
+    # Any: the scheduler's lock is an RLock (re-entrant for signal handlers), a Dask worker's a
+    # Lock; both are context managers.
+    _lock: Any
+    _sleepers: set[threading.Lock]
+    cancelled: bool
+
+    def cancel_and_wake_sleepers(self) -> None:
+        """The lock held: the run is cancelled from now on; wake every task asleep until then."""
+        if not self.cancelled:
+            self.cancelled = True
+            for sleeper in self._sleepers:
+                sleeper.release()
+
+    def add_sleeper(self, woken: threading.Lock) -> None:
+        with self._lock:
+            if self.cancelled:
+                woken.release()
+            self._sleepers.add(woken)
+
+    def discard_sleeper(self, woken: threading.Lock) -> bool:
+        with self._lock:
+            self._sleepers.discard(woken)
+            return not self.cancelled
 
 
 class TaskClock(Protocol):

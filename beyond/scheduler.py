@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from beyond.backends.protocol import NO_ROOM, NoRoom, Stopped, StopReason
+from beyond.cancellation import WakesSleepersOnCancel
 from beyond.task import Task, claim, given_twice
 from beyond.waiting import RunWatch
 
@@ -49,7 +50,7 @@ def ahead_bound(concurrency: int) -> int:
     return AHEAD_PER_WORKER * concurrency
 
 
-class Scheduler(RunWatch[Result]):
+class Scheduler(RunWatch[Result], WakesSleepersOnCancel):
     """One run of a Pool: what each worker takes next and when the run stops; main (or the loop
     over the pool) waits here (RunWatch). Made by the Pool with its tasks."""
 
@@ -388,25 +389,12 @@ class Scheduler(RunWatch[Result]):
                 self.error = error
             if self._pending is not None:
                 self._pending.clear()
-            if cancel and not self.cancelled:
-                self.cancelled = True
-                for sleeper in self._sleepers:
-                    sleeper.release()
+            if cancel:
+                self.cancel_and_wake_sleepers()
             self._wake_room_waiters()
             self._wake_main()
             if self._on_stop is not None:
                 self._on_stop(reason, cancel)
-
-    def add_sleeper(self, woken: threading.Lock) -> None:
-        with self._lock:
-            if self.cancelled:
-                woken.release()
-            self._sleepers.add(woken)
-
-    def discard_sleeper(self, woken: threading.Lock) -> bool:
-        with self._lock:
-            self._sleepers.discard(woken)
-            return not self.cancelled
 
     # --- The loop over the pool, which takes each finished task (iteration only). ---
 

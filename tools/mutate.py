@@ -1085,8 +1085,8 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "beyond-running-tasks-are-never-told-to-stop",
         SCHEDULER,
-        "if cancel and not self.cancelled:",
-        "if False:",
+        "            if cancel:\n                self.cancel_and_wake_sleepers()",
+        "            if False:\n                self.cancel_and_wake_sleepers()",
         T_BEYOND,
     ),
     _mutant(
@@ -1257,9 +1257,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "beyond-a-cancel-does-not-wake-sleeping-tasks",
-        SCHEDULER,
-        "                for sleeper in self._sleepers:\n                    sleeper.release()",
-        "                pass",
+        CANCELLATION,
+        "            for sleeper in self._sleepers:\n                sleeper.release()",
+        "            pass",
         T_BEYOND,
     ),
     _mutant(

@@ -17,7 +17,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from beyond.cancellation import run_here
+from beyond.cancellation import WakesSleepersOnCancel, run_here
 
 # The pools stopped (no task of theirs may start) and cancelled (running ones are told too), by
 # id, in this worker process, and the tasks of each pool running here now. Process-wide by nature:
@@ -75,7 +75,7 @@ class _TaskOnWorker:
         self.timeout = timeout
 
 
-class _PoolOnWorker:
+class _PoolOnWorker(WakesSleepersOnCancel):
     """What a token reads of a pool (beyond.cancellation.RunSignals): cancelled, the run's
     deadline, and the sleepers a cancel wakes. One per task running on a worker, told by its
     pool's cancel mark."""
@@ -90,24 +90,8 @@ class _PoolOnWorker:
         self.run_timeout = run_timeout
 
     def cancel(self) -> None:
-        # As the scheduler's stop() does: each sleeper released once, under the lock it registers
-        # under.
         with self._lock:
-            if not self.cancelled:
-                self.cancelled = True
-                for sleeper in self._sleepers:
-                    sleeper.release()
-
-    def add_sleeper(self, woken: threading.Lock) -> None:
-        with self._lock:
-            if self.cancelled:
-                woken.release()
-            self._sleepers.add(woken)
-
-    def discard_sleeper(self, woken: threading.Lock) -> bool:
-        with self._lock:
-            self._sleepers.discard(woken)
-            return not self.cancelled
+            self.cancel_and_wake_sleepers()
 
 
 class _RunningOnWorker:
