@@ -100,11 +100,11 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     )
 
 
-def failures(result: pytest.RunResult) -> dict[str, list[str]]:
+def failures(output: pytest.RunResult | list[str]) -> dict[str, list[str]]:
     """Each failure's (or error's) text in pytest's output, by its heading, captured output cut."""
     found: dict[str, list[str]] = {}
     heading: str | None = None
-    for line in result.outlines:
+    for line in output.outlines if isinstance(output, pytest.RunResult) else output:
         if match := re.fullmatch(r"_{3,} (.+?) _{3,}", line):
             heading = match[1]
             found[heading] = []
