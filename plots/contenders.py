@@ -81,6 +81,9 @@ class Contender:
     # At most this many tasks in the dispatch benchmark, for a contender whose per-task cost
     # would make the benchmark's full count take minutes (Dask: 10 ms and more a task here).
     max_tasks: int | None = None
+    # Left out of the CPU figure's workloads of shorter tasks than this: where a task costs a
+    # cluster milliseconds, 0.1 ms tasks would only repeat what the dispatch figure shows, slowly.
+    cpu_min_task_seconds: float = 0.0
     memory: MemoryRun | None = None
     # Whether this machine has what it needs (uvloop, Python 3.14's map(buffersize=)). Checked
     # when measuring; a contender it cannot run keeps its name and colour for data measured
@@ -317,6 +320,14 @@ PROCESSES_CHUNKED = Contender(
     figures=("dispatch", "io", "cpu"),
     run=implementations.run_processes_chunked,
 )
+PROCESS_POOL_EXECUTOR_CHUNKED = Contender(
+    "ProcessPoolExecutor.map, 4 chunks/worker",
+    kind=STDLIB,
+    runs_on="processes",
+    colour="#9e9ac8",
+    figures=("cpu",),
+    run=implementations.run_process_pool_chunked,
+)
 
 # --- Stage 4 on processes and on a cluster, beside the process pools on CPU-bound work: what a
 # process pool costs per task shows there, against its peers. ---
@@ -350,6 +361,7 @@ BEYOND_DASK = Contender(
     ],
     run_timed=implementations.run_beyond_dask,
     max_tasks=200,
+    cpu_min_task_seconds=0.001,
 )
 
 # --- The failure matrix's other standard-library rows. ---
@@ -443,6 +455,7 @@ CONTENDERS = (
     ASYNCIO,
     PROCESSES_CHUNK_1,
     PROCESSES_CHUNKED,
+    PROCESS_POOL_EXECUTOR_CHUNKED,
     BEYOND_PROCESSES,
     BEYOND_PROCESSES_BATCHED,
     BEYOND_DASK,

@@ -213,9 +213,14 @@ def io_axis_label(meta: dict[str, object]) -> str:
     return f"workers (log scale); each runs {tasks} tasks that sleep 1 ms"
 
 
-def cpu_title(meta: dict[str, object], tasks: str) -> str:
-    milliseconds = float(str(sizes_of(meta)["cpu_task_seconds"])) * 1000
-    return f"CPU-bound: {tasks} tasks of pure Python, about {milliseconds:g} ms each"
+def cpu_task_seconds(row: Row, meta: dict[str, object]) -> float:
+    """A CPU run's seconds a task: its row's, or (data from before there were two workloads, one
+    size for every row) the metadata's."""
+    return float(row.get("task_seconds") or str(sizes_of(meta)["cpu_task_seconds"]))
+
+
+def cpu_title(tasks: str, task_seconds: float) -> str:
+    return f"{tasks} tasks of pure Python, about {task_seconds * 1000:g} ms each"
 
 
 def deadlock_map_title(meta: dict[str, object]) -> str:
@@ -268,6 +273,29 @@ def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
 
 
 def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
+    """One panel per workload (tasks of about 1 ms, then shorter ones), side by side."""
+    workloads = sorted({cpu_task_seconds(row, meta) for row in rows}, reverse=True)
+    width = 4 + 4 * len(workloads)
+    figure, panels = plt.subplots(
+        1, len(workloads), figsize=(width, 4.8), layout="constrained", squeeze=False
+    )
+    clusters: set[str] = set()
+    for axes, task_seconds in zip(panels[0], workloads, strict=True):
+        workload = [row for row in rows if cpu_task_seconds(row, meta) == task_seconds]
+        clusters |= draw_cpu_panel(axes, workload, meta)
+        axes.set_title(cpu_title(workload[0]["tasks"], task_seconds), fontsize=10)
+    figure.suptitle("CPU-bound: speedup over a plain loop, threads against processes")
+    # Every panel has the same contenders: one legend for the figure.
+    handles, labels = panels[0][0].get_legend_handles_labels()
+    labels = [
+        f"{label}:\nms a task at each point" if label in clusters else label for label in labels
+    ]
+    figure.legend(handles, labels, fontsize=8, loc="outside right upper")
+    finish(figure, meta, path)
+
+
+def draw_cpu_panel(axes: Axes, rows: list[Row], meta: dict[str, object]) -> set[str]:
+    """One workload's speedups; the names of the clusters among its contenders."""
     serial = statistics.median(
         float(row["seconds"]) for row in rows if row["implementation"] == "plain loop"
     )
@@ -277,7 +305,6 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         return float(row.get("loop_seconds") or serial) / float(row["seconds"])
 
     pools = [row for row in rows if row["implementation"] != "plain loop"]
-    figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
     line_chart(axes, pools, speedup)
     # A cluster's line sits near 0: each of its points says what a task cost there, in ms, and
     # its legend entry says so (in words at every point, neighbours would overlap).
@@ -307,14 +334,7 @@ def draw_cpu(rows: list[Row], meta: dict[str, object], path: Path) -> None:
         if paired
         else "speedup over a plain loop (times)"
     )
-    first = pools[0]
-    axes.set_title(cpu_title(meta, first["tasks"]))
-    handles, labels = axes.get_legend_handles_labels()
-    labels = [
-        f"{label}:\nms a task at each point" if label in clusters else label for label in labels
-    ]
-    figure.legend(handles, labels, fontsize=8, loc="outside right upper")
-    finish(figure, meta, path)
+    return clusters
 
 
 def draw_deadlock_map(rows: list[Row], meta: dict[str, object], path: Path) -> None:

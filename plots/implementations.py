@@ -13,7 +13,7 @@ import inspect
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 
 import beyond
@@ -222,6 +222,14 @@ def run_processes_chunk_1(work: Workload, job_count: int, workers: int) -> list[
 def run_processes_chunked(work: Workload, job_count: int, workers: int) -> list[int]:
     """Four chunks per worker: few messages, as multiprocessing's own default aims for."""
     return run_processes(work, job_count, workers, max(1, math.ceil(job_count / (4 * workers))))
+
+
+def run_process_pool_chunked(work: Workload, job_count: int, workers: int) -> list[int]:
+    """ProcessPoolExecutor.map with multiprocessing's default chunks (four a worker): its own
+    default, one job a message, would only repeat "multiprocessing map, chunksize 1"."""
+    chunksize = max(1, math.ceil(job_count / (4 * workers)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=process_context()) as executor:
+        return list(executor.map(work.call, range(1, job_count + 1), chunksize=chunksize))
 
 
 # --- Memory: how much a run of n tasks holds at its peak. Each consumes results as it can. ---

@@ -68,8 +68,8 @@ class Sizes:
     # multiprocessing starts one process per worker; beyond this many it is left out.
     io_max_processes: int
     cpu_workers: tuple[int, ...]
-    cpu_tasks: int
-    cpu_task_seconds: float
+    # The CPU benchmark's workloads, one panel each: (seconds of pure Python a task, tasks).
+    cpu_workloads: tuple[tuple[float, int], ...]
     map_error_capacities: tuple[int, ...]
     map_failing_jobs: tuple[int, ...]
     map_parallel_cells: int
@@ -123,8 +123,9 @@ class Sizes:
             io_target_efficiency=0.8,
             io_max_processes=16,
             cpu_workers=(1, 2, 4),
-            cpu_tasks=128,
-            cpu_task_seconds=0.001,
+            # 1 ms tasks, where a process pool's cost per task hides; 0.1 ms ones, where it shows
+            # (issue 21: the processes backend against multiprocessing's chunked map).
+            cpu_workloads=((0.001, 128), (0.0001, 512)),
             # Every cell is a process of its own: 63 of them show the boundary as 121 do.
             map_error_capacities=tuple(range(7)),
             map_failing_jobs=tuple(range(9)),
@@ -149,7 +150,7 @@ class Sizes:
             io_workers=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             io_max_processes=64,
             cpu_workers=(1, 2, 3, 4, 5, 6, 7, 8),
-            cpu_tasks=256,
+            cpu_workloads=((0.001, 256), (0.0001, 2048)),
             map_error_capacities=tuple(range(11)),
             map_failing_jobs=tuple(range(11)),
             memory_tasks=(10_000, 30_000, 100_000, 300_000, 1_000_000),
@@ -169,8 +170,7 @@ class Sizes:
             io_tasks_per_worker=3,
             io_max_processes=2,
             cpu_workers=(1, 2),
-            cpu_tasks=4,
-            cpu_task_seconds=0.0005,
+            cpu_workloads=((0.0005, 4), (0.0001, 8)),
             map_error_capacities=(0, 1),
             map_failing_jobs=(0, 2),
             map_parallel_cells=4,
@@ -344,7 +344,8 @@ def measure_io(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, 
 
 
 def measure_cpu(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, object]]:
-    """3. Pure-Python work of about 1 ms a task: speedup over a plain loop, threads vs processes.
+    """3. Pure-Python work, for each workload (about 1 ms a task, and 0.1 ms): speedup over a
+    plain loop, threads vs processes. Every workload's runs are interleaved with the others'.
 
     Each run's speedup is over a plain loop run just before it (`loop_seconds`), not over the
     loop's median across the benchmark: this virtual machine's speed drifts over minutes (the
@@ -352,28 +353,46 @@ def measure_cpu(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str,
     a loop timed minutes away moved with it (threads read 0.60 and 1.25 at 2 workers, where the
     GIL allows 1).
     """
-    iterations = iterations_for(sizes.cpu_task_seconds)
-    work = cpu_workload(iterations)
-    configurations = [(LOOP, 1)] + [(c, w) for w in sizes.cpu_workers for c in contenders]
-    plan = list(interleaved(sizes.repeats, configurations))
+    workloads = [
+        (task_seconds, tasks, iterations_for(task_seconds))
+        for task_seconds, tasks in sizes.cpu_workloads
+    ]
+    configurations = [
+        (workload, contender, workers)
+        for workload in workloads
+        for contender, workers in [(LOOP, 1)]
+        + [
+            (c, w)
+            for w in sizes.cpu_workers
+            for c in contenders
+            if workload[0] >= c.cpu_min_task_seconds
+        ]
+    ]
+    plan = [
+        (repeat, workload, contender, workers)
+        for repeat in range(1, sizes.repeats + 1)
+        for workload, contender, workers in configurations
+    ]
     progress = Progress("cpu", len(plan))
     rows: list[dict[str, object]] = []
-    for repeat, contender, workers in plan:
-        loop_seconds = None if contender is LOOP else timed_run(LOOP, work, sizes.cpu_tasks, 1)
-        seconds = timed_run(contender, work, sizes.cpu_tasks, workers)
+    for repeat, (task_seconds, tasks, iterations), contender, workers in plan:
+        work = cpu_workload(iterations)
+        loop_seconds = None if contender is LOOP else timed_run(LOOP, work, tasks, 1)
+        seconds = timed_run(contender, work, tasks, workers)
         rows.append(
             {
                 "implementation": contender.name,
                 "runs_on": contender.runs_on,
                 "workers": workers,
-                "tasks": sizes.cpu_tasks,
+                "task_seconds": task_seconds,
+                "tasks": tasks,
                 "iterations_per_task": iterations,
                 "repeat": repeat,
                 "seconds": seconds,
                 "loop_seconds": seconds if loop_seconds is None else loop_seconds,
             }
         )
-        progress.step(f"{contender.name} x{workers}")
+        progress.step(f"{contender.name} x{workers}, {task_seconds * 1000:g} ms tasks")
     return rows
 
 

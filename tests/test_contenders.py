@@ -17,6 +17,7 @@ from plots.contenders import (
     BENCHMARKED,
     CONTENDERS,
     MATRIX,
+    PROCESS_POOL_EXECUTOR_CHUNKED,
     ROBUST,
     STAGE,
     THREAD_POOL_AS_COMPLETED,
@@ -25,7 +26,7 @@ from plots.contenders import (
 )
 from plots.failures import Run
 from plots.implementations import run_robust
-from plots.measure import Sizes, measure_all, timed_run
+from plots.measure import Sizes, measure_all, measure_cpu, timed_run
 from plots.start_method import START_METHOD
 from plots.workloads import NO_OP, Workload, no_op_async
 
@@ -41,11 +42,19 @@ def test_every_contender_has_a_name_of_its_own_and_a_colour_in_its_figures() -> 
 
 
 def test_submit_and_as_completed_joins_the_dispatch_figure_beside_its_matrix_row() -> None:
-    # The last contender added: one entry in plots/contenders.py, and this test.
     assert THREAD_POOL_AS_COMPLETED in BENCHMARKED and THREAD_POOL_AS_COMPLETED in MATRIX
     assert THREAD_POOL_AS_COMPLETED.figures == ("dispatch",)
     # timed_run checks every result (each job doubled, once) before it returns a time.
     assert timed_run(THREAD_POOL_AS_COMPLETED, NO_OP, 500, 4) > 0
+
+
+def test_the_chunked_process_pool_executor_joins_the_cpu_figure_only() -> None:
+    # The last contender added: one entry in plots/contenders.py, and this test. Issue 21 names
+    # ProcessPoolExecutor.map among the peers stage 4 on processes is held to.
+    assert PROCESS_POOL_EXECUTOR_CHUNKED in BENCHMARKED
+    assert PROCESS_POOL_EXECUTOR_CHUNKED not in MATRIX
+    assert PROCESS_POOL_EXECUTOR_CHUNKED.figures == ("cpu",)
+    assert timed_run(PROCESS_POOL_EXECUTOR_CHUNKED, NO_OP, 50, 2) > 0
 
 
 def test_a_contender_cannot_be_in_a_figure_without_a_run_for_it() -> None:
@@ -76,6 +85,29 @@ def test_the_benchmarks_measure_each_contender_in_its_figures_only(tmp_path: Pat
     assert "start_method" not in json.loads((tmp_path / "cpu.json").read_text())
 
 
+def test_a_contender_can_be_left_out_of_the_shorter_cpu_workloads() -> None:
+    # As Dask is: at milliseconds a task, 0.1 ms tasks would measure only what dispatch shows.
+    slow = Contender(
+        "slow per task",
+        kind=STAGE,
+        runs_on="threads",
+        figures=("cpu",),
+        run=run_robust,
+        cpu_min_task_seconds=0.0005,
+    )
+    sizes = Sizes.tiny()
+    assert sizes.cpu_workloads == ((0.0005, 4), (0.0001, 8))
+    rows = measure_cpu(sizes, [ROBUST, slow])
+    measured = {(row["implementation"], row["task_seconds"]) for row in rows}
+    assert measured == {
+        ("plain loop", 0.0005),
+        ("plain loop", 0.0001),
+        ("robust", 0.0005),
+        ("robust", 0.0001),
+        ("slow per task", 0.0005),
+    }
+
+
 # Set in this process while the pools below run. A child forked from it has a copy of this list
 # as it was at the fork; a child started by forkserver or spawn imports this module afresh (the
 # forkserver preloads only the project's packages, not the tests) and finds it empty.
@@ -95,7 +127,8 @@ def test_every_process_pool_starts_its_processes_as_stage_4_does() -> None:
     work = Workload(not_forked, no_op_async)
     pools = [c for c in BENCHMARKED if c.runs_on == "processes"]
     callers = [c for c in MATRIX if c.runs_on == "processes"]
-    assert len(pools) == 4  # Pool.map twice, stage 4 on processes twice
+    # Pool.map twice, ProcessPoolExecutor.map, stage 4 on processes twice.
+    assert len(pools) == 5
     assert len(callers) == 4  # ProcessPoolExecutor, Pool.map, Pool.imap_unordered, stage 4
     SET_IN_THE_PARENT.append("forked")
     try:

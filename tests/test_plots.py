@@ -55,6 +55,7 @@ EXPECTED_COLUMNS = {
         "implementation",
         "runs_on",
         "workers",
+        "task_seconds",
         "tasks",
         "iterations_per_task",
         "repeat",
@@ -196,9 +197,12 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
 
     draw_all(tmp_path)
     tiny = " | ".join(shown["io"] + shown["cpu"] + shown["deadlock_map"])
-    # Tiny mode: 3 tasks per worker, 0.5 ms CPU tasks, workers up to 4 (robust's target is at 64).
+    # Tiny mode: 3 tasks per worker, CPU tasks of 0.5 and 0.1 ms (a panel each), workers up to 4
+    # (robust's target is at 64).
     assert "each runs 3 tasks" in tiny and "20 tasks" not in tiny
-    assert "about 0.5 ms each" in tiny and "about 1 ms" not in tiny
+    assert "4 tasks of pure Python, about 0.5 ms each" in tiny
+    assert "8 tasks of pure Python, about 0.1 ms each" in tiny
+    assert "about 1 ms" not in tiny
     assert "Stage 2 (3 workers)" in tiny
     assert "target" not in tiny
     assert " | ".join(shown["cpu"]).count(f"processes started by {START_METHOD}") == 1
@@ -208,7 +212,15 @@ def test_labels_come_from_the_datas_metadata_not_from_constants(
     meta = json.loads((tmp_path / "io.json").read_text())
     meta["sizes"] |= {"io_tasks_per_worker": 7, "io_target_workers": 4, "io_target_efficiency": 0.5}
     (tmp_path / "io.json").write_text(json.dumps(meta))
+    # CPU data from before the 0.1 ms workload: no task_seconds column, one size in the metadata.
+    header, rows = read_csv(tmp_path / "cpu.csv")
+    with (tmp_path / "cpu.csv").open("w", newline="") as file:
+        kept = [column for column in header if column != "task_seconds"]
+        writer = csv.DictWriter(file, kept, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     meta = json.loads((tmp_path / "cpu.json").read_text())
+    del meta["sizes"]["cpu_workloads"]
     meta["sizes"]["cpu_task_seconds"] = 0.0025
     meta["start_method"] = "spawn"
     (tmp_path / "cpu.json").write_text(json.dumps(meta))
