@@ -102,7 +102,12 @@ def test_the_contender_runs_in_a_child_that_owns_the_cluster_and_leaves_nothing_
 ) -> None:
     threads_before = set(threading.enumerate())
     sizes = replace(
-        Sizes.tiny(), repeats=2, dispatch_tasks=100, dispatch_workers=2, cpu_workers=(1, 2)
+        Sizes.tiny(),
+        repeats=2,
+        dispatch_tasks=100,
+        dispatch_workers=2,
+        cpu_workers=(1, 2),
+        cpu_workloads=((0.001, 4), (0.0001, 8)),
     )
 
     dispatch = measure_dispatch(sizes, [ROBUST, replace(BEYOND_DASK, max_tasks=10)])
@@ -115,13 +120,16 @@ def test_the_contender_runs_in_a_child_that_owns_the_cluster_and_leaves_nothing_
     dask = [row for row in dispatch if row["runs_on"] == "cluster"]
     assert [row["tasks"] for row in dask] == [10, 10]
     assert all(row["us_per_task"] == cast(float, row["seconds"]) / 10 * 1e6 for row in dask)
+    # In the 1 ms workload only: at milliseconds a task, 0.1 ms tasks would measure only dispatch.
     assert sorted(
-        (row["repeat"], row["workers"]) for row in cpu if row["runs_on"] == "cluster"
+        (row["repeat"], row["workers"], row["task_seconds"])
+        for row in cpu
+        if row["runs_on"] == "cluster"
     ) == [
-        (1, 1),
-        (1, 2),
-        (2, 1),
-        (2, 2),
+        (1, 1, 0.001),
+        (1, 2, 0.001),
+        (2, 1, 0.001),
+        (2, 2, 0.001),
     ]
     # No thread of distributed ever ran here: the cluster and its client are the child's.
     assert set(threading.enumerate()) <= threads_before
