@@ -65,6 +65,11 @@ MULTIPROCESSING_HELPERS = (
     "from multiprocessing.resource_tracker import main",
 )
 HELPER_GRACE_SECONDS = 5.0
+# What group_members says for a process on its way out: Linux empties /proc/PID/cmdline once the
+# process has released its memory, while it still reads "R" (seen for a process ending with 3 GB
+# to free; and "1 orphan" for Pool.imap_unordered's SIGINT run at a load average of 12, where the
+# process caught so was not a helper by its command line). It ends by itself, as a helper does.
+EXITING = "(exiting)"
 
 Event = dict[str, object]
 
@@ -159,17 +164,18 @@ def group_members(group: int) -> list[str]:
         # "pid (name) state ppid pgrp ...": the name may hold spaces and parentheses.
         state, _, pgrp = stat.rsplit(")", 1)[1].split()[:3]
         if int(pgrp) == group and state != "Z":
-            members.append(command)
+            members.append(command or EXITING)
     return members
 
 
 def left_behind(group: int) -> int:
     """How many processes of a finished child's group are still alive after ORPHAN_GRACE_SECONDS,
-    or after HELPER_GRACE_SECONDS where multiprocessing's helpers are all that is left."""
+    or after HELPER_GRACE_SECONDS where all that is left ends by itself (multiprocessing's
+    helpers, processes already on their way out)."""
     time.sleep(ORPHAN_GRACE_SECONDS)
     members = group_members(group)
     deadline = time.monotonic() + HELPER_GRACE_SECONDS
-    while members and time.monotonic() < deadline and all(map(multiprocessing_helper, members)):
+    while members and time.monotonic() < deadline and all(map(ends_by_itself, members)):
         time.sleep(0.05)
         members = group_members(group)
     return len(members)
@@ -177,6 +183,10 @@ def left_behind(group: int) -> int:
 
 def multiprocessing_helper(command: str) -> bool:
     return any(helper in command for helper in MULTIPROCESSING_HELPERS)
+
+
+def ends_by_itself(command: str) -> bool:
+    return command == EXITING or multiprocessing_helper(command)
 
 
 def kill_group(group: int) -> None:

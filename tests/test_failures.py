@@ -35,6 +35,7 @@ from plots.contenders import GO, MATRIX, STDLIB, Contender
 from plots.draw import VERDICT_COLOURS, draw_all
 from plots.failures import GIVE_UP, POST, SIGINT, SYSTEM_EXIT, Workload
 from plots.failures_measure import (
+    EXITING,
     NOT_MEASURED,
     PROPERTIES,
     ChildRun,
@@ -575,6 +576,10 @@ def test_helpers_get_time_to_end_and_anything_else_left_is_an_orphan_at_once(
     turns = members_in_turn(["sleep 30", helper], [])
     monkeypatch.setattr(plots.failures_measure, "group_members", lambda group: next(turns))
     assert left_behind(1) == 2
+    # A process on its way out (no command line any more) is given the same time.
+    turns = members_in_turn([EXITING, helper], [EXITING], [EXITING])
+    monkeypatch.setattr(plots.failures_measure, "group_members", lambda group: next(turns))
+    assert left_behind(1) == 0
     # A helper still there after its grace is left behind too.
     monkeypatch.setattr(plots.failures_measure, "HELPER_GRACE_SECONDS", 0.2)
     monkeypatch.setattr(plots.failures_measure, "group_members", lambda group: [helper])
