@@ -4,7 +4,6 @@ test can tell which process ran it and whether that process is still there."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import os
@@ -155,43 +154,53 @@ def forks_and_both_return(folder: str, number: int) -> tuple[str, int]:
 
 
 def forges_a_reply(kind: str) -> str:
-    """Fork a copy that writes a frame of its own on the worker's pipe, before this process's
-    answer: a reply from the copy's pid ("copy"), one from the worker's pid to another task
-    ("number"), or a frame too short to be a reply ("short")."""
+    """Fork a copy that writes a frame of its own on the worker's reply pipe, before this
+    process's answer: a reply from the copy's pid ("copy"), one from the worker's pid to another
+    task ("number"), or a frame too short to be a reply ("short")."""
     from multiprocessing.connection import Connection
 
-    from beyond.backends.child_process_loop import REPLY, RETURNED
+    from beyond.backends.child_process_frames import REPLY, RETURNED
 
     copy = os.fork()
     if copy == 0:
         try:
-            pipe = next(o for o in gc.get_objects() if isinstance(o, Connection) and not o.closed)
+            pipe = next(
+                o
+                for o in gc.get_objects()
+                if isinstance(o, Connection) and not o.closed and o.writable
+            )
+            body = pickle.dumps("forged")
             if kind == "copy":
-                frame = REPLY.pack(1, os.getpid(), RETURNED) + pickle.dumps("forged")
+                frame = REPLY.pack(len(body), 1, RETURNED, 0.0, os.getpid()) + body
             elif kind == "number":
-                frame = REPLY.pack(10**6, os.getppid(), RETURNED) + pickle.dumps("forged")
+                frame = REPLY.pack(len(body), 10**6, RETURNED, 0.0, os.getppid()) + body
             else:
                 frame = b"xx"
-            pipe.send_bytes(frame)
+            os.write(pipe.fileno(), frame)
         finally:
             os._exit(0)
     _wait_for_the_copy(copy)
+    # The parent refuses the frame as it reads it, and kills this process: until then this task
+    # is the one running, whenever the parent gets to it.
+    time.sleep(30)
     return "genuine"
 
 
 def forks_and_execs(folder: str) -> int:
     """Fork a copy that execs `sleep 60`; return the copy's pid. Before the exec the copy writes
-    the inode of each socket this worker holds to folder/sockets, one a line."""
+    the inode of each of this worker's pipes to its parent (multiprocessing Connections) to
+    folder/pipes, one a line."""
+    from multiprocessing.connection import Connection
+
     copy = os.fork()
     if copy == 0:
         try:
-            inodes = []
-            for name in os.listdir("/proc/self/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/self/fd/{name}")
-                    if link.startswith("socket:"):
-                        inodes.append(link)
-            Path(folder, "sockets").write_text("\n".join(inodes))
+            inodes = [
+                os.readlink(f"/proc/self/fd/{o.fileno()}")
+                for o in gc.get_objects()
+                if isinstance(o, Connection) and not o.closed
+            ]
+            Path(folder, "pipes").write_text("\n".join(inodes))
             os.execv("/bin/sleep", ["sleep", "60"])
         finally:
             os._exit(1)
