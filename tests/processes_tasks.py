@@ -301,3 +301,105 @@ def raises_an_error_that_exits_when_pickled() -> None:
 
 def raises_an_error_that_interrupts_when_printed() -> None:
     raise ErrorThatInterruptsWhenPrinted()
+
+
+# --- For the pipelined backend (tests/test_processes_pipelined.py). ---
+
+
+def recorded_sleep(events: str, number: int, seconds: float) -> int:
+    """recorded(), then a sleep: a task long enough that a stop lands while it runs."""
+    recorded(events, number, False)
+    time.sleep(seconds)
+    return number * 2
+
+
+def recorded_exit(events: str, number: int, status: int) -> None:
+    """Record, then die: os._exit, no reply."""
+    recorded(events, number, False)
+    os._exit(status)
+
+
+def recorded_after_file(events: str, number: int, path: str, seconds: float) -> int:
+    """Record, then wait for `path` (made by another task), then return."""
+    recorded(events, number, False)
+    wait_for_file(path, seconds)
+    return number * 2
+
+
+def recorded_fail_after_file(events: str, number: int, path: str, seconds: float) -> None:
+    recorded(events, number, False)
+    wait_for_file(path, seconds)
+    raise Failed(number)
+
+
+def recorded_system_exit(events: str, number: int) -> None:
+    recorded(events, number, False)
+    raise SystemExit(3)
+
+
+def forks_and_returns(number: int) -> int:
+    """fork(), and both copies return (careless code does): only the task's own process may
+    answer for it."""
+    os.fork()
+    return number * 2
+
+
+class KillsItsLoader:
+    """A task whose unpickling ends the process that loads it (os._exit(5)): in the child."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return os._exit, (5,)
+
+    def __call__(self) -> None:  # never reached: loading it ends the process
+        return None
+
+
+def recorded_kill(events: str, number: int) -> None:
+    """Record, then SIGKILL this process, as the out-of-memory killer would."""
+    recorded(events, number, False)
+    kill_myself()
+
+
+def recorded_outcome(events: str, number: int, outcome: str) -> int:
+    """Record, then return (ok), raise Failed (fail) or die with status 7 (exit)."""
+    recorded(events, number, False)
+    if outcome == "fail":
+        raise Failed(number)
+    if outcome == "exit":
+        os._exit(7)
+    return number * 2
+
+
+def scaled(number: int, *, factor: int = 1) -> int:
+    return number * factor
+
+
+class Tally:
+    """State that pickles by value: each task that calls a bound method gets its own copy."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def bump(self, by: int) -> int:
+        self.count += by
+        return self.count
+
+
+def gate(folder: str, name: str, path: str, seconds: float) -> int:
+    """Write this process's pid to folder/name, then wait for `path`; return the pid."""
+    announce_then_sleep(folder, name, 0)
+    wait_for_file(path, seconds)
+    return os.getpid()
+
+
+def recorded_pid(events: str, number: int) -> int:
+    """recorded(), returning the pid of the process that ran it."""
+    recorded(events, number, False)
+    return os.getpid()
+
+
+def echo_size(payload: bytes, size: int) -> bytes:
+    """Return `size` bytes, after checking the argument arrived whole."""
+    if payload != bytes(len(payload)):
+        raise ValueError("the argument arrived damaged")
+    return bytes(size)
