@@ -181,8 +181,10 @@ def forges_a_reply(kind: str) -> str:
             os._exit(0)
     _wait_for_the_copy(copy)
     # The parent refuses the frame as it reads it, and kills this process: until then this task
-    # is the one running, whenever the parent gets to it.
-    time.sleep(30)
+    # is the one running, whenever the parent gets to it. Longer than the tests' RUN_LIMIT: a
+    # parent that waited for a frame cut short to be completed would fail the test, not pass it
+    # late.
+    time.sleep(120)
     return "genuine"
 
 
