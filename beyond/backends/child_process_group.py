@@ -41,6 +41,7 @@ from beyond.backends.child_process_frames import (
     MAX_ERRORS,
     NO_LIMIT,
     NOT_STARTED,
+    PANIC,
     PUBLISH_AFTER,
     PUBLISHED,
     READ_SIZE,
@@ -298,6 +299,10 @@ class ChildGroup:
         average = self.average
         self.average = seconds if average is None else average + SMOOTHING * (seconds - average)
         self.finish(task, partial(decode, task, kind, memoryview(body)))
+        if kind == PANIC and self.scheduler.stopped is None:
+            # The child has stopped every child at its panic; one that could not be rebuilt
+            # here (a RemoteError in its place) stops the run all the same.
+            self.scheduler.stop(StopReason.PANIC, f"a task raised {task.err!r}", error=task.err)
 
     def unlimit(self, child: Child) -> None:
         """Once every task taken back from the child has been answered, it may have new ones

@@ -248,7 +248,9 @@ def _serve(tasks_fd: int, out: Replies, slot: int, slots: int) -> None:
                 if sum(shared[FAILURES : FAILURES + slots]) >= max_errors:
                     shared[STOP] = 1
             elif outcome == PANIC:
+                # A panic stops the pool: no child starts a task after it, as at max_errors.
                 panicked = True
+                shared[STOP] = 1
             put(pack_reply(len(body), seq, outcome, seconds, me) + body)
         if marked & PUBLISH_AFTER:
             out.publish()
