@@ -582,3 +582,42 @@ def test_large_arguments_and_results_cross_whole_between_small_ones() -> None:
     for number, task in enumerate(work):
         assert task.err is None, task
         assert task.result == bytes(1 << 20 if number % 10 == 5 else number)
+
+
+def test_a_generator_blocked_in_next_holds_up_no_deadline_of_a_running_task(
+    tmp_path: Path,
+) -> None:
+    # Two workers, tasks from a generator: the first is slow with a timeout; the generator is
+    # then asked for a task for the idle child, and blocks until the slow task has been killed at
+    # its deadline. Only a dispatcher that does not read the generator itself can kill it
+    # meanwhile (the generator is read by a thread of its own); one that read it would wait in
+    # next() for RUN_LIMIT, the deadline unenforced.
+    import threading
+
+    slow: Task[int] = Task(
+        partial(tasks.announce_then_sleep, str(tmp_path), "slow", 60), timeout=1.0
+    )
+    released = threading.Event()
+    waited: list[bool] = []
+
+    def made() -> Iterator[Task[int]]:
+        yield slow
+        waited.append(released.wait(RUN_LIMIT))
+        yield Task(partial(tasks.double, 1))
+
+    def release_once_slow_has_finished() -> None:
+        end = time.monotonic() + RUN_LIMIT
+        while time.monotonic() < end:
+            if slow.finished:
+                released.set()
+                return
+            time.sleep(0.01)
+
+    helper = threading.Thread(target=release_once_slow_has_finished, name="helper", daemon=True)
+    helper.start()
+    pool = Pool(made(), 2, backend=Processes())
+    run(pool)
+    helper.join(RUN_LIMIT)
+    assert isinstance(slow.err, TimeoutError)
+    assert waited == [True]
+    assert pool.tasks[1].result == 2

@@ -1469,7 +1469,7 @@ MUTANTS: tuple[Mutant, ...] = (
         PROCESS_DISPATCHER,
         "        if reader is not None:\n            if reader.taken:",
         "        if False:\n            if reader.taken:",
-        T_PROCESSES,
+        T_PIPELINED,
     ),
     _mutant(
         "processes-a-generator-is-read-ahead-of-its-children",

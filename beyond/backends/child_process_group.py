@@ -75,6 +75,10 @@ def _raise(error: BaseException, cause: BaseException | None = None) -> NoReturn
     raise error from cause
 
 
+# The most shared memory one run's reply areas take (4 areas of 32 KB for up to 128 children).
+AREAS_BUDGET = 16 << 20
+
+
 class ChildGroup:
     """The children of one run (a slot per worker, a child started in a slot when a task needs
     one) and their replies. Used only by the dispatcher's thread."""
@@ -108,8 +112,10 @@ class ChildGroup:
         # method (each child maps it from the file descriptor it is passed).
         self.shared: Any = sharedctypes.RawArray("q", shared_size(slots))
         self.shared[MAX_ERRORS] = scheduler.max_errors
-        self.area_bytes = reply_area_bytes
-        self.areas: Any = sharedctypes.RawArray("B", max(1, AREAS * slots * reply_area_bytes))
+        # At most AREAS_BUDGET bytes of reply areas per run, however many slots (a generator at
+        # concurrency 4,096 has as many): smaller areas then, and more replies by the pipe.
+        self.area_bytes = min(reply_area_bytes, AREAS_BUDGET // (AREAS * slots))
+        self.areas: Any = sharedctypes.RawArray("B", max(1, AREAS * slots * self.area_bytes))
         self.area_view = memoryview(self.areas).cast("B")
         self.poller = select.poll()
 
