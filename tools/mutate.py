@@ -1504,7 +1504,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "pipelined-a-lost-childs-unpublished-replies-are-lost",
         PROCESS_GROUP,
         "            self.recover_areas(child)\n",
-        "",
+        "            pass\n",
         T_PIPELINED,
     ),
     _mutant(
@@ -1556,6 +1556,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "    scheduler.let_go_the_source()\n    scheduler.join_ended()\n    scheduler.end_run(",
         "    scheduler.join_ended()\n    scheduler.end_run(",
         T_PROCESSES,
+        survives=(
+            "no backend registers a release any more: the processes backend's children belong to "
+            "its dispatcher, which never enters the tasks iterable (see docs/development.md)"
+        ),
     ),
     _mutant(
         "beyond-a-ctrl-c-lets-no-worker-at-the-source-go",
