@@ -624,17 +624,25 @@ def test_a_generator_blocked_in_next_holds_up_no_deadline_of_a_running_task(
 
 
 def test_a_timed_task_killed_before_its_child_started_it_is_not_sent_again() -> None:
-    # A timeout of a microsecond: the dispatcher kills the (ready, idle) child at the deadline,
-    # most likely before the child has even read the task. Past its deadline a task fails
-    # whether or not it had begun: TimeoutError, in the child that was up (no note about a
-    # start), and no fresh child for it. Sent again, it would go to a fresh child, whose start
-    # its clock would then include.
-    # It sleeps, so that its reply never comes before the kill (a reply that does wins, as in a
-    # worker thread's wait).
+    # One worker, tasks from a generator, which is read only once the child is idle: as it is
+    # asked for the second task, it stops the child (SIGSTOP), so the child cannot even read the
+    # timed task sent to it, and its deadline (a microsecond) passes first. Past its deadline a
+    # task fails whether or not it had begun: TimeoutError, in the child that was up (no note
+    # about a start), and no fresh child for it. Sent again, it would go to a fresh child, whose
+    # start its clock would then include.
     warm: Task[int] = Task(tasks.pid)
-    instant: Task[int] = Task(partial(tasks.sleep_then_pid, 0.5), timeout=1e-6)
+    instant: Task[int] = Task(tasks.pid, timeout=1e-6)
+
+    def made() -> Iterator[Task[int]]:
+        yield warm
+        assert warm.result is not None
+        os.kill(warm.result, signal.SIGSTOP)
+        yield instant
+
     backend = Processes()
-    run(Pool([warm, instant], 1, backend=backend))
+    pool = Pool(made(), 1, backend=backend)
+    run(pool)
     assert isinstance(instant.err, TimeoutError)
     assert getattr(instant.err, "__notes__", []) == []
     assert backend.counts.children_started == 1
+    assert not exists(warm.result)
