@@ -645,4 +645,4 @@ def test_a_timed_task_killed_before_its_child_started_it_is_not_sent_again() -> 
     assert isinstance(instant.err, TimeoutError)
     assert getattr(instant.err, "__notes__", []) == []
     assert backend.counts.children_started == 1
-    assert not exists(warm.result)
+    assert warm.result is not None and not exists(warm.result)
