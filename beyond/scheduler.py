@@ -138,6 +138,14 @@ class Scheduler(RunWatch[Result], WakesSleepersOnCancel):
                 # Cancelled before the run: nothing to hand out.
                 self._pending.clear()
 
+    @property
+    def streaming(self) -> bool:
+        return self._streaming
+
+    @property
+    def tasks_are_a_list(self) -> bool:
+        return self._sequence is not None
+
     def end_run(self, *, completed: bool) -> None:
         with self._lock:
             self._on_stop = None

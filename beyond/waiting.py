@@ -109,14 +109,15 @@ class RunWatch(ABC, Generic[Result]):
         with self._lock:
             self._running += 1
 
-    def end(self, number: int) -> None:
+    def end(self, number: int | None) -> None:
         with self._lock:
             self._running -= 1
-            self.current[number] = None
-            self._at_source[number] = False
-            # The worker has closed its runner itself; and a callback kept would hold the runner,
-            # which holds this scheduler: a reference cycle.
-            self._on_left[number] = None
+            if number is not None:
+                self.current[number] = None
+                self._at_source[number] = False
+                # The worker has closed its runner itself; and a callback kept would hold the
+                # runner, which holds this scheduler: a reference cycle.
+                self._on_left[number] = None
             self._ended.append(threading.current_thread())
             self._wake_main()
 

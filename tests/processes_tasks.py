@@ -4,7 +4,6 @@ test can tell which process ran it and whether that process is still there."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import gc
 import os
@@ -155,43 +154,55 @@ def forks_and_both_return(folder: str, number: int) -> tuple[str, int]:
 
 
 def forges_a_reply(kind: str) -> str:
-    """Fork a copy that writes a frame of its own on the worker's pipe, before this process's
-    answer: a reply from the copy's pid ("copy"), one from the worker's pid to another task
-    ("number"), or a frame too short to be a reply ("short")."""
+    """Fork a copy that writes a frame of its own on the worker's reply pipe, before this
+    process's answer: a reply from the copy's pid ("copy"), one from the worker's pid to another
+    task ("number"), or a frame too short to be a reply ("short")."""
     from multiprocessing.connection import Connection
 
-    from beyond.backends.child_process_loop import REPLY, RETURNED
+    from beyond.backends.child_process_frames import REPLY, RETURNED
 
     copy = os.fork()
     if copy == 0:
         try:
-            pipe = next(o for o in gc.get_objects() if isinstance(o, Connection) and not o.closed)
+            pipe = next(
+                o
+                for o in gc.get_objects()
+                if isinstance(o, Connection) and not o.closed and o.writable
+            )
+            body = pickle.dumps("forged")
             if kind == "copy":
-                frame = REPLY.pack(1, os.getpid(), RETURNED) + pickle.dumps("forged")
+                frame = REPLY.pack(len(body), 1, RETURNED, 0.0, os.getpid()) + body
             elif kind == "number":
-                frame = REPLY.pack(10**6, os.getppid(), RETURNED) + pickle.dumps("forged")
+                frame = REPLY.pack(len(body), 10**6, RETURNED, 0.0, os.getppid()) + body
             else:
                 frame = b"xx"
-            pipe.send_bytes(frame)
+            os.write(pipe.fileno(), frame)
         finally:
             os._exit(0)
     _wait_for_the_copy(copy)
+    # The parent refuses the frame as it reads it, and kills this process: until then this task
+    # is the one running, whenever the parent gets to it. Longer than the tests' RUN_LIMIT: a
+    # parent that waited for a frame cut short to be completed would fail the test, not pass it
+    # late.
+    time.sleep(120)
     return "genuine"
 
 
 def forks_and_execs(folder: str) -> int:
     """Fork a copy that execs `sleep 60`; return the copy's pid. Before the exec the copy writes
-    the inode of each socket this worker holds to folder/sockets, one a line."""
+    the inode of each of this worker's pipes to its parent (multiprocessing Connections) to
+    folder/pipes, one a line."""
+    from multiprocessing.connection import Connection
+
     copy = os.fork()
     if copy == 0:
         try:
-            inodes = []
-            for name in os.listdir("/proc/self/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/self/fd/{name}")
-                    if link.startswith("socket:"):
-                        inodes.append(link)
-            Path(folder, "sockets").write_text("\n".join(inodes))
+            inodes = [
+                os.readlink(f"/proc/self/fd/{o.fileno()}")
+                for o in gc.get_objects()
+                if isinstance(o, Connection) and not o.closed
+            ]
+            Path(folder, "pipes").write_text("\n".join(inodes))
             os.execv("/bin/sleep", ["sleep", "60"])
         finally:
             os._exit(1)
@@ -292,3 +303,105 @@ def raises_an_error_that_exits_when_pickled() -> None:
 
 def raises_an_error_that_interrupts_when_printed() -> None:
     raise ErrorThatInterruptsWhenPrinted()
+
+
+# --- For the pipelined backend (tests/test_processes_pipelined.py). ---
+
+
+def recorded_sleep(events: str, number: int, seconds: float) -> int:
+    """recorded(), then a sleep: a task long enough that a stop lands while it runs."""
+    recorded(events, number, False)
+    time.sleep(seconds)
+    return number * 2
+
+
+def recorded_exit(events: str, number: int, status: int) -> None:
+    """Record, then die: os._exit, no reply."""
+    recorded(events, number, False)
+    os._exit(status)
+
+
+def recorded_after_file(events: str, number: int, path: str, seconds: float) -> int:
+    """Record, then wait for `path` (made by another task), then return."""
+    recorded(events, number, False)
+    wait_for_file(path, seconds)
+    return number * 2
+
+
+def recorded_fail_after_file(events: str, number: int, path: str, seconds: float) -> None:
+    recorded(events, number, False)
+    wait_for_file(path, seconds)
+    raise Failed(number)
+
+
+def recorded_system_exit(events: str, number: int) -> None:
+    recorded(events, number, False)
+    raise SystemExit(3)
+
+
+def forks_and_returns(number: int) -> int:
+    """fork(), and both copies return (careless code does): only the task's own process may
+    answer for it."""
+    os.fork()
+    return number * 2
+
+
+class KillsItsLoader:
+    """A task whose unpickling ends the process that loads it (os._exit(5)): in the child."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return os._exit, (5,)
+
+    def __call__(self) -> None:  # never reached: loading it ends the process
+        return None
+
+
+def recorded_kill(events: str, number: int) -> None:
+    """Record, then SIGKILL this process, as the out-of-memory killer would."""
+    recorded(events, number, False)
+    kill_myself()
+
+
+def recorded_outcome(events: str, number: int, outcome: str) -> int:
+    """Record, then return (ok), raise Failed (fail) or die with status 7 (exit)."""
+    recorded(events, number, False)
+    if outcome == "fail":
+        raise Failed(number)
+    if outcome == "exit":
+        os._exit(7)
+    return number * 2
+
+
+def scaled(number: int, *, factor: int = 1) -> int:
+    return number * factor
+
+
+class Tally:
+    """State that pickles by value: each task that calls a bound method gets its own copy."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def bump(self, by: int) -> int:
+        self.count += by
+        return self.count
+
+
+def gate(folder: str, name: str, path: str, seconds: float) -> int:
+    """Write this process's pid to folder/name, then wait for `path`; return the pid."""
+    announce_then_sleep(folder, name, 0)
+    wait_for_file(path, seconds)
+    return os.getpid()
+
+
+def recorded_pid(events: str, number: int) -> int:
+    """recorded(), returning the pid of the process that ran it."""
+    recorded(events, number, False)
+    return os.getpid()
+
+
+def echo_size(payload: bytes, size: int) -> bytes:
+    """Return `size` bytes, after checking the argument arrived whole."""
+    if payload != bytes(len(payload)):
+        raise ValueError("the argument arrived damaged")
+    return bytes(size)

@@ -40,7 +40,6 @@ from beyond.backends.child_processes import (
     WorkerDied,
     WorkerStartFailed,
 )
-from beyond.scheduler import Scheduler
 from beyond.task import quoted_name
 from tests import processes_tasks as tasks
 from tests.conftest import REPO_ROOT, finish_within
@@ -491,9 +490,9 @@ def test_a_program_a_task_forks_and_execs_does_not_hold_the_workers_pipe(tmp_pat
             assert time.monotonic() < end
             time.sleep(0.01)
         held = {os.readlink(fd) for fd in Path(f"/proc/{sleeper}/fd").iterdir()}
-        workers_sockets = set((tmp_path / "sockets").read_text().split())
-        assert workers_sockets, "the worker held no socket: its pipe is a socketpair"
-        assert held.isdisjoint(workers_sockets)
+        workers_pipes = set((tmp_path / "pipes").read_text().split())
+        assert workers_pipes, "the worker held no pipe: it has two, to and from the parent"
+        assert held.isdisjoint(workers_pipes)
     finally:
         os.kill(sleeper, signal.SIGKILL)
     assert mine.err is None
@@ -753,14 +752,15 @@ def test_ctrl_c_while_a_child_starts_stops_the_run_and_leaves_no_process(
     session_ends(child.pid)
 
 
-# Ctrl-C while workers wait in line to start their children (the starts are serialised, tens of
-# milliseconds each). The script holds the line's lock until every worker waits in it, sends
-# itself SIGINT, and lets the line go once the pool has stopped: no child may start after that.
+# Ctrl-C while the dispatcher waits in line to start a child (starts are serialised, process-wide,
+# tens of milliseconds each). The script holds the line's lock until the dispatcher waits in it,
+# sends itself SIGINT, and lets the line go once the pool has stopped: no child may start after
+# that.
 CTRL_C_WHILE_STARTS_WAIT = """
 import json, multiprocessing.process, os, signal, sys, threading, time
 from functools import partial
 from beyond import Pool, Task
-from beyond.backends import child_processes
+from beyond.backends import child_process_handle
 from tests.processes_tasks import double
 
 count = int(sys.argv[1])
@@ -778,20 +778,20 @@ multiprocessing.process.BaseProcess.start = counted_start
 def in_line():
     frames = sys._current_frames()
     return sum(
-        frames[thread.ident].f_code.co_name == "_start"
+        frames[thread.ident].f_code.co_name == "start_child"
         for thread in threading.enumerate()
-        if thread.name.startswith("worker-") and thread.ident in frames
+        if thread.name == "worker-dispatcher" and thread.ident in frames
     )
 
-def ctrl_c_while_every_worker_waits_to_start():
-    with child_processes._starting:
-        while in_line() < count:
+def ctrl_c_while_the_dispatcher_waits_to_start():
+    with child_process_handle.starting:
+        while in_line() < 1:
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
         while pool.stopped is None:
             time.sleep(0.01)
 
-threading.Thread(target=ctrl_c_while_every_worker_waits_to_start, daemon=True).start()
+threading.Thread(target=ctrl_c_while_the_dispatcher_waits_to_start, daemon=True).start()
 try:
     pool.run()
 except KeyboardInterrupt:
@@ -803,17 +803,19 @@ except KeyboardInterrupt:
 """
 
 
-def test_ctrl_c_while_workers_wait_to_start_their_children_starts_none(tmp_path: Path) -> None:
+def test_ctrl_c_while_the_dispatcher_waits_to_start_a_child_starts_none(tmp_path: Path) -> None:
     # Before the fix each worker in line started its child after the stop all the same (4 of 4
-    # here; 63 of 64 at concurrency 64 in the adversary's run, KeyboardInterrupt 0.9 to 1.2 s
-    # after the SIGINT), only to kill it at its first look at the cancel.
+    # with a worker thread per child; 63 of 64 at concurrency 64 in the adversary's run,
+    # KeyboardInterrupt 0.9 to 1.2 s after the SIGINT), only to kill it at its first look at the
+    # cancel. The task whose child was waiting to start is Cancelled; the dispatcher takes no
+    # other after the stop.
     child = run_script(tmp_path, CTRL_C_WHILE_STARTS_WAIT, "4")
     out, err = communicate(child)
     assert child.returncode == 0, err
     report = json.loads(out)
     assert report == {
         "started after the stop": [],
-        "outcomes": ["Cancelled"] * 4,
+        "outcomes": ["Cancelled", "not run", "not run", "not run"],
         "children": [],
     }
     session_ends(child.pid)
@@ -1010,37 +1012,24 @@ def test_a_worker_left_in_a_blocked_generator_keeps_no_child_and_the_program_exi
 def test_a_loop_left_suspended_after_a_cancel_does_not_keep_the_exit_waiting(
     tmp_path: Path,
 ) -> None:
-    # The loop has not ended, so the idle child is still there as the script ends; the pool's
-    # exit hook lets it go. Before, the exit waited for ever, as above.
+    # The loop has not ended as the script ends, and the generator's reader is blocked in next().
+    # With a worker thread per child, that worker's idle child was still there, and the pool's
+    # exit hook had to let it go; before that fix, the exit waited for ever, as above. Now the
+    # dispatcher, which never enters the generator, stops its children on the cancel by itself
+    # (they may or may not be gone by the script's report): the exit must not wait either way.
     child = run_script(tmp_path, GENERATOR_BLOCKS_SCRIPT, str(tmp_path), "cancel", "suspended")
     out, err = exits_within(child, EXIT_LIMIT)
     assert child.returncode == 0, err
     report = json.loads(out)
     assert report["blocked"] and report["stopped"] == "cancelled"
-    assert report["children"], "no idle child was left to keep the exit waiting"
     session_ends(child.pid)
 
 
-def test_a_runner_closed_by_two_threads_at_once_stops_its_child_once_and_both_wait_for_it() -> None:
-    # The worker's own close() and the release by the thread that waited for the run meet when a
-    # worker left at the source comes back just as the run ends. This child takes a second to exit
-    # once its pipe ends. The second close() must find no child to stop again, and must not
-    # return before the first has stopped it: once run() has returned, no child is left. Without
-    # the runner's lock the second returned at once, the child still there.
+def test_a_child_slow_to_exit_is_gone_once_run_returns() -> None:
+    # The dispatcher alone holds the children (no worker thread, no second close()): at the end
+    # it closes each pipe and waits for the child, which here takes a second to exit once its
+    # pipe ends. Once run() has returned, no child is left (the fixture checks it too).
     task = Task(partial(tasks.lingers_at_exit, 1.0))
-    scheduler = Scheduler([task], None, object(), 1, None, 0.5)
-    scheduler.begin_run(False, None)
-    runner = Processes().runner(scheduler, 0)
-    assert runner.run(task) is False
-    child = task.result
-    assert child is not None
-    first = threading.Thread(target=runner.close, name="first close")
-    first.start()
-    end = time.monotonic() + RUN_LIMIT
-    while runner._process is not None:  # until the first close() has taken the child
-        assert time.monotonic() < end
-        time.sleep(0.001)
-    runner.close()
-    assert not exists(child)
-    first.join(RUN_LIMIT)
-    assert not first.is_alive()
+    run(Pool([task], 1, backend="processes"))
+    assert isinstance(task.result, int)
+    assert not exists(task.result)

@@ -66,7 +66,7 @@ def test_every_test_the_development_notes_cite_exists() -> None:
 
 
 def test_every_mutant_the_development_notes_name_is_in_the_table() -> None:
-    prefixes = "robust|ec|fix|go|naive|watchdog|beyond|plugin|processes|asyncio|dask"
+    prefixes = "robust|ec|fix|go|naive|watchdog|beyond|plugin|processes|pipelined|asyncio|dask"
     named = set(re.findall(rf"`((?:{prefixes})-[a-z-]+)`", development_notes()))
     assert named
     assert named - {mutant.name for mutant in MUTANTS} == set()

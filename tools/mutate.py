@@ -100,6 +100,10 @@ BEYOND_ASYNCIO = "beyond/backends/event_loop.py"
 ASYNCIO_WORKERS = "beyond/backends/event_loop_workers.py"
 PROCESSES = "beyond/backends/child_processes.py"
 PROCESS_CHILD = "beyond/backends/child_process_loop.py"
+PROCESS_FRAMES = "beyond/backends/child_process_frames.py"
+PROCESS_HANDLE = "beyond/backends/child_process_handle.py"
+PROCESS_GROUP = "beyond/backends/child_process_group.py"
+PROCESS_DISPATCHER = "beyond/backends/child_process_dispatcher.py"
 DASK = "beyond/backends/dask_cluster.py"
 DASK_LOST = "beyond/backends/dask_lost_workers.py"
 START_METHOD = "plots/start_method.py"
@@ -143,6 +147,7 @@ T_BEYOND_INTERRUPTS = (
     "tests/test_beyond_demo.py",
 )
 T_PROCESSES = ("tests/test_beyond_processes.py",)
+T_PIPELINED = ("tests/test_processes_pipelined.py", "tests/test_beyond_processes.py")
 T_DASK = ("tests/test_beyond_dask.py",)
 T_CONTENDERS = ("tests/test_contenders.py",)
 
@@ -1374,16 +1379,30 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "processes-any-reply-passes-for-the-workers-answer",
-        PROCESSES,
-        "if header is None or header[:2] != (number, child):",
-        "if header is None:",
+        PROCESS_FRAMES,
+        "        if sender != pid or kind > WAITING:",
+        "        if kind > WAITING:",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-an-answer-to-another-task-passes-for-this-ones",
+        PROCESS_GROUP,
+        "        if not child.sent or child.sent[0][0] != seq:",
+        "        if not child.sent:",
+        T_PROCESSES,
+    ),
+    _mutant(
+        "processes-a-frame-cut-short-is-waited-for",
+        PROCESS_FRAMES,
+        "    if drained and 0 < end - start < header:",
+        "    if False:",
         T_PROCESSES,
     ),
     _mutant(
         "processes-a-dead-child-held-open-by-a-forked-copy-goes-unseen",
-        PROCESSES,
-        "            if self._ended():\n                raise self._died(task)",
-        "            if False:\n                raise self._died(task)",
+        PROCESS_DISPATCHER,
+        "                if not events:\n                    self.look_for_exits()",
+        "                if False:\n                    self.look_for_exits()",
         T_PROCESSES,
     ),
     _mutant(
@@ -1395,16 +1414,19 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _mutant(
         "processes-a-tasks-clock-runs-through-its-childs-start",
-        PROCESSES,
-        "        if task.timeout is not None:\n            # Later than the deadline",
-        "        if False:\n            # Later than the deadline",
+        PROCESS_GROUP,
+        "            if child.timed is not None:\n                # A task's timeout counts",
+        "            if False:\n                # A task's timeout counts",
         T_PROCESSES,
     ),
     _mutant(
         "processes-a-failed-start-fails-each-task-instead-of-the-run",
-        PROCESSES,
-        "            self._stop_the_run(failed)\n            return False",
-        "            return task.run(partial(_reraise, failed))",
+        PROCESS_GROUP,
+        "            except WorkerStartFailed as failed:\n                # The cause",
+        "            except WorkerStartFailed as failed:\n"
+        "                self.finish(task, partial(_raise, failed))\n"
+        "                return\n"
+        "                # The cause",
         T_PROCESSES,
     ),
     _mutant(
@@ -1417,15 +1439,15 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "processes-programs-a-task-execs-hold-the-workers-pipe",
         PROCESS_CHILD,
-        "    os.set_inheritable(connection.fileno(), False)\n",
+        "    for fd in (tasks.fileno(), replies_fd):\n        os.set_inheritable(fd, False)\n",
         "\n",
         T_PROCESSES,
     ),
     _mutant(
-        "processes-a-worker-in-line-starts-its-child-after-a-ctrl-c",
-        PROCESSES,
-        "                token.check()\n                try:\n                    process.start()",
-        "                try:\n                    process.start()",
+        "processes-the-dispatcher-in-line-starts-a-child-after-a-ctrl-c",
+        PROCESS_HANDLE,
+        "            if scheduler.cancelled:\n                raise Cancelled(",
+        "            if False:\n                raise Cancelled(",
         T_PROCESSES,
     ),
     _mutant(
@@ -1443,18 +1465,90 @@ MUTANTS: tuple[Mutant, ...] = (
         T_PROCESSES,
     ),
     _mutant(
-        "processes-a-worker-left-in-a-blocked-generator-keeps-its-child",
-        PROCESSES,
-        "        scheduler.set_on_left_at_the_source(number, self.close)\n",
-        "\n",
-        T_PROCESSES,
+        "processes-the-dispatcher-reads-a-generator-itself",
+        PROCESS_DISPATCHER,
+        "        if reader is not None:\n            if reader.taken:",
+        "        if False:\n            if reader.taken:",
+        T_PIPELINED,
     ),
     _mutant(
-        "processes-a-second-close-returns-before-the-child-is-stopped",
-        PROCESSES,
-        "        with self._stopping:\n            connection, process",
-        "        with contextlib.nullcontext():\n            connection, process",
+        "processes-a-generator-is-read-ahead-of-its-children",
+        PROCESS_DISPATCHER,
+        "        if self.reader is not None:\n            return 1",
+        "        if False:\n            return 1",
         T_PROCESSES,
+    ),
+    # The pipelined design's own rules (ported from the proto-procs prototype's table).
+    _mutant(
+        "pipelined-a-child-does-not-count-its-own-failure",
+        PROCESS_CHILD,
+        "                shared[failures] += 1\n",
+        "                pass\n",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-child-starts-queued-tasks-after-a-stop",
+        PROCESS_CHILD,
+        "        if panicked or shared[STOP] or seq >= shared[limit]:",
+        "        if panicked or seq >= shared[limit]:",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-child-waits-for-tasks-without-publishing-its-replies",
+        PROCESS_CHILD,
+        "            before_waiting()\n",
+        "",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-lost-childs-unpublished-replies-are-lost",
+        PROCESS_GROUP,
+        "            self.recover_areas(child)\n",
+        "            pass\n",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-lost-childs-queue-is-dropped",
+        PROCESS_GROUP,
+        "            self.ready.extendleft(reversed(unstarted))",
+        "            pass",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-child-that-dies-while-starting-sends-its-tasks-on",
+        PROCESS_GROUP,
+        "        if not child.ready:\n            self.lost_while_starting",
+        "        if False:\n            self.lost_while_starting",
+        ("tests/test_processes_pipelined.py",),
+    ),
+    _mutant(
+        "pipelined-a-task-killed-at-its-deadline-before-starting-is-sent-again",
+        PROCESS_GROUP,
+        '            if seq <= started or why == "deadline":',
+        "            if seq <= started:",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-timed-task-waits-behind-others",
+        PROCESS_DISPATCHER,
+        "                    if task.timeout is not None:\n"
+        "                        # Only to an idle child",
+        "                    if False:\n                        # Only to an idle child",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-task-taken-back-is-dropped",
+        PROCESS_GROUP,
+        "                self.counts.taken_back += 1\n                self.ready.append(task)",
+        "                self.counts.taken_back += 1",
+        T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-child-ignores-its-limit",
+        PROCESS_CHILD,
+        "        if panicked or shared[STOP] or seq >= shared[limit]:",
+        "        if panicked or shared[STOP]:",
+        T_PIPELINED,
     ),
     _mutant(
         "beyond-the-runs-end-lets-no-worker-at-the-source-go",
@@ -1462,6 +1556,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "    scheduler.let_go_the_source()\n    scheduler.join_ended()\n    scheduler.end_run(",
         "    scheduler.join_ended()\n    scheduler.end_run(",
         T_PROCESSES,
+        survives=(
+            "no backend registers a release any more: the processes backend's children belong to "
+            "its dispatcher, which never enters the tasks iterable (see docs/development.md)"
+        ),
     ),
     _mutant(
         "beyond-a-ctrl-c-lets-no-worker-at-the-source-go",

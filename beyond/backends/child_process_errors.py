@@ -9,7 +9,8 @@ import pickle
 import signal
 from typing import Any
 
-from beyond.backends.child_process_loop import NOT_LOADED, NOT_SENT, RETURNED, load
+from beyond.backends.child_process_frames import NOT_LOADED, NOT_SENT, RETURNED
+from beyond.backends.child_process_loop import load
 from beyond.task import Task, quoted_name
 
 
@@ -62,16 +63,20 @@ class RemoteError(Exception):
     there or loaded here): its type, its message and why; as __cause__, its traceback text."""
 
 
-def describe_frame(header: tuple[int, int, int] | None) -> str:
-    if header is None:
-        return "a frame too short to be a reply"
-    return f"a reply from pid {header[1]} to task number {header[0]}"
+def lost_reply(task: Task[Any], pid: int | None, seq: int, what: str) -> LostReply:
+    """The error of a task whose answer was lost to bytes on its child's pipe that were not a
+    reply of that child's (`what` says what they were)."""
+    return LostReply(
+        f"the answer of task {quoted_name(task)} was lost: its worker process (pid {pid}) ran it "
+        f"as task number {seq}, and its pipe carried {what} instead; did the task fork and let "
+        "the copy write to the pipe? A fresh process takes the next task"
+    )
 
 
 def start_failure(exitcode: int | None) -> str:
     """What to say about a child that died before it was ready: one line, and what to do."""
     if exitcode is None:
-        # Alive, but what it sent was not its ready message: it was killed (see _end_of_child).
+        # Alive, but what it sent was not its ready message: it was killed.
         return "a worker process sent something other than its ready message while starting"
     found = signal_of(exitcode)
     if found is not None:

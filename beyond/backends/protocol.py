@@ -77,13 +77,26 @@ class SchedulerSeam(Protocol[Result]):
     def worker_count(self) -> int:
         """How many workers to start: one per task for a short list, at most `concurrency`."""
 
+    @property
+    def streaming(self) -> bool:
+        """The run is a loop over the pool (iteration): each finished task is handed over."""
+
+    @property
+    def tasks_are_a_list(self) -> bool:
+        """The pool's tasks are a list: taking one runs none of the program's code, so a backend
+        may take tasks ahead of its workers, from any thread, without blocking. Otherwise a
+        task is taken only for a free worker, and next() may take as long as the iterable likes
+        (see docs/stage4.md, "Tasks are taken only by a free worker")."""
+
     # --- A worker thread's life (WorkerThreadsBackend). ---
 
     def begin(self) -> None:
         """A thread that runs tasks, first of all: the waiting thread now waits for it."""
 
-    def end(self, number: int) -> None:
-        """The same thread, last of all, whatever happened: it has ended."""
+    def end(self, number: int | None) -> None:
+        """The same thread, last of all, whatever happened: it has ended. None: a thread of the
+        backend's that takes no task itself (a dispatcher that feeds child processes, while
+        another thread reads the tasks iterable as worker 0): its end touches no worker's slot."""
 
     def left_at_the_source(self, number: int) -> bool:
         """The run has stopped and worker `number` is inside the tasks iterable's next() (or in
