@@ -315,21 +315,14 @@ def _stop_and_wait(scheduler: Scheduler[Any], raised: BaseException) -> BaseExce
     # A Ctrl-C during this wait after a refused thread is the first (it waits); after a loop left
     # early, which may have been a Ctrl-C in its body, it is taken for a second (it ends the wait).
     first_ctrl_c_waits = not isinstance(stop, KeyboardInterrupt | GeneratorExit)
-    try:
-        ctrl_c = scheduler.wait_until_none_running(first_ctrl_c_waits=first_ctrl_c_waits)
-    finally:
-        # After a second Ctrl-C too: what a worker left at the source holds would otherwise keep
-        # the interpreter's exit waiting (a child process, which multiprocessing joins there).
-        scheduler.let_go_the_source()
+    ctrl_c = scheduler.wait_until_none_running(first_ctrl_c_waits=first_ctrl_c_waits)
     scheduler.join_ended()
     return ctrl_c or stop
 
 
 def _finish(scheduler: Scheduler[Any]) -> None:
-    """Every worker has ended, or is left at the source of the stopped run: release what those
-    hold, join the others, and raise what the run must (a panic, the tasks iterable's error, the
-    backend's)."""
-    scheduler.let_go_the_source()
+    """Every worker has ended, or is left at the source of the stopped run: join the others, and
+    raise what the run must (a panic, the tasks iterable's error, the backend's)."""
     scheduler.join_ended()
     scheduler.end_run(completed=True)
     if scheduler.error is not None:

@@ -87,9 +87,6 @@ class RunWatch(ABC, Generic[Result]):
         self._at_source: list[bool] = [False] * worker_count
         # When the waiting thread first saw only workers at the source left (see there).
         self._only_the_source_since: float | None = None
-        # Per worker: what to call if the run ends with it left at the source (see
-        # let_go_the_source); under the lock.
-        self._on_left: list[Callable[[], None] | None] = [None] * worker_count
         self.overdue: list[Task[Result]] = []
         self.overdue_grace = overdue_grace
 
@@ -115,9 +112,6 @@ class RunWatch(ABC, Generic[Result]):
             if number is not None:
                 self.current[number] = None
                 self._at_source[number] = False
-                # The worker has closed its runner itself; and a callback kept would hold the
-                # runner, which holds this scheduler: a reference cycle.
-                self._on_left[number] = None
             self._ended.append(threading.current_thread())
             self._wake_main()
 
@@ -125,10 +119,6 @@ class RunWatch(ABC, Generic[Result]):
         """The pool has stopped and worker `number` is at the source: it runs no task, will start
         none, and may never come back (a generator blocked on a socket)."""
         return self.stopped is not None and self._at_source[number]
-
-    def set_on_left_at_the_source(self, number: int, release: Callable[[], None] | None) -> None:
-        with self._lock:
-            self._on_left[number] = release
 
     def _wake_main(self) -> None:
         """Lock held: wake main (or the consumer) if it sleeps, to look again at what it waits
@@ -182,25 +172,6 @@ class RunWatch(ABC, Generic[Result]):
         if self._only_the_source_since is None:
             self._only_the_source_since = now
         return now - self._only_the_source_since >= SIGNAL_CHECK_SECONDS
-
-    def let_go_the_source(self) -> None:
-        """The waiting thread, as it stops waiting for the run (and the pool's exit hook, for a
-        loop over the pool left suspended): call, once, the release of each worker left at the
-        source (set_on_left_at_the_source). Such a worker may stay in the
-        tasks iterable's next() for ever, and what it holds (an idle child process, which
-        multiprocessing's exit hook would join) must not outlive the run. Each is taken under
-        the lock and called outside it (it may wait for a process), so that a worker ending now
-        finds it gone, and the release and the worker's own close() meet only in the runner."""
-        if self.stopped is None:
-            return  # no worker is left at the source of a run that has not stopped
-        with self._lock:
-            releases = []
-            for number, release in enumerate(self._on_left):
-                if release is not None and self.left_at_the_source(number):
-                    self._on_left[number] = None
-                    releases.append(release)
-        for release in releases:
-            release()
 
     def join_ended(self) -> None:
         """Main: join the workers that have ended, so that none outlives run()."""

@@ -1551,32 +1551,6 @@ MUTANTS: tuple[Mutant, ...] = (
         T_PIPELINED,
     ),
     _mutant(
-        "beyond-the-runs-end-lets-no-worker-at-the-source-go",
-        BEYOND,
-        "    scheduler.let_go_the_source()\n    scheduler.join_ended()\n    scheduler.end_run(",
-        "    scheduler.join_ended()\n    scheduler.end_run(",
-        T_PROCESSES,
-        survives=(
-            "no backend registers a release any more: the processes backend's children belong to "
-            "its dispatcher, which never enters the tasks iterable (see docs/development.md)"
-        ),
-    ),
-    _mutant(
-        "beyond-a-ctrl-c-lets-no-worker-at-the-source-go",
-        BEYOND,
-        "joins there).\n        scheduler.let_go_the_source()",
-        "joins there).\n        pass",
-        T_PROCESSES,
-    ),
-    _mutant(
-        "beyond-the-exit-hook-lets-no-worker-at-the-source-go",
-        WORKER_THREADS,
-        "            scheduler.let_go_the_source()\n",
-        "\n",
-        T_PROCESSES,
-    ),
-    # --- beyond/backends/dask_cluster.py ---
-    _mutant(
         "dask-waits-on-a-future-for-ever",
         DASK,
         "return outcome.result(timeout=CLIENT_CHECK_SECONDS)",

@@ -102,19 +102,6 @@ class SchedulerSeam(Protocol[Result]):
         """The run has stopped and worker `number` is inside the tasks iterable's next() (or in
         line for it): it runs no task, will start none, and may never come back."""
 
-    def set_on_left_at_the_source(self, number: int, release: Callable[[], None] | None) -> None:
-        """Have `release()` called once if the run ends with worker `number` left at the source:
-        by the thread that waited for the run (main in run(), the loop over the pool), as it
-        stops waiting. For what the worker holds and will never use again (an idle child
-        process), which the worker itself, perhaps blocked for ever, cannot free. It may run
-        while the worker comes back and closes its runner: the two must be safe together.
-        Forgotten when the worker ends. None: no call."""
-
-    def let_go_the_source(self) -> None:
-        """Call those releases now, each once, for the workers left at the source: for an exit
-        hook, when the thread that waits for the run may never get there (a loop over the pool
-        left suspended after a cancel())."""
-
     def take(self, number: int) -> Iterator[Task[Result]]:
         """Worker `number`'s tasks, one each time it is free, until none is left or the run
         stops; blocking (in iteration it waits for room). Each task it gives has started: its

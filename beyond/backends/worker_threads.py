@@ -67,10 +67,7 @@ class WorkerThread(threading.Thread):
         if scheduler is None or not self.waited_for_at_exit or not self.is_alive():
             return False
         if scheduler.left_at_the_source(self.number):
-            # It runs no task and will start none, and may never come back. What it holds goes
-            # now, if the run's end has not let it go already (a loop over the pool left
-            # suspended): a child process, which multiprocessing's exit hook, next, would join.
-            scheduler.let_go_the_source()
+            # It runs no task and will start none, and may never come back.
             return False
         self.join()
         return True
