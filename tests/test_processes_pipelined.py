@@ -9,6 +9,7 @@ process, and waits for an event rather than a guessed time.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beyond import Cancelled, Pool, StopReason, Task
+from beyond.backends.child_process_group import ChildGroup
 from beyond.backends.child_processes import (
     NotPicklable,
     Processes,
@@ -521,6 +523,39 @@ def test_a_partial_of_a_bound_method_still_gets_its_own_copy_of_the_object() -> 
     work: list[Task[int]] = [Task(partial(tally.bump, 2)) for _ in range(10)]
     run(Pool(work, 1, backend=Processes()))
     assert [task.result for task in work] == [2] * 10
+
+
+def runs_alive() -> int:
+    """How many runs' ChildGroups (each with its shared memory) are still reachable."""
+    gc.collect()
+    return sum(isinstance(thing, ChildGroup) for thing in gc.get_objects())
+
+
+def test_a_failed_task_kept_after_its_run_does_not_keep_the_run_alive() -> None:
+    # Every error a task keeps is raised in the dispatcher thread (rebuilt, or made there): its
+    # traceback's frames held their callers, up to the dispatcher with the run's shared memory
+    # (and a descriptor for it), as long as the program kept the task: 20 runs whose failed
+    # tasks a program kept held 20 runs' shared memory. The child's traceback stays, as text.
+    def nested() -> None:
+        pass
+
+    before = runs_alive()
+    raised: Task[Any] = Task(partial(tasks.raise_value_error, "kept"))
+    died: Task[Any] = Task(partial(tasks.exit_now, 3))
+    not_sent: Task[Any] = Task(nested)
+    not_returned: Task[Any] = Task(tasks.returns_a_lock)
+    late: Task[Any] = Task(partial(tasks.sleep_then_pid, 60), timeout=0.2)
+    pool = Pool([raised, died, not_sent, not_returned, late], 2, backend=Processes())
+    run(pool)
+    del pool
+    assert isinstance(raised.err, ValueError)
+    assert isinstance(raised.err.__cause__, RemoteTraceback)
+    assert "raise_value_error" in str(raised.err.__cause__)
+    assert isinstance(died.err, WorkerDied)
+    assert isinstance(not_sent.err, NotPicklable)
+    assert isinstance(not_returned.err, NotPicklable)
+    assert isinstance(late.err, TimeoutError)
+    assert runs_alive() == before
 
 
 def test_a_partial_of_a_nested_function_fails_alone_as_not_picklable() -> None:

@@ -1522,6 +1522,13 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_processes_pipelined.py",),
     ),
     _mutant(
+        "pipelined-a-kept-error-keeps-its-whole-run-alive",
+        PROCESS_GROUP,
+        "        if task.err is not None:\n            _without_this_threads_frames(task.err)\n",
+        "",
+        ("tests/test_processes_pipelined.py",),
+    ),
+    _mutant(
         "pipelined-a-task-killed-at-its-deadline-before-starting-is-sent-again",
         PROCESS_GROUP,
         '            if seq <= started or why == "deadline":',
