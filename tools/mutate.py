@@ -1482,9 +1482,16 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "pipelined-a-child-does-not-count-its-own-failure",
         PROCESS_CHILD,
-        "                shared[failures] += 1\n",
-        "                pass\n",
+        "        shared[failures] += 1\n",
+        "        pass\n",
         T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-child-counts-its-failure-only-once-its-error-is-described",
+        PROCESS_CHILD,
+        "        failed(RAISED)\n        return _error_reply(RAISED, error)",
+        "        reply = _error_reply(RAISED, error)\n        failed(RAISED)\n        return reply",
+        ("tests/test_processes_pipelined.py",),
     ),
     _mutant(
         "pipelined-a-child-starts-queued-tasks-after-a-stop",
