@@ -527,6 +527,101 @@ def test_children_that_die_while_starting_stop_the_run_with_every_task_not_run(
     assert finished_tasks == [False] * 30
 
 
+KILLED_WHILE_STARTING = """
+import json, os, signal, sys, threading, time
+from functools import partial
+from pathlib import Path
+from beyond import Pool, Task
+from beyond.backends.child_processes import Processes
+from tests.processes_tasks import double, exit_now
+
+starts = Path(os.environ["STARTS"])
+if __name__ == "__mp_main__":
+    # Each child, importing the main module, appends its pid. With KILL, the second one (the
+    # crash's replacement) then stays in its import, where this script's main thread kills it;
+    # without, every child after the first fails to import.
+    descriptor = os.open(starts, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(descriptor, f"{os.getpid()}\\n".encode())
+    os.close(descriptor)
+    if len(starts.read_text().split()) >= 2:
+        if "KILL" not in os.environ:
+            raise SystemExit(1)
+        if len(starts.read_text().split()) == 2:
+            time.sleep(60)
+
+if __name__ == "__main__":
+    def kill_the_second_while_it_starts():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pids = starts.read_text().split() if starts.exists() else []
+            if len(pids) >= 2:
+                os.kill(int(pids[1]), signal.SIGKILL)  # as the out-of-memory killer would
+                return
+            time.sleep(0.01)
+
+    if "KILL" in os.environ:
+        threading.Thread(target=kill_the_second_while_it_starts, daemon=True).start()
+    work = [Task(partial(double, n)) for n in range(20)]
+    work[5] = Task(partial(exit_now, 3))
+    backend = Processes()
+    pool = Pool(work, 1, backend=backend)
+    try:
+        pool.run()
+        raised = None
+    except Exception as error:
+        raised = repr(error)
+    print(json.dumps([raised, repr(work[5].err), [t.result for t in work],
+                      len(starts.read_text().split()), backend.counts.children_started]))
+"""
+
+
+def run_killed_while_starting(tmp_path: Path, *, kill: bool) -> list[Any]:
+    script = tmp_path / "killed_while_starting.py"
+    script.write_text(KILLED_WHILE_STARTING)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STARTS": str(tmp_path / "starts")}
+    if kill:
+        env["KILL"] = "1"
+    finished = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    outcome: list[Any] = json.loads(finished.stdout)
+    return outcome
+
+
+def test_a_child_killed_while_starting_after_another_came_up_costs_no_task(
+    tmp_path: Path,
+) -> None:
+    # A child came up, so the main module imports: a later child killed in its start (SIGKILL
+    # from the out-of-memory killer, or from a user) is the system's doing, not the program's,
+    # and none of its tasks had started: a fresh child takes them. Before, the run stopped with
+    # WorkerStartFailed and the 14 tasks left were never run.
+    raised, crash, results, starts, started = run_killed_while_starting(tmp_path, kill=True)
+    assert raised is None
+    assert crash.startswith("WorkerDied(") and "exited with status 3" in crash
+    assert results == [None if n == 5 else n * 2 for n in range(20)]
+    assert starts == started == 3
+
+
+def test_children_that_keep_dying_while_starting_stop_the_run_after_one_try_per_worker(
+    tmp_path: Path,
+) -> None:
+    # The main module stops importing mid-run: the fresh child takes the tasks once per worker
+    # (here 1), then the run stops as when no child ever came up, rather than start children
+    # for ever.
+    raised, crash, results, starts, started = run_killed_while_starting(tmp_path, kill=False)
+    assert raised.startswith("WorkerStartFailed(") and "exited with status 1" in raised
+    assert crash.startswith("WorkerDied(")
+    assert results == [n * 2 for n in range(5)] + [None] * 15
+    assert starts == started == 3
+
+
 def test_a_partial_of_a_function_or_class_sent_once_per_child_runs_as_the_partial_would() -> None:
     # partial(function, ...) goes as the function's number and the arguments; the result is the
     # partial's own, keywords included, and a class works as a function does.

@@ -1536,6 +1536,20 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_processes_pipelined.py",),
     ),
     _mutant(
+        "pipelined-a-child-killed-while-starting-stops-the-run-after-another-came-up",
+        PROCESS_GROUP,
+        " and self.start_deaths is not None and self.start_deaths < self.slots:",
+        " and False:",
+        ("tests/test_processes_pipelined.py",),
+    ),
+    _mutant(
+        "pipelined-children-that-keep-dying-while-starting-are-started-for-ever",
+        PROCESS_GROUP,
+        " and self.start_deaths is not None and self.start_deaths < self.slots:",
+        " and self.start_deaths is not None:",
+        ("tests/test_processes_pipelined.py",),
+    ),
+    _mutant(
         "pipelined-a-task-killed-at-its-deadline-before-starting-is-sent-again",
         PROCESS_GROUP,
         '            if seq <= started or why == "deadline":',
