@@ -334,6 +334,33 @@ def recorded_fail_after_file(events: str, number: int, path: str, seconds: float
     raise Failed(number)
 
 
+class SlowToDescribe(Exception):
+    """Its first str() (the child runs it to describe the error) records -1 in `events`, then
+    waits until `more` lines follow it there, or `seconds` pass: until the other children have
+    started that many tasks while this error was being described."""
+
+    def __init__(self, events: str, more: int, seconds: float) -> None:
+        super().__init__(events, more, seconds)
+        self.described = False
+
+    def __str__(self) -> str:
+        if not self.described:
+            self.described = True
+            events, more, seconds = self.args
+            recorded(events, -1, False)
+            lines = len(Path(events).read_text().split()) + more
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and len(Path(events).read_text().split()) < lines:
+                time.sleep(0.005)
+        return "slow to describe"
+
+
+def recorded_fail_slow_to_describe(events: str, number: int, more: int, seconds: float) -> None:
+    """Record, then fail with an error slow to describe (SlowToDescribe)."""
+    recorded(events, number, False)
+    raise SlowToDescribe(events, more, seconds)
+
+
 def recorded_system_exit(events: str, number: int) -> None:
     recorded(events, number, False)
     raise SystemExit(3)

@@ -9,6 +9,7 @@ process, and waits for an event rather than a guessed time.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beyond import Cancelled, Pool, StopReason, Task
+from beyond.backends.child_process_group import ChildGroup
 from beyond.backends.child_processes import (
     NotPicklable,
     Processes,
@@ -287,6 +289,27 @@ def test_with_one_worker_no_task_sent_ahead_starts_after_the_failure_at_max_erro
     assert pool.stopped is not None and pool.stopped.reason == StopReason.MAX_ERRORS
 
 
+def test_at_max_errors_the_failure_counts_before_its_error_is_described(tmp_path: Path) -> None:
+    # The failing task's error is slow to describe: its str() records -1, then waits for 5 more
+    # tasks to start (or 1.5 s). The child counts the failure the moment it is raised, before
+    # that str(), so once -1 is recorded the other child starts at most the one task it had
+    # already passed its check for (concurrency - 1), whatever the scheduling. Before, the count
+    # came after the description: the other child went on starting what it held and was sent
+    # (206 and 490 tasks in two runs, until the str() returned).
+    events = tmp_path / "events"
+    # In the middle of the list: both children are up by then, with plenty left to start.
+    work: list[Task[Any]] = [tiny(events, number) for number in range(2000)]
+    fails = work[100] = Task(
+        partial(tasks.recorded_fail_slow_to_describe, str(events), 100, 5, 1.5)
+    )
+    pool = Pool(work, 2, max_errors=1, backend=Processes())
+    run(pool)
+    order = [int(line) for line in events.read_text().split()]
+    assert isinstance(fails.err, tasks.SlowToDescribe)
+    assert len(order[order.index(-1) + 1 :]) <= 1, order
+    assert pool.stopped is not None and pool.stopped.reason == StopReason.MAX_ERRORS
+
+
 def test_max_errors_lets_the_running_tasks_finish_and_starts_none_of_the_queued(
     tmp_path: Path,
 ) -> None:
@@ -504,6 +527,101 @@ def test_children_that_die_while_starting_stop_the_run_with_every_task_not_run(
     assert finished_tasks == [False] * 30
 
 
+KILLED_WHILE_STARTING = """
+import json, os, signal, sys, threading, time
+from functools import partial
+from pathlib import Path
+from beyond import Pool, Task
+from beyond.backends.child_processes import Processes
+from tests.processes_tasks import double, exit_now
+
+starts = Path(os.environ["STARTS"])
+if __name__ == "__mp_main__":
+    # Each child, importing the main module, appends its pid. With KILL, the second one (the
+    # crash's replacement) then stays in its import, where this script's main thread kills it;
+    # without, every child after the first fails to import.
+    descriptor = os.open(starts, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(descriptor, f"{os.getpid()}\\n".encode())
+    os.close(descriptor)
+    if len(starts.read_text().split()) >= 2:
+        if "KILL" not in os.environ:
+            raise SystemExit(1)
+        if len(starts.read_text().split()) == 2:
+            time.sleep(60)
+
+if __name__ == "__main__":
+    def kill_the_second_while_it_starts():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pids = starts.read_text().split() if starts.exists() else []
+            if len(pids) >= 2:
+                os.kill(int(pids[1]), signal.SIGKILL)  # as the out-of-memory killer would
+                return
+            time.sleep(0.01)
+
+    if "KILL" in os.environ:
+        threading.Thread(target=kill_the_second_while_it_starts, daemon=True).start()
+    work = [Task(partial(double, n)) for n in range(20)]
+    work[5] = Task(partial(exit_now, 3))
+    backend = Processes()
+    pool = Pool(work, 1, backend=backend)
+    try:
+        pool.run()
+        raised = None
+    except Exception as error:
+        raised = repr(error)
+    print(json.dumps([raised, repr(work[5].err), [t.result for t in work],
+                      len(starts.read_text().split()), backend.counts.children_started]))
+"""
+
+
+def run_killed_while_starting(tmp_path: Path, *, kill: bool) -> list[Any]:
+    script = tmp_path / "killed_while_starting.py"
+    script.write_text(KILLED_WHILE_STARTING)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "STARTS": str(tmp_path / "starts")}
+    if kill:
+        env["KILL"] = "1"
+    finished = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_LIMIT,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    outcome: list[Any] = json.loads(finished.stdout)
+    return outcome
+
+
+def test_a_child_killed_while_starting_after_another_came_up_costs_no_task(
+    tmp_path: Path,
+) -> None:
+    # A child came up, so the main module imports: a later child killed in its start (SIGKILL
+    # from the out-of-memory killer, or from a user) is the system's doing, not the program's,
+    # and none of its tasks had started: a fresh child takes them. Before, the run stopped with
+    # WorkerStartFailed and the 14 tasks left were never run.
+    raised, crash, results, starts, started = run_killed_while_starting(tmp_path, kill=True)
+    assert raised is None
+    assert crash.startswith("WorkerDied(") and "exited with status 3" in crash
+    assert results == [None if n == 5 else n * 2 for n in range(20)]
+    assert starts == started == 3
+
+
+def test_children_that_keep_dying_while_starting_stop_the_run_after_one_try_per_worker(
+    tmp_path: Path,
+) -> None:
+    # The main module stops importing mid-run: the fresh child takes the tasks once per worker
+    # (here 1), then the run stops as when no child ever came up, rather than start children
+    # for ever.
+    raised, crash, results, starts, started = run_killed_while_starting(tmp_path, kill=False)
+    assert raised.startswith("WorkerStartFailed(") and "exited with status 1" in raised
+    assert crash.startswith("WorkerDied(")
+    assert results == [n * 2 for n in range(5)] + [None] * 15
+    assert starts == started == 3
+
+
 def test_a_partial_of_a_function_or_class_sent_once_per_child_runs_as_the_partial_would() -> None:
     # partial(function, ...) goes as the function's number and the arguments; the result is the
     # partial's own, keywords included, and a class works as a function does.
@@ -521,6 +639,39 @@ def test_a_partial_of_a_bound_method_still_gets_its_own_copy_of_the_object() -> 
     work: list[Task[int]] = [Task(partial(tally.bump, 2)) for _ in range(10)]
     run(Pool(work, 1, backend=Processes()))
     assert [task.result for task in work] == [2] * 10
+
+
+def runs_alive() -> int:
+    """How many runs' ChildGroups (each with its shared memory) are still reachable."""
+    gc.collect()
+    return sum(isinstance(thing, ChildGroup) for thing in gc.get_objects())
+
+
+def test_a_failed_task_kept_after_its_run_does_not_keep_the_run_alive() -> None:
+    # Every error a task keeps is raised in the dispatcher thread (rebuilt, or made there): its
+    # traceback's frames held their callers, up to the dispatcher with the run's shared memory
+    # (and a descriptor for it), as long as the program kept the task: 20 runs whose failed
+    # tasks a program kept held 20 runs' shared memory. The child's traceback stays, as text.
+    def nested() -> None:
+        pass
+
+    before = runs_alive()
+    raised: Task[Any] = Task(partial(tasks.raise_value_error, "kept"))
+    died: Task[Any] = Task(partial(tasks.exit_now, 3))
+    not_sent: Task[Any] = Task(nested)
+    not_returned: Task[Any] = Task(tasks.returns_a_lock)
+    late: Task[Any] = Task(partial(tasks.sleep_then_pid, 60), timeout=0.2)
+    pool = Pool([raised, died, not_sent, not_returned, late], 2, backend=Processes())
+    run(pool)
+    del pool
+    assert isinstance(raised.err, ValueError)
+    assert isinstance(raised.err.__cause__, RemoteTraceback)
+    assert "raise_value_error" in str(raised.err.__cause__)
+    assert isinstance(died.err, WorkerDied)
+    assert isinstance(not_sent.err, NotPicklable)
+    assert isinstance(not_returned.err, NotPicklable)
+    assert isinstance(late.err, TimeoutError)
+    assert runs_alive() == before
 
 
 def test_a_partial_of_a_nested_function_fails_alone_as_not_picklable() -> None:

@@ -1482,9 +1482,16 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "pipelined-a-child-does-not-count-its-own-failure",
         PROCESS_CHILD,
-        "                shared[failures] += 1\n",
-        "                pass\n",
+        "        shared[failures] += 1\n",
+        "        pass\n",
         T_PIPELINED,
+    ),
+    _mutant(
+        "pipelined-a-child-counts-its-failure-only-once-its-error-is-described",
+        PROCESS_CHILD,
+        "        failed(RAISED)\n        return _error_reply(RAISED, error)",
+        "        reply = _error_reply(RAISED, error)\n        failed(RAISED)\n        return reply",
+        ("tests/test_processes_pipelined.py",),
     ),
     _mutant(
         "pipelined-a-child-starts-queued-tasks-after-a-stop",
@@ -1519,6 +1526,27 @@ MUTANTS: tuple[Mutant, ...] = (
         PROCESS_GROUP,
         "        if not child.ready:\n            self.lost_while_starting",
         "        if False:\n            self.lost_while_starting",
+        ("tests/test_processes_pipelined.py",),
+    ),
+    _mutant(
+        "pipelined-a-kept-error-keeps-its-whole-run-alive",
+        PROCESS_GROUP,
+        "        if task.err is not None:\n            _without_this_threads_frames(task.err)\n",
+        "",
+        ("tests/test_processes_pipelined.py",),
+    ),
+    _mutant(
+        "pipelined-a-child-killed-while-starting-stops-the-run-after-another-came-up",
+        PROCESS_GROUP,
+        " and self.start_deaths is not None and self.start_deaths < self.slots:",
+        " and False:",
+        ("tests/test_processes_pipelined.py",),
+    ),
+    _mutant(
+        "pipelined-children-that-keep-dying-while-starting-are-started-for-ever",
+        PROCESS_GROUP,
+        " and self.start_deaths is not None and self.start_deaths < self.slots:",
+        " and self.start_deaths is not None:",
         ("tests/test_processes_pipelined.py",),
     ),
     _mutant(

@@ -53,8 +53,6 @@ REPLY = struct.Struct("<IQBdi")
 ) = range(10)
 # A task's outcomes: a reply of one of these kinds finishes the task.
 OUTCOMES = frozenset({RETURNED, RAISED, CANCELLED, PANIC, NOT_SENT, NOT_LOADED})
-# The outcomes that count toward max_errors, as Task.run counts: an Exception other than Cancelled.
-COUNTED = frozenset({RAISED, NOT_SENT, NOT_LOADED})
 
 # The shared array of one run (int64 each): where things are.
 STOP, MAX_ERRORS, FAILURES = 0, 1, 2

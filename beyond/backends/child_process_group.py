@@ -98,6 +98,9 @@ class ChildGroup:
         self.slots = slots
         self.children: list[Child | None] = [None] * slots
         self.by_fd: dict[int, Child] = {}
+        # Children that died while starting since one of this run last came up (said READY);
+        # None while none has (see lost_while_starting).
+        self.start_deaths: int | None = None
         # Tasks to send before any new one: given back by a lost child that had not started them,
         # or refused by a child they were taken back from.
         self.ready: deque[Task[Any]] = deque()
@@ -276,6 +279,7 @@ class ChildGroup:
             if child.ready or seq != 0:
                 raise NotAReply("a second ready message")
             child.ready = True
+            self.start_deaths = 0
             if child.timed is not None:
                 # A task's timeout counts from its child's start: no task pays for a start.
                 self.scheduler.start_clock(child.timed)
@@ -327,8 +331,11 @@ class ChildGroup:
             failed = task.run(call)
         except BaseException as panic:
             # Only a panic gets here (a rebuilt SystemExit, say); it hands the task over itself.
+            _without_this_threads_frames(panic)
             scheduler.panicked(panic, task)
             return
+        if task.err is not None:
+            _without_this_threads_frames(task.err)
         if failed:
             failures = scheduler.failures
             if len(failures) + 1 >= scheduler.max_errors:
@@ -370,7 +377,7 @@ class ChildGroup:
         if not owed:
             return
         if not child.ready:
-            self.lost_while_starting(child, why, owed[0][1])
+            self.lost_while_starting(child, why, [task for _, task in owed])
             return
         started = self.shared[current_at(self.slots, child.slot)]
         unstarted: list[Task[Any]] = []
@@ -385,15 +392,28 @@ class ChildGroup:
             self.counts.sent_on += len(unstarted)
             self.ready.extendleft(reversed(unstarted))
 
-    def lost_while_starting(self, child: Child, why: str, first: Task[Any]) -> None:
+    def lost_while_starting(self, child: Child, why: str, owed: list[Task[Any]]) -> None:
         """A child lost before it was ready: none of its tasks started. Killed at a deadline or
-        on cancel, the first task it was sent pays, as a task whose start was stopped; dead or
-        garbled, the start failed, and the run stops (the cause is the program's: each child
-        imports the main module, and would fail the same way), its tasks not run."""
+        on cancel, the first task it was sent pays, as a task whose start was stopped. Dead
+        after another child of this run came up, its tasks go to a fresh child. Else (dead
+        before any came up, or garbled), the start failed, and the run stops (the cause is the
+        program's: each child imports the main module, and would fail the same way), its tasks
+        not run."""
         if why in ("deadline", "cancel") or self.scheduler.cancelled:
             # Stopped while it started (a Ctrl-C reaches a starting child too, and it does not
             # ignore it yet): the task is cancelled, not the backend broken.
-            self.blame(child, first, 0, "cancel" if why == "died" else why, "", starting=True)
+            self.blame(child, owed[0], 0, "cancel" if why == "died" else why, "", starting=True)
+            return
+        if why == "died" and self.start_deaths is not None and self.start_deaths < self.slots:
+            # A child of this run came up, so the main module imports: this death is the
+            # system's (SIGKILL from the out-of-memory killer, or from a user), not the
+            # program's, and stopping the run for it would leave every task not run. Only
+            # `slots` such deaths in a row, none coming up between them, stop the run (a main
+            # module that no longer imports: its file changed or deleted mid-run).
+            self.start_deaths += 1
+            if self.scheduler.stopped is None:
+                self.counts.sent_on += len(owed)
+                self.ready.extendleft(reversed(owed))
             return
         exitcode = None if why == "garbled" else child.exitcode
         failed = WorkerStartFailed(start_failure(exitcode), exitcode)
@@ -463,6 +483,26 @@ class ChildGroup:
                 os.close(child.replies_fd)
             child.process.close()
             self.children[child.slot] = None
+
+
+def _without_this_threads_frames(error: BaseException) -> None:
+    """Drop the tracebacks of a task's error raised here, and of the errors it chains to.
+
+    Their frames are the dispatcher's (Task.run, finish, reply, the loop), and each frame holds
+    the one that called it (f_back) with its locals: so a task that kept its error would keep the
+    whole run alive, its shared memory (up to AREAS_BUDGET bytes, and a descriptor), the reply
+    bodies being parsed and every task the frames name, for as long as the program keeps the
+    task. Nothing of the task's own is lost: its child's traceback is the RemoteTraceback text
+    in __cause__, and the rest is how this thread raised it."""
+    chain: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while chain:
+        link = chain.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        link.__traceback__ = None
+        chain += (link.__cause__, link.__context__)
 
 
 def _read_now(fd: int) -> bytes:

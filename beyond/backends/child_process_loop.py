@@ -37,7 +37,6 @@ from beyond.backends.child_process_frames import (
     AREAS,
     CALL,
     CANCELLED,
-    COUNTED,
     FAILURES,
     FUNCTION,
     INDEX,
@@ -227,6 +226,22 @@ def _serve(tasks_fd: int, out: Replies, slot: int, slots: int) -> None:
     # After its own task panicked, this child starts nothing more (the parent stops the pool
     # when it reads the panic, and sets the shared flag for the others).
     panicked = False
+
+    def failed(outcome: int) -> None:
+        # Called by _run_one the moment a task's failure (or panic) is known, before any code of
+        # its error or result runs (its __str__, its pickling, which may take long or never
+        # return): from then no child starts a task past max_errors, as a worker thread counts
+        # a failure the moment it is raised (Task.run).
+        nonlocal panicked
+        if outcome == PANIC:
+            # A panic stops the pool: no child starts a task after it, as at max_errors.
+            panicked = True
+            shared[STOP] = 1
+            return
+        shared[failures] += 1
+        if sum(shared[FAILURES : FAILURES + slots]) >= max_errors:
+            shared[STOP] = 1
+
     for marked, seq, payload in frames(tasks_fd, out.waiting):
         kind = marked & ~PUBLISH_AFTER
         if kind == ACK:
@@ -240,17 +255,9 @@ def _serve(tasks_fd: int, out: Replies, slot: int, slots: int) -> None:
         else:
             shared[current] = seq
             began = clock()
-            outcome, body = _run_one(kind, payload, functions, me)
+            outcome, body = _run_one(kind, payload, functions, me, failed)
             seconds = clock() - began
             _end_if_a_copy(me)
-            if outcome in COUNTED:
-                shared[failures] += 1
-                if sum(shared[FAILURES : FAILURES + slots]) >= max_errors:
-                    shared[STOP] = 1
-            elif outcome == PANIC:
-                # A panic stops the pool: no child starts a task after it, as at max_errors.
-                panicked = True
-                shared[STOP] = 1
             put(pack_reply(len(body), seq, outcome, seconds, me) + body)
         if marked & PUBLISH_AFTER:
             out.publish()
@@ -282,8 +289,14 @@ class Functions:
         return found
 
 
-def _run_one(kind: int, payload: bytes, functions: Functions, me: int) -> tuple[int, bytes]:
-    """Load and call one task; its reply's kind and body (a pickled result or error)."""
+def _run_one(
+    kind: int, payload: bytes, functions: Functions, me: int, failed: Callable[[int], None]
+) -> tuple[int, bytes]:
+    """Load and call one task; its reply's kind and body (a pickled result or error). Calls
+    failed(kind) for a failure that counts toward max_errors (RAISED, NOT_SENT, NOT_LOADED: an
+    Exception other than Cancelled, as Task.run counts) or a panic as soon as it
+    is known: before the error is described or pickled (and, in a forked copy, never: the copy
+    ends first)."""
     args: tuple[Any, ...] = ()
     keywords: dict[str, Any] | None = None
     fn: Callable[..., Any]
@@ -294,6 +307,8 @@ def _run_one(kind: int, payload: bytes, functions: Functions, me: int) -> tuple[
         else:
             fn = pickle.loads(payload)
     except BaseException as not_loaded:
+        _end_if_a_copy(me)
+        failed(NOT_LOADED)
         return _error_reply(
             NOT_LOADED, not_loaded, "the task could not be unpickled in its worker process: "
         )
@@ -304,11 +319,13 @@ def _run_one(kind: int, payload: bytes, functions: Functions, me: int) -> tuple[
         return _error_reply(CANCELLED, error)
     except Exception as error:
         _end_if_a_copy(me)
+        failed(RAISED)
         return _error_reply(RAISED, error)
     except BaseException as error:
         # SystemExit or KeyboardInterrupt raised by the task goes back to the parent, where it is
         # a panic as in the thread pool, rather than ending this process.
         _end_if_a_copy(me)
+        failed(PANIC)
         return _error_reply(PANIC, error)
     _end_if_a_copy(me)
     try:
@@ -317,6 +334,8 @@ def _run_one(kind: int, payload: bytes, functions: Functions, me: int) -> tuple[
         # BaseException too: pickling runs the result's own code (a __reduce__ that calls
         # sys.exit), and what that raises is the result's failure to be sent, not a reason to end
         # this process (SIGINT, the one real KeyboardInterrupt, is ignored here).
+        _end_if_a_copy(me)
+        failed(NOT_SENT)
         return _error_reply(
             NOT_SENT,
             error,
