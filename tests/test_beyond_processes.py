@@ -43,6 +43,7 @@ from beyond.backends.child_processes import (
 from beyond.task import quoted_name
 from tests import processes_tasks as tasks
 from tests.conftest import REPO_ROOT, finish_within
+from tests.hanging import processes_in_session
 
 # Generous: a run here takes well under a second, but the machine is shared and loaded.
 RUN_LIMIT = 60.0
@@ -388,24 +389,14 @@ except KeyboardInterrupt:
 """
 
 
-def in_session(session: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[4]) == session and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
-
-@pytest.mark.parametrize("mode", ["run", "iteration"])
-def test_ctrl_c_kills_the_running_tasks_starts_no_more_and_leaves_no_process(
-    tmp_path: Path, mode: str
-) -> None:
+def ctrl_c_once_two_tasks_run(
+    script: str, tmp_path: Path, mode: str
+) -> tuple[subprocess.Popen[str], str, str, list[int]]:
+    """Run `script` (given `tmp_path` and `mode`) in a session of its own; once tasks 0 and 1 have
+    started (each writes its pid to tmp_path/taskN), send SIGINT to the whole session, as a
+    terminal's Ctrl-C does. The child, its output and error output, and the two tasks' pids."""
     child = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_CHILD, str(tmp_path), mode],
+        [sys.executable, "-c", script, str(tmp_path), mode],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -420,17 +411,30 @@ def test_ctrl_c_kills_the_running_tasks_starts_no_more_and_leaves_no_process(
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+    return child, out, err, pids
+
+
+def session_ends(session: int) -> None:
+    """Wait until no process of `session` is left (the children, multiprocessing's forkserver
+    and resource tracker see their parent gone and exit too); fail after RUN_LIMIT."""
+    end = time.monotonic() + RUN_LIMIT
+    while processes_in_session(session):
+        assert time.monotonic() < end, f"left running: {processes_in_session(session)}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["run", "iteration"])
+def test_ctrl_c_kills_the_running_tasks_starts_no_more_and_leaves_no_process(
+    tmp_path: Path, mode: str
+) -> None:
+    child, out, err, pids = ctrl_c_once_two_tasks_run(CTRL_C_CHILD, tmp_path, mode)
     assert child.returncode == 130, err
     report = json.loads(out)
     assert report["outcomes"] == ["Cancelled", "Cancelled", "not run", "not run"]
     assert report["stopped"] == "interrupted"
     assert report["children"] == []
     assert not any(exists(pid) for pid in pids)
-    # multiprocessing's forkserver and resource tracker see their parent gone and exit too.
-    end = time.monotonic() + RUN_LIMIT
-    while in_session(child.pid):
-        assert time.monotonic() < end, f"left running: {in_session(child.pid)}"
-        time.sleep(0.05)
+    session_ends(child.pid)
 
 
 # --- A task that forks: its outcome comes only from the process that took it. ---
@@ -685,15 +689,6 @@ def communicate(child: subprocess.Popen[str]) -> tuple[str, str]:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
-
-
-def session_ends(session: int) -> None:
-    # The children, multiprocessing's forkserver and resource tracker see their parent gone and
-    # exit too.
-    end = time.monotonic() + RUN_LIMIT
-    while in_session(session):
-        assert time.monotonic() < end, f"left running: {in_session(session)}"
-        time.sleep(0.05)
 
 
 def test_a_tasks_timeout_counts_from_its_childs_start_not_before(tmp_path: Path) -> None:

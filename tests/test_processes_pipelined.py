@@ -40,9 +40,10 @@ from tests import processes_tasks as tasks
 from tests.conftest import REPO_ROOT, finish_within
 from tests.test_beyond_processes import (  # noqa: F401 (nothing_left_behind: autouse here too)
     RUN_LIMIT,
+    ctrl_c_once_two_tasks_run,
     exists,
-    in_session,
     nothing_left_behind,
+    session_ends,
     wait_for,
 )
 
@@ -442,22 +443,7 @@ except KeyboardInterrupt:
 def test_ctrl_c_kills_the_running_tasks_starts_none_of_the_queued_and_leaves_no_process(
     tmp_path: Path, mode: str
 ) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_CHILD, str(tmp_path), mode],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        pids = [wait_for(tmp_path / f"task{n}") for n in range(2)]
-        os.killpg(child.pid, signal.SIGINT)
-        out, err = child.communicate(timeout=RUN_LIMIT)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+    child, out, err, pids = ctrl_c_once_two_tasks_run(CTRL_C_CHILD, tmp_path, mode)
     assert child.returncode == 130, err
     report = json.loads(out)
     # Tasks 2 and 3 were waiting in the children's pipes: they never started.
@@ -466,10 +452,7 @@ def test_ctrl_c_kills_the_running_tasks_starts_none_of_the_queued_and_leaves_no_
     assert report["children"] == []
     assert sorted(path.name for path in tmp_path.glob("task?")) == ["task0", "task1"]
     assert not any(exists(pid) for pid in pids)
-    end = time.monotonic() + RUN_LIMIT
-    while in_session(child.pid):
-        assert time.monotonic() < end, f"left running: {in_session(child.pid)}"
-        time.sleep(0.05)
+    session_ends(child.pid)
 
 
 def test_a_timeout_shorter_than_a_childs_start_fails_its_task_instead_of_looping() -> None:
