@@ -1531,7 +1531,7 @@ MUTANTS: tuple[Mutant, ...] = (
     _mutant(
         "pipelined-a-kept-error-keeps-its-whole-run-alive",
         PROCESS_GROUP,
-        "        if task.err is not None:\n            _without_this_threads_frames(task.err)\n",
+        "        if task.err is not None:\n            without_this_threads_frames(task.err)\n",
         "",
         ("tests/test_processes_pipelined.py",),
     ),

@@ -150,3 +150,24 @@ def signal_of(exitcode: int | None) -> signal.Signals | None:
         return signal.Signals(-exitcode)
     except ValueError:
         return None
+
+
+def without_this_threads_frames(error: BaseException) -> None:
+    """Drop the tracebacks of a task's error raised in the dispatcher, and of the errors it chains
+    to.
+
+    Their frames are the dispatcher's (Task.run, finish, reply, the loop), and each frame holds
+    the one that called it (f_back) with its locals: so a task that kept its error would keep the
+    whole run alive, its shared memory (up to 16 MB of reply areas, and a descriptor), the reply
+    bodies being parsed and every task the frames name, for as long as the program keeps the
+    task. Nothing of the task's own is lost: its child's traceback is the RemoteTraceback text
+    in __cause__, and the rest is how this thread raised it."""
+    chain: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while chain:
+        link = chain.pop()
+        if link is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        link.__traceback__ = None
+        chain += (link.__cause__, link.__context__)

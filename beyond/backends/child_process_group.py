@@ -31,6 +31,7 @@ from beyond.backends.child_process_errors import (
     how_it_ended,
     lost_reply,
     start_failure,
+    without_this_threads_frames,
 )
 from beyond.backends.child_process_frames import (
     ACK,
@@ -331,11 +332,11 @@ class ChildGroup:
             failed = task.run(call)
         except BaseException as panic:
             # Only a panic gets here (a rebuilt SystemExit, say); it hands the task over itself.
-            _without_this_threads_frames(panic)
+            without_this_threads_frames(panic)
             scheduler.panicked(panic, task)
             return
         if task.err is not None:
-            _without_this_threads_frames(task.err)
+            without_this_threads_frames(task.err)
         if failed:
             failures = scheduler.failures
             if len(failures) + 1 >= scheduler.max_errors:
@@ -483,26 +484,6 @@ class ChildGroup:
                 os.close(child.replies_fd)
             child.process.close()
             self.children[child.slot] = None
-
-
-def _without_this_threads_frames(error: BaseException) -> None:
-    """Drop the tracebacks of a task's error raised here, and of the errors it chains to.
-
-    Their frames are the dispatcher's (Task.run, finish, reply, the loop), and each frame holds
-    the one that called it (f_back) with its locals: so a task that kept its error would keep the
-    whole run alive, its shared memory (up to AREAS_BUDGET bytes, and a descriptor), the reply
-    bodies being parsed and every task the frames name, for as long as the program keeps the
-    task. Nothing of the task's own is lost: its child's traceback is the RemoteTraceback text
-    in __cause__, and the rest is how this thread raised it."""
-    chain: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while chain:
-        link = chain.pop()
-        if link is None or id(link) in seen:
-            continue
-        seen.add(id(link))
-        link.__traceback__ = None
-        chain += (link.__cause__, link.__context__)
 
 
 def _read_now(fd: int) -> bytes:
