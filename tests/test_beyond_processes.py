@@ -363,15 +363,16 @@ def test_bad_input_is_refused_before_any_process_starts() -> None:
 
 
 # Ctrl-C: a real SIGINT to the whole process group, as a terminal sends it, so the workers'
-# children get it too (they ignore it: the parent decides).
+# children get it too (they ignore it: the parent decides). Tasks that each sleep a minute, at
+# concurrency 2: its arguments are a folder, "run" or "iteration", and how many tasks.
 CTRL_C_CHILD = """
 import json, multiprocessing, sys
 from functools import partial
 from beyond import Pool, Task
 from tests.processes_tasks import announce_then_sleep
 
-folder, mode = sys.argv[1], sys.argv[2]
-work = [Task(partial(announce_then_sleep, folder, f"task{n}", 60)) for n in range(4)]
+folder, mode, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+work = [Task(partial(announce_then_sleep, folder, f"task{n}", 60)) for n in range(count)]
 pool = Pool(work, 2, backend="processes")
 try:
     if mode == "run":
@@ -390,13 +391,13 @@ except KeyboardInterrupt:
 
 
 def ctrl_c_once_two_tasks_run(
-    script: str, tmp_path: Path, mode: str
+    tmp_path: Path, mode: str, count: int
 ) -> tuple[subprocess.Popen[str], str, str, list[int]]:
-    """Run `script` (given `tmp_path` and `mode`) in a session of its own; once tasks 0 and 1 have
+    """Run CTRL_C_CHILD with `count` tasks in a session of its own; once tasks 0 and 1 have
     started (each writes its pid to tmp_path/taskN), send SIGINT to the whole session, as a
     terminal's Ctrl-C does. The child, its output and error output, and the two tasks' pids."""
     child = subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path), mode],
+        [sys.executable, "-c", CTRL_C_CHILD, str(tmp_path), mode, str(count)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -427,7 +428,7 @@ def session_ends(session: int) -> None:
 def test_ctrl_c_kills_the_running_tasks_starts_no_more_and_leaves_no_process(
     tmp_path: Path, mode: str
 ) -> None:
-    child, out, err, pids = ctrl_c_once_two_tasks_run(CTRL_C_CHILD, tmp_path, mode)
+    child, out, err, pids = ctrl_c_once_two_tasks_run(tmp_path, mode, 4)
     assert child.returncode == 130, err
     report = json.loads(out)
     assert report["outcomes"] == ["Cancelled", "Cancelled", "not run", "not run"]

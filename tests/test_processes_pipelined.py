@@ -412,38 +412,12 @@ def test_iteration_takes_a_bounded_number_of_tasks_ahead_of_a_slow_consumer() ->
     assert most_ahead <= ahead_bound(2)
 
 
-# Ctrl-C: a real SIGINT to the whole process group, as a terminal sends it.
-CTRL_C_CHILD = """
-import json, multiprocessing, sys
-from functools import partial
-from beyond import Pool, Task
-from beyond.backends.child_processes import Processes
-from tests.processes_tasks import announce_then_sleep
-
-folder, mode = sys.argv[1], sys.argv[2]
-work = [Task(partial(announce_then_sleep, folder, f"task{n}", 60)) for n in range(6)]
-pool = Pool(work, 2, backend=Processes())
-try:
-    if mode == "run":
-        pool.run()
-    else:
-        for task in pool:
-            pass
-except KeyboardInterrupt:
-    print(json.dumps({
-        "outcomes": [type(task.err).__name__ if task.finished else "not run" for task in work],
-        "stopped": pool.stopped.reason.value,
-        "children": [child.pid for child in multiprocessing.active_children()],
-    }))
-    sys.exit(130)
-"""
-
-
 @pytest.mark.parametrize("mode", ["run", "iteration"])
 def test_ctrl_c_kills_the_running_tasks_starts_none_of_the_queued_and_leaves_no_process(
     tmp_path: Path, mode: str
 ) -> None:
-    child, out, err, pids = ctrl_c_once_two_tasks_run(CTRL_C_CHILD, tmp_path, mode)
+    # The same child as test_beyond_processes's Ctrl-C test, with 6 tasks: 2 of them queued.
+    child, out, err, pids = ctrl_c_once_two_tasks_run(tmp_path, mode, 6)
     assert child.returncode == 130, err
     report = json.loads(out)
     # Tasks 2 and 3 were waiting in the children's pipes: they never started.
