@@ -621,6 +621,19 @@ def test_an_outcome_is_lost_with_the_cluster_only_when_it_is_not_the_tasks_own(c
     assert outcome_lost(client, done, CancelledError()) is None
 
 
+def cluster_in_its_own_session() -> subprocess.Popen[str]:
+    """CLUSTER_CHILD: a LocalCluster in a process and session of its own, which prints its
+    scheduler's address on its first line; the test kills its whole group when done."""
+    return subprocess.Popen(
+        [sys.executable, "-c", CLUSTER_CHILD],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.mark.parametrize("how", ["the client closed", "the scheduler killed"])
 def test_a_result_on_its_way_back_when_the_cluster_goes_fails_with_cluster_lost(
     cluster: Any, log: str, tmp_path: Path, how: str
@@ -634,14 +647,7 @@ def test_a_result_on_its_way_back_when_the_cluster_goes_fails_with_cluster_lost(
     if how == "the client closed":
         own = Client(cluster)
     else:
-        child = subprocess.Popen(
-            [sys.executable, "-c", CLUSTER_CHILD],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
+        child = cluster_in_its_own_session()
         assert child.stdout is not None
         own = Client(child.stdout.readline().strip())
     try:
@@ -671,14 +677,7 @@ def test_killing_the_scheduler_mid_run_fails_the_tasks_in_flight_within_the_boun
     log: str, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    child = subprocess.Popen(
-        [sys.executable, "-c", CLUSTER_CHILD],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    child = cluster_in_its_own_session()
     try:
         assert child.stdout is not None
         own = Client(child.stdout.readline().strip())
