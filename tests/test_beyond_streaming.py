@@ -7,7 +7,7 @@ from __future__ import annotations
 import dis
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from types import CodeType, FrameType
 from typing import Any
@@ -20,19 +20,12 @@ import beyond.waiting
 from beyond import Pool, StopReason, Task
 from tests.conftest import finish_within
 
-
-@pytest.fixture(autouse=True)
-def no_thread_left_behind() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    assert set(threading.enumerate()) - before == set()
-
-
-@pytest.fixture(autouse=True)
-def wake_ups_are_not_covered_by_polling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """As in test_beyond.py: a wake-up the pool forgets hangs the test instead of costing 50 ms."""
-    monkeypatch.setattr(beyond.waiting, "SIGNAL_CHECK_SECONDS", 60.0)
-
+# test_beyond.py's autouse fixtures, which apply here too: no thread outlives a test, and a
+# wake-up the pool forgets hangs the test instead of costing 50 ms.
+from tests.test_beyond import (  # noqa: F401
+    no_thread_left_behind,
+    wake_ups_are_not_covered_by_polling,
+)
 
 Scheduler = beyond.scheduler.Scheduler
 # Everything the consumer (the thread looping over the pool) runs of the pool's own code per task.
