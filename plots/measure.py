@@ -353,29 +353,24 @@ def measure_cpu(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str,
     a loop timed minutes away moved with it (threads read 0.60 and 1.25 at 2 workers, where the
     GIL allows 1).
     """
-    workloads = [
-        (task_seconds, tasks, iterations_for(task_seconds))
-        for task_seconds, tasks in sizes.cpu_workloads
-    ]
-    configurations = [
-        (workload, contender, workers)
-        for workload in workloads
-        for contender, workers in [(LOOP, 1)]
-        + [
-            (c, w)
-            for w in sizes.cpu_workers
-            for c in contenders
-            if workload[0] >= c.cpu_min_task_seconds
+    configurations: list[tuple[float, int, int, Contender, int]] = []
+    for task_seconds, tasks in sizes.cpu_workloads:
+        iterations = iterations_for(task_seconds)
+        configurations.append((task_seconds, tasks, iterations, LOOP, 1))
+        configurations += [
+            (task_seconds, tasks, iterations, contender, workers)
+            for workers in sizes.cpu_workers
+            for contender in contenders
+            if task_seconds >= contender.cpu_min_task_seconds
         ]
-    ]
     plan = [
-        (repeat, workload, contender, workers)
+        (repeat, *configuration)
         for repeat in range(1, sizes.repeats + 1)
-        for workload, contender, workers in configurations
+        for configuration in configurations
     ]
     progress = Progress("cpu", len(plan))
     rows: list[dict[str, object]] = []
-    for repeat, (task_seconds, tasks, iterations), contender, workers in plan:
+    for repeat, task_seconds, tasks, iterations, contender, workers in plan:
         work = cpu_workload(iterations)
         loop_seconds = None if contender is LOOP else timed_run(LOOP, work, tasks, 1)
         seconds = timed_run(contender, work, tasks, workers)
