@@ -17,11 +17,13 @@ import functools
 import reprlib
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, TypeVarTuple, overload
 
 from beyond.cancellation import Cancelled, check_seconds
 
 Result = TypeVar("Result")
+# fn's positional arguments, given to Task after fn: checked against fn's signature by mypy.
+Arguments = TypeVarTuple("Arguments")
 
 # Guards Task._owner while a Pool claims a list's tasks, so that two pools built at the same moment
 # from the same tasks cannot both claim one, and a refused Pool undoes its claims as a whole. Held
@@ -31,7 +33,8 @@ _claiming = threading.Lock()
 
 
 class Task(Generic[Result]):
-    """One call to make. After the pool has run it, `err` or `result` says how it went.
+    """One call to make, `fn(*args)`. After the pool has run it, `err` or `result` says how it
+    went.
 
     A task runs at most once: it belongs to the first Pool it is given to, and a second Pool (or the
     same task listed twice in one Pool) is refused before any task runs. Exactly one of `err` and
@@ -41,21 +44,34 @@ class Task(Generic[Result]):
     TimeoutError (which counts as the task's failure); a task that does not check runs on and is
     reported overdue.
 
+    `args`: fn's positional arguments: `Task(fetch, url)` calls `fetch(url)`, as
+    `Task(partial(fetch, url))` does, without a partial object per task (with tens of thousands of
+    tasks alive, one object fewer each is less for the garbage collector to walk).
+
     `name`: what every message, warning and repr calls the task (`task.name`). By default, fn's
-    name, and for a functools.partial its function with its arguments, shortened:
-    `Task(partial(fetch, url))` is `fetch('https://example.com/a')`, so that an error says which
-    input failed.
+    name with its arguments (given here or in a functools.partial), shortened: `Task(fetch, url)`
+    is `fetch('https://example.com/a')`, so that an error says which input failed.
     """
 
     # Slots: the pool touches these once per task, and slot access is the cheapest there is.
-    __slots__ = ("_given_name", "_owner", "deadline", "err", "finished", "fn", "result", "timeout")
+    __slots__ = (
+        "_given_name",
+        "_owner",
+        "args",
+        "deadline",
+        "err",
+        "finished",
+        "fn",
+        "result",
+        "timeout",
+    )
 
     # A coroutine function (backend="asyncio") makes a Task of what it returns once awaited.
     @overload
     def __init__(
         self: Task[Result],
-        fn: Callable[[], Awaitable[Result]],
-        *,
+        fn: Callable[[*Arguments], Awaitable[Result]],
+        *args: *Arguments,
         timeout: float | None = None,
         name: str | None = None,
     ) -> None: ...
@@ -63,17 +79,21 @@ class Task(Generic[Result]):
     @overload
     def __init__(
         self: Task[Result],
-        fn: Callable[[], Result],
-        *,
+        fn: Callable[[*Arguments], Result],
+        *args: *Arguments,
         timeout: float | None = None,
         name: str | None = None,
     ) -> None: ...
 
     def __init__(
-        self, fn: Callable[[], Any], *, timeout: float | None = None, name: str | None = None
+        self,
+        fn: Callable[[*Arguments], Any],
+        *args: *Arguments,
+        timeout: float | None = None,
+        name: str | None = None,
     ) -> None:
         if not callable(fn):
-            raise TypeError(f"Task needs a callable with no arguments, got {type(fn).__name__}")
+            raise TypeError(f"Task needs a callable, got {type(fn).__name__}")
         if timeout is not None:
             check_seconds("timeout", timeout)
         if name is not None and type(name) is not str:
@@ -81,7 +101,8 @@ class Task(Generic[Result]):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         # None: made from fn when a message first needs it (see `name`), not for every task.
         self._given_name = name
-        self.fn = fn
+        self.fn: Callable[..., Any] = fn
+        self.args: tuple[Any, ...] = args
         self.timeout = timeout
         # When the task must be done by, on the time.monotonic() clock: set by its worker as it
         # starts the task, and only for a task with a timeout.
@@ -103,11 +124,17 @@ class Task(Generic[Result]):
         if name is None:
             # Made once, when first needed: every message about the task then says the same, even
             # if an argument changes meanwhile (an Event's repr says whether it is set).
-            name = self._given_name = _name_of(self.fn)
+            # Arguments given to Task show as a partial's do (and a partial's are joined to them).
+            name = self._given_name = _name_of(self.bound())
         return name
 
+    def bound(self) -> Callable[[], Any]:
+        """fn with its args bound (fn itself if there are none): for a backend that sends the
+        call elsewhere in one piece (a child process, a cluster)."""
+        return functools.partial(self.fn, *self.args) if self.args else self.fn
+
     def run(self, call: Callable[[], Result] | None = None) -> bool:
-        """Call fn once and keep its outcome. The pool's workers call this; a task runs once.
+        """Call fn(*args) once and keep its outcome. The pool's workers call this; a task runs once.
 
         `call`: how to call fn, if not here and now: a backend that runs fn elsewhere (a child
         process, a cluster) passes a function that does so and returns fn's result or raises its
@@ -122,7 +149,7 @@ class Task(Generic[Result]):
         if self.finished:
             raise RuntimeError(f"{self!r} has already run; a task runs at most once")
         try:
-            self.result = (call or self.fn)()
+            self.result = self.fn(*self.args) if call is None else call()
         except Cancelled as cancelled:
             # The pool's stop, seen at a checkpoint: the task's outcome, not its failure.
             self.err = cancelled

@@ -108,7 +108,7 @@ def timeline(args: argparse.Namespace) -> None:
             Pool(tasks, args.workers).run()
         else:
             work = recorded(odd, args.seconds)
-            stage_4 = [beyond.Task(partial(work, job)) for job in range(1, args.jobs + 1)]
+            stage_4 = [beyond.Task(work, job) for job in range(1, args.jobs + 1)]
             beyond.Pool(stage_4, args.workers, max_errors=args.max_errors).run()
     emit({"finished": now()})
 

@@ -49,7 +49,6 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -214,7 +213,7 @@ def timed_run(
     gc.collect()
     start = time.perf_counter()
     pool = beyond.Pool(
-        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
+        [beyond.Task(call, job) for job in range(1, job_count + 1)],
         workers,
         backend=client,
     )

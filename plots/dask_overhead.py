@@ -19,7 +19,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from beyond import Pool, Task
@@ -28,7 +27,7 @@ from plots.workloads import check, no_op
 
 
 def by_the_pool(client: Any, tasks: int, workers: int) -> list[int]:
-    pool = Pool([Task(partial(no_op, job)) for job in range(1, tasks + 1)], workers, backend=client)
+    pool = Pool([Task(no_op, job) for job in range(1, tasks + 1)], workers, backend=client)
     pool.run()
     return [task.result for task in pool.tasks if task.result is not None]
 

@@ -213,7 +213,7 @@ def call_beyond(run: Run) -> None:
     """Stage 4 on its threads as its users call it: each task handed over as it finishes, and the
     pool itself stops at the caller's limit (max_errors) rather than the caller walking on after
     the run."""
-    tasks = [beyond.Task(partial(run.job, n)) for n in run.inputs]
+    tasks = [beyond.Task(run.job, n) for n in run.inputs]
     inputs = dict(zip(tasks, run.inputs, strict=True))
     pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after)
     for task in pool:
@@ -227,7 +227,7 @@ def call_beyond_asyncio(run: Run) -> None:
     """Stage 4 on asyncio as its users call it: coroutine functions, each task handed over as it
     finishes, and the pool itself stops at the caller's limit (max_errors) rather than the caller
     walking on after the run."""
-    tasks = [beyond.Task(partial(run.job_async, n)) for n in run.inputs]
+    tasks = [beyond.Task(run.job_async, n) for n in run.inputs]
     inputs = dict(zip(tasks, run.inputs, strict=True))
     pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after, backend="asyncio")
     for task in pool:
@@ -243,7 +243,7 @@ def call_beyond_processes(run: Run) -> None:
     # imports this program's modules once, instead of every worker process again (see
     # preload_into_the_forkserver).
     preload_into_the_forkserver()
-    tasks = [beyond.Task(partial(run.job, n)) for n in run.inputs]
+    tasks = [beyond.Task(run.job, n) for n in run.inputs]
     pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after, backend="processes")
     pool.run()
     for n, task in zip(run.inputs, tasks, strict=True):
@@ -326,7 +326,7 @@ class BeyondOnDask:
 
     def __call__(self, run: Run) -> None:
         with self.client as client:
-            tasks = [beyond.Task(partial(run.job, n)) for n in run.inputs]
+            tasks = [beyond.Task(run.job, n) for n in run.inputs]
             inputs = dict(zip(tasks, run.inputs, strict=True))
             pool = beyond.Pool(tasks, run.workers, max_errors=run.give_up_after, backend=client)
             for task in pool:

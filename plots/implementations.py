@@ -96,9 +96,7 @@ def run_robust(work: Workload, job_count: int, workers: int) -> list[int]:
 def run_beyond(work: Workload, job_count: int, workers: int) -> list[int]:
     """Stage 4 as a stage-3 user would call it: a list of tasks, run(), then walk them."""
     call = work.call
-    pool = beyond.Pool(
-        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)], workers
-    )
+    pool = beyond.Pool([beyond.Task(call, job) for job in range(1, job_count + 1)], workers)
     pool.run()
     return results_of("beyond", pool.tasks)
 
@@ -107,7 +105,7 @@ def run_beyond_asyncio(loop: str, work: Workload, job_count: int, workers: int) 
     """Stage 4 on asyncio as its user calls it: coroutine functions, a list, run(), then walk."""
     call = work.call_async
     pool = beyond.Pool(
-        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
+        [beyond.Task(call, job) for job in range(1, job_count + 1)],
         workers,
         backend=Asyncio(loop),
     )
@@ -120,7 +118,7 @@ def run_beyond_processes(work: Workload, job_count: int, workers: int) -> list[i
     preload_into_the_forkserver()
     call = work.call
     pool = beyond.Pool(
-        [beyond.Task(partial(call, job)) for job in range(1, job_count + 1)],
+        [beyond.Task(call, job) for job in range(1, job_count + 1)],
         workers,
         backend="processes",
     )
@@ -175,7 +173,7 @@ def run_beyond_processes_batched(work: Workload, job_count: int, workers: int) -
         for first in range(1, job_count + 1, per_batch)
     ]
     pool = beyond.Pool(
-        [beyond.Task(partial(run_batch, call, jobs)) for jobs in batches],
+        [beyond.Task(run_batch, call, jobs) for jobs in batches],
         workers,
         backend="processes",
     )
@@ -245,7 +243,7 @@ def memory_robust(call: Callable[[int], int], job_count: int, workers: int) -> i
 
 def memory_beyond_streamed(call: Callable[[int], int], job_count: int, workers: int) -> int:
     """Stage 4: tasks made by a generator as workers take them, read as they finish."""
-    tasks = (beyond.Task(partial(call, job)) for job in range(1, job_count + 1))
+    tasks = (beyond.Task(call, job) for job in range(1, job_count + 1))
     return sum(task.result or 0 for task in beyond.Pool(tasks, workers))
 
 

@@ -600,7 +600,7 @@ def stop_run(stage: str, sizes: Sizes, workers: int) -> tuple[float, float]:
         Pool([Task(partial(job, number)) for number in jobs], workers).run()
     else:
         pool = beyond.Pool(
-            [beyond.Task(partial(job, number)) for number in jobs],
+            [beyond.Task(job, number) for number in jobs],
             workers,
             max_errors=sizes.stop_max_errors,
         )

@@ -726,6 +726,22 @@ def test_a_tasks_messages_name_its_input_on_the_loop_too(loop: str) -> None:
     assert str(named.err).startswith("task 'page b' returned a value of type int")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_coroutine_function_given_arguments_runs_with_them(loop: str, mode: str) -> None:
+    # Both ways a worker calls fn: without a deadline (inlined) and under one (timeout_at).
+    async def scaled(number: int, factor: int) -> int:
+        await asyncio.sleep(0)
+        return number * factor
+
+    plain = [Task(scaled, n, 3) for n in range(4)]
+    timed = [Task(scaled, n, 5, timeout=30) for n in range(4)]
+    pool = make_pool([*plain, *timed], 3, loop)
+    drive(pool, mode, loop)
+    assert [task.result for task in plain] == [0, 3, 6, 9]
+    assert [task.result for task in timed] == [0, 5, 10, 15]
+    assert plain[1].name == f"{scaled.__qualname__}(1, 3)"
+
+
 # --- Leaving the loop, a panic. ---
 
 

@@ -175,7 +175,8 @@ def most_in_flight(dask_scheduler: Any) -> tuple[int, int]:
 def test_each_task_keeps_its_result_or_its_own_error_with_the_workers_traceback(
     client: Any, log: str
 ) -> None:
-    tasks = [Task(partial(job, log, str(i), i, fails=i % 3 == 0)) for i in range(9)]
+    # Arguments given to Task, and in a partial (the keyword) joined to them.
+    tasks = [Task(partial(job, fails=i % 3 == 0), log, str(i), i) for i in range(9)]
     pool = Pool(tasks, 3, backend=client)
     pool.run()
 

@@ -582,11 +582,19 @@ def test_children_that_keep_dying_while_starting_stop_the_run_after_one_try_per_
 def test_a_partial_of_a_function_or_class_sent_once_per_child_runs_as_the_partial_would() -> None:
     # partial(function, ...) goes as the function's number and the arguments; the result is the
     # partial's own, keywords included, and a class works as a function does.
+    # Task(fn, *args) goes the same way, joined to a partial's own arguments.
     keywords: list[Task[Any]] = [Task(partial(tasks.scaled, n, factor=5)) for n in range(20)]
+    given: list[Task[Any]] = [Task(tasks.scaled, n) for n in range(20)]
+    joined: list[Task[Any]] = [Task(partial(tasks.scaled, factor=2), n) for n in range(20)]
     made: Task[Any] = Task(partial(tasks.Failed, 4))
-    run(Pool([*keywords, made], 2, backend=Processes()))
+    made_from_arguments: Task[Any] = Task(tasks.Failed, 6)
+    run(Pool([*keywords, *given, *joined, made, made_from_arguments], 2, backend=Processes()))
     assert [task.result for task in keywords] == [n * 5 for n in range(20)]
+    assert [task.result for task in given] == list(range(20))
+    assert [task.result for task in joined] == [n * 2 for n in range(20)]
     assert isinstance(made.result, tasks.Failed) and made.result.number == 4
+    assert isinstance(made_from_arguments.result, tasks.Failed)
+    assert made_from_arguments.result.number == 6
 
 
 def test_a_partial_of_a_bound_method_still_gets_its_own_copy_of_the_object() -> None:

@@ -148,7 +148,7 @@ class ChildGroup:
         """Queue the task in the slot's child's outbox (started first if need be); written when
         the dispatcher flushes. A task that cannot be sent fails here, alone."""
         try:
-            kind, function, payload = self.encoder.encode(task.fn)
+            kind, function, payload = self.encoder.encode(task.bound())
         except BaseException as error:
             # BaseException too: a __reduce__ that raises SystemExit is the task's pickling, not
             # its run (and no Ctrl-C lands in this thread).

@@ -365,7 +365,7 @@ class DaskRunner:
             future = backend.client.submit(
                 run_on_worker,
                 backend.pool_id,
-                task.fn,
+                task.bound(),
                 task.timeout,
                 task_left,
                 scheduler.run_timeout,

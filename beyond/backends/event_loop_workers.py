@@ -238,7 +238,7 @@ class LoopRun(Generic[Result]):
             try:
                 if task.timeout is None and run_deadline is None:
                     # _awaitable, inlined for the common case: fn gave a coroutine.
-                    awaitable = task.fn()
+                    awaitable = task.fn(*task.args)
                     if type(awaitable) is not CoroutineType:
                         awaitable = _checked_awaitable(task, awaitable)
                     task.result = await awaitable
@@ -405,7 +405,7 @@ def _wake_one(waiter: asyncio.Future[None]) -> bool:
 def _awaitable(task: Task[Any]) -> Awaitable[Any]:
     """Call the task's coroutine function. Anything else fails the task alone, clearly: a plain
     function has already run, on the loop's thread, holding up every other task meanwhile."""
-    awaitable = task.fn()
+    awaitable = task.fn(*task.args)
     # The common case first: one type check, no ABC machinery.
     if type(awaitable) is CoroutineType:
         return awaitable
