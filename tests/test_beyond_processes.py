@@ -218,14 +218,17 @@ def test_a_task_or_result_that_cannot_be_pickled_fails_alone_with_a_clear_error(
     lam: Task[Any] = Task(lambda: 1)
     nested: Task[Any] = Task(closure)
     lock_back: Task[Any] = Task(tasks.returns_a_lock)
+    lock_given: Task[Any] = Task(tasks.double, threading.Lock())
     fine: list[Task[Any]] = [Task(partial(tasks.double, number)) for number in range(3)]
-    pool = Pool([lam, nested, lock_back, *fine], 1, backend="processes")
+    pool = Pool([lam, nested, lock_back, lock_given, *fine], 1, backend="processes")
     run(pool)
-    for task in (lam, nested):
+    for task in (lam, nested, lock_given):
         assert isinstance(task.err, NotPicklable)
         assert isinstance(task.err, pickle.PicklingError)
         assert "cannot be sent to a worker process" in str(task.err)
         assert "not a lambda or a nested function" in str(task.err)
+    assert "and so must its arguments" in str(lock_given.err)
+    assert "cannot pickle '_thread.lock' object" in str(lock_given.err)
     assert isinstance(lock_back.err, NotPicklable)
     assert "result of task 'returns_a_lock' (lock) cannot be sent back" in str(lock_back.err)
     assert [task.result for task in fine] == [0, 2, 4]

@@ -155,7 +155,8 @@ class ChildGroup:
             not_sent = NotPicklable(
                 f"task {quoted_name(task)} cannot be sent to a worker process: {error!r} (tasks of "
                 "backend='processes' must be picklable: a module-level function or class, or "
-                "functools.partial of one, not a lambda or a nested function)"
+                "functools.partial of one, not a lambda or a nested function, and so must its "
+                "arguments)"
             )
             self.finish(task, partial(_raise, not_sent, error))
             return
