@@ -31,6 +31,8 @@ from plots.workloads import Workload
 
 # The kinds of contender. The failure matrix draws a line between kinds.
 REFERENCE, STAGE, STDLIB, GO = "reference", "stage", "standard library", "Go"
+# A pool from PyPI (loky), optional: left out of a run where it is not installed.
+LIBRARY = "library"
 # The benchmark figures a contender can appear in.
 FIGURES = ("dispatch", "io", "cpu", "memory")
 
@@ -329,6 +331,16 @@ PROCESS_POOL_EXECUTOR_CHUNKED = Contender(
     run=implementations.run_process_pool_chunked,
 )
 
+LOKY_CHUNKED = Contender(
+    "loky ProcessPoolExecutor.map, 4 chunks/worker",
+    kind=LIBRARY,
+    runs_on="processes",
+    colour="#54278f",
+    figures=("cpu",),
+    run=implementations.run_loky_chunked,
+    runs_here=implementations.loky_installed,
+)
+
 # --- Stage 4 on processes and on a cluster, beside the process pools on CPU-bound work: what a
 # process pool costs per task shows there, against its peers. ---
 
@@ -456,6 +468,7 @@ CONTENDERS = (
     PROCESSES_CHUNK_1,
     PROCESSES_CHUNKED,
     PROCESS_POOL_EXECUTOR_CHUNKED,
+    LOKY_CHUNKED,
     BEYOND_PROCESSES,
     BEYOND_PROCESSES_BATCHED,
     BEYOND_DASK,

@@ -9,6 +9,7 @@ figures they appear.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import math
 import threading
@@ -21,7 +22,7 @@ import errors_channel.pool
 import naive.pool
 from beyond.backends.event_loop import Asyncio
 from plots.dask_child import DaskChild
-from plots.start_method import preload_into_the_forkserver, process_context
+from plots.start_method import START_METHOD, preload_into_the_forkserver, process_context
 from plots.workloads import Workload, WrongResults, quiet, results_of
 from robust import Pool, Task
 
@@ -228,6 +229,26 @@ def run_process_pool_chunked(work: Workload, job_count: int, workers: int) -> li
     chunksize = max(1, math.ceil(job_count / (4 * workers)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=process_context()) as executor:
         return list(executor.map(work.call, range(1, job_count + 1), chunksize=chunksize))
+
+
+def loky_installed() -> bool:
+    return importlib.util.find_spec("loky") is not None
+
+
+def run_loky_chunked(work: Workload, job_count: int, workers: int) -> list[int]:
+    """loky's ProcessPoolExecutor (joblib's process pool) in the same chunks, a new executor per
+    run as for the other peers (not loky's reusable one, which would skip its start), on the
+    same start method (loky's own, fork and exec, is slower to start here)."""
+    from loky import ProcessPoolExecutor as LokyExecutor
+    from loky.backend.context import get_context
+
+    preload_into_the_forkserver()
+    chunksize = max(1, math.ceil(job_count / (4 * workers)))
+    executor = LokyExecutor(max_workers=workers, context=get_context(START_METHOD))
+    try:
+        return list(executor.map(work.call, range(1, job_count + 1), chunksize=chunksize))
+    finally:
+        executor.shutdown(wait=True)
 
 
 # --- Memory: how much a run of n tasks holds at its peak. Each consumes results as it can. ---

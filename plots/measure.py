@@ -35,6 +35,7 @@ from plots.contenders import (
     BEYOND_DASK,
     FIGURES,
     GO_POOL,
+    LOKY_CHUNKED,
     LOOP,
     MATRIX,
     STATIC_COROUTINES,
@@ -702,7 +703,17 @@ def measure_all(
     """
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
-    # What this machine cannot run (uvloop, Python 3.14's map(buffersize=)) is left out.
+    if "cpu" in sizes.benchmarks and any(
+        c.name == LOKY_CHUNKED.name and not c.runs_here() for c in contenders
+    ):
+        # A peer from PyPI, installed by make: without it, the rest of the run goes on.
+        print(
+            "loky left out of the CPU benchmark: pip install 'go-worker-pool-py[plots]' "
+            "(or: pip install loky)",
+            file=sys.stderr,
+            flush=True,
+        )
+    # What this machine cannot run (uvloop, loky, Python 3.14's map(buffersize=)) is left out.
     contenders = [c for c in contenders if c.runs_here()]
     contenders = [c for c in contenders if sizes.dask or c.runs_on != "cluster"]
     if any(c.runs_on == "cluster" for c in contenders) and not has_distributed():

@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -218,7 +218,7 @@ def test_a_task_or_result_that_cannot_be_pickled_fails_alone_with_a_clear_error(
     lam: Task[Any] = Task(lambda: 1)
     nested: Task[Any] = Task(closure)
     lock_back: Task[Any] = Task(tasks.returns_a_lock)
-    lock_given: Task[Any] = Task(tasks.double, threading.Lock())
+    lock_given: Task[Any] = Task(tasks.double, cast(Any, threading.Lock()))
     fine: list[Task[Any]] = [Task(partial(tasks.double, number)) for number in range(3)]
     pool = Pool([lam, nested, lock_back, lock_given, *fine], 1, backend="processes")
     run(pool)

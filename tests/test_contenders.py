@@ -16,6 +16,7 @@ from beyond.backends.child_processes import Processes
 from plots.contenders import (
     BENCHMARKED,
     CONTENDERS,
+    LOKY_CHUNKED,
     MATRIX,
     PROCESS_POOL_EXECUTOR_CHUNKED,
     ROBUST,
@@ -55,6 +56,31 @@ def test_the_chunked_process_pool_executor_joins_the_cpu_figure_only() -> None:
     assert PROCESS_POOL_EXECUTOR_CHUNKED not in MATRIX
     assert PROCESS_POOL_EXECUTOR_CHUNKED.figures == ("cpu",)
     assert timed_run(PROCESS_POOL_EXECUTOR_CHUNKED, NO_OP, 50, 2) > 0
+
+
+def test_loky_joins_the_cpu_figure_on_the_peers_start_method(tmp_path: Path) -> None:
+    # Issue 21 names loky among the peers stage 4 on processes is held to. make installs it.
+    assert LOKY_CHUNKED in BENCHMARKED and LOKY_CHUNKED not in MATRIX
+    assert LOKY_CHUNKED.figures == ("cpu",) and LOKY_CHUNKED.runs_here()
+    assert timed_run(LOKY_CHUNKED, NO_OP, 50, 2) > 0
+
+
+def test_without_loky_the_cpu_benchmark_says_what_to_install_and_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = dataclasses.replace(LOKY_CHUNKED, runs_here=lambda: False)
+    sizes = dataclasses.replace(
+        Sizes.tiny(), benchmarks=("cpu",), cpu_workers=(1,), cpu_workloads=((0.0001, 4),)
+    )
+    measure_all(tmp_path, sizes, contenders=(missing, ROBUST), with_go=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "loky" in line]
+    assert lines == [
+        "loky left out of the CPU benchmark: pip install 'go-worker-pool-py[plots]' "
+        "(or: pip install loky)"
+    ]
+    with (tmp_path / "cpu.csv").open() as rows:
+        measured = {row["implementation"] for row in csv.DictReader(rows)}
+    assert LOKY_CHUNKED.name not in measured and ROBUST.name in measured
 
 
 def test_a_contender_cannot_be_in_a_figure_without_a_run_for_it() -> None:
@@ -127,8 +153,8 @@ def test_every_process_pool_starts_its_processes_as_stage_4_does() -> None:
     work = Workload(not_forked, no_op_async)
     pools = [c for c in BENCHMARKED if c.runs_on == "processes"]
     callers = [c for c in MATRIX if c.runs_on == "processes"]
-    # Pool.map twice, ProcessPoolExecutor.map, stage 4 on processes twice.
-    assert len(pools) == 5
+    # Pool.map twice, ProcessPoolExecutor.map, loky, stage 4 on processes twice.
+    assert len(pools) == 6
     assert len(callers) == 4  # ProcessPoolExecutor, Pool.map, Pool.imap_unordered, stage 4
     SET_IN_THE_PARENT.append("forked")
     try:
