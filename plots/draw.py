@@ -171,7 +171,8 @@ def line_chart(
             markersize=4,
             capsize=3,
             linewidth=2.2 if name == "robust" else 1.4,
-            # The two hand-written references are both black: the event loop's dashed.
+            # The hand-written references: threads black, the event loops' dashed (uvloop's
+            # black, the standard loop's grey).
             linestyle="--" if name.startswith("hand-written coroutines") else "-",
         )
 

@@ -38,7 +38,8 @@ from plots.contenders import (
     LOKY_CHUNKED,
     LOOP,
     MATRIX,
-    STATIC_COROUTINES,
+    STATIC_COROUTINES_STANDARD,
+    STATIC_COROUTINES_UVLOOP,
     STATIC_THREADS,
     Contender,
 )
@@ -309,11 +310,14 @@ def measure_io(sizes: Sizes, contenders: Sequence[Contender]) -> list[dict[str, 
 
     Hand-written threads with a static split stand beside them as a reference: no pool, no
     sharing, just the threads and the sleeps, which is what the GIL and this machine allow. And
-    hand-written coroutines, the same for an event loop, when an asyncio pool is measured.
+    hand-written coroutines, the same for an event loop (one for each loop), when an asyncio pool
+    is measured.
     """
     references = [STATIC_THREADS]
     if any(contender.runs_on == "event loop" for contender in contenders):
-        references.append(STATIC_COROUTINES)
+        # The ceiling of each loop this machine has, for the pools on that loop.
+        ceilings = (STATIC_COROUTINES_UVLOOP, STATIC_COROUTINES_STANDARD)
+        references += [ceiling for ceiling in ceilings if ceiling.runs_here()]
     configurations = [
         (contender, workers)
         for workers in sizes.io_workers

@@ -20,11 +20,18 @@ try:
 except ModuleNotFoundError:
     pytest.skip(NEEDS_PLOTS, allow_module_level=True)
 
-from plots.contenders import BEYOND_STANDARD_LOOP, BEYOND_UVLOOP, MATRIX, colour
+from plots.contenders import (
+    BEYOND_STANDARD_LOOP,
+    BEYOND_UVLOOP,
+    MATRIX,
+    STATIC_COROUTINES_STANDARD,
+    STATIC_COROUTINES_UVLOOP,
+    colour,
+)
 from plots.draw import io_asyncio_targets
 from plots.failures import JobFailed, JobSpec, Run, call_beyond_asyncio, job, job_async
 from plots.implementations import run_beyond_asyncio
-from plots.measure import Sizes, timed_run
+from plots.measure import Sizes, measure_io, timed_run
 from plots.workloads import Workload, WrongResults, no_op
 
 
@@ -48,6 +55,21 @@ def test_the_benchmark_contenders_name_the_loop_that_really_runs_them() -> None:
         assert set(loops) == {expected}, contender.name
         assert contender.runs_on == "event loop"
         assert colour(contender.name) is not None
+
+
+def test_the_io_figure_has_a_ceiling_for_each_loop_run_on_that_loop() -> None:
+    # Target 3 holds stage 4 on each loop to hand-written coroutines on the same loop.
+    sizes = dataclasses.replace(Sizes.tiny(), io_workers=(2,), repeats=1)
+    measured = {row["implementation"] for row in measure_io(sizes, [BEYOND_STANDARD_LOOP])}
+    assert {STATIC_COROUTINES_UVLOOP.name, STATIC_COROUTINES_STANDARD.name} <= measured
+    for ceiling, expected in (
+        (STATIC_COROUTINES_UVLOOP, "uvloop"),
+        (STATIC_COROUTINES_STANDARD, "asyncio.unix_events"),
+    ):
+        loops: list[str] = []
+        timed_run(ceiling, Workload(no_op, partial(doubled_noting_the_loop, loops)), 7, 3)
+        assert set(loops) == {expected}, ceiling.name
+        assert colour(ceiling.name) is not None
 
 
 def test_a_task_that_fails_makes_the_run_refused_not_timed() -> None:
