@@ -232,7 +232,7 @@ def deadlock_map_title(meta: dict[str, object]) -> str:
 
 
 def draw_io(rows: list[Row], meta: dict[str, object], path: Path) -> None:
-    figure, axes = plt.subplots(figsize=(8, 4.8), layout="constrained")
+    figure, axes = plt.subplots(figsize=(8.8, 4.8), layout="constrained")
     line_chart(axes, rows, lambda row: float(row["efficiency"]))
     axes.axhline(1.0, color="#999999", linewidth=1, linestyle=":")
     target = io_target(meta, rows)
