@@ -1028,6 +1028,29 @@ MUTANTS: tuple[Mutant, ...] = (
         T_BEYOND,
     ),
     _mutant(
+        "beyond-a-task-drops-its-arguments",
+        TASK,
+        "self.result = self.fn(*self.args) if call is None else call()",
+        "self.result = self.fn() if call is None else call()",
+        T_BEYOND,
+    ),
+    _mutant(
+        "asyncio-a-worker-drops-the-tasks-arguments",
+        ASYNCIO_WORKERS,
+        "                    awaitable = task.fn(*task.args)\n"
+        "                    if type(awaitable) is not CoroutineType:",
+        "                    awaitable = task.fn()\n"
+        "                    if type(awaitable) is not CoroutineType:",
+        ("tests/test_beyond_asyncio.py",),
+    ),
+    _mutant(
+        "processes-sends-fn-without-its-arguments",
+        PROCESS_GROUP,
+        "self.encoder.encode(task.bound())",
+        "self.encoder.encode(task.fn)",
+        T_PIPELINED,
+    ),
+    _mutant(
         "beyond-a-plain-lock-for-the-pool",
         WAITING,
         "self._lock = threading.RLock()",
