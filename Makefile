@@ -41,7 +41,7 @@ demo: $(INSTALLED)
 	@echo "== The same bug with asyncio: stage 2 with coroutines deadlocks, and the watchdog sees it (exit 2) =="
 	$(BIN)/python -m errors_channel --asyncio --error-capacity 1 --work-seconds 0.05 || test $$? -eq 2
 	@echo
-	@echo "== Benchmarks and plots (python -m plots: quick mode: 70 s on an idle 2-core machine, about 2 minutes at a load average of 14) =="
+	@echo "== Benchmarks and plots (python -m plots: quick mode: 81 s on an idle 2-core machine, about 2 minutes at a load average of 14) =="
 	$(BIN)/python -m plots
 
 # Go's own report of the stage 2 deadlock, when Go is installed; one line on how to get it if not.

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m plots",
         description="Measure the stages and their peers (ThreadPoolExecutor, asyncio, "
         "multiprocessing), write NAME.csv and its metadata NAME.json for each benchmark, and draw "
-        "NAME.png from them. Quick mode (the default) took 70 s on an idle 2-core "
+        "NAME.png from them. Quick mode (the default) took 81 s on an idle 2-core "
         "machine, about 2 minutes at a load average of 14.",
     )
     parser.add_argument(

@@ -110,7 +110,7 @@ class Sizes:
     @staticmethod
     def quick() -> Sizes:
         """What `python -m plots` measures by default, and `make demo` last: every figure, with
-        fewer repeats, worker counts and cells than full(): 70 s on a quiet 2-core machine and 114 s
+        fewer repeats, worker counts and cells than full(): 81 s on a quiet 2-core machine and 114 s
         at a load average of 14, where the sizes before these took 128 s and 483 s. The failure
         matrix is measured as in full(): its reference table is a quick run's."""
         return Sizes(

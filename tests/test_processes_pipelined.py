@@ -292,12 +292,12 @@ def test_with_one_worker_no_task_sent_ahead_starts_after_the_failure_at_max_erro
 
 def test_at_max_errors_the_failure_counts_before_its_error_is_described(tmp_path: Path) -> None:
     # The failing task's error is slow to describe: its str() records -1, then waits for 5 more
-    # tasks to start (or 3 s: with 1.5 s the old code passed once in a run of every mutant, two at
-    # a time, where the other child got too little CPU to start 2 tasks in that window). The child counts the failure the moment it is raised, before
-    # that str(), so once -1 is recorded the other child starts at most the one task it had
-    # already passed its check for (concurrency - 1), whatever the scheduling. Before, the count
-    # came after the description: the other child went on starting what it held and was sent
-    # (206 and 490 tasks in two runs, until the str() returned).
+    # tasks to start (or 3 s: with 1.5 s the old code passed once in a run of every mutant, two at a
+    # time, where the other child got too little CPU to start 2 tasks in that window). The child
+    # counts the failure the moment it is raised, before that str(), so once -1 is recorded the
+    # other child starts at most the one task it had already passed its check for (concurrency - 1),
+    # whatever the scheduling. Before, the count came after the description: the other child went on
+    # starting what it held and was sent (206 and 490 tasks in two runs, until the str() returned).
     events = tmp_path / "events"
     # In the middle of the list: both children are up by then, with plenty left to start.
     work: list[Task[Any]] = [tiny(events, number) for number in range(2000)]
