@@ -131,9 +131,10 @@ def test_ctrl_c_cancels_the_running_tasks_at_their_await_and_starts_no_more(
         # Task 0's "yielded 0" is printed by the loop's body, between two steps of the pool, and
         # may come after "start 4": a SIGINT that lands there is raised in the body (the pool's
         # handler is installed only while a step runs), and the pool sees its loop left early.
-        # Seen in 2 of 14 runs of the test on 3.13, with "yielded 0" after "start 4" and every
-        # cancel as asserted above; the stop line was cut from pytest's report, so which reason
-        # it gave is inferred, not seen. test_ctrl_c_in_the_loops_body_... covers the case.
+        # Failed 2 of 14 runs of the test on 3.13; the one report kept had "yielded 0" after
+        # "start 4" and every cancel as asserted above, and its stop line was cut from pytest's
+        # report, so the reason is inferred, not seen. test_ctrl_c_in_the_loops_body_... covers
+        # the case.
         reasons.append("the loop over the pool ended early")
     stopped = [line for line in running.said if line.startswith("stopped: ")]
     assert len(stopped) == 1, running.said
