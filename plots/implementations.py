@@ -22,7 +22,7 @@ import errors_channel.pool
 import naive.pool
 from beyond.backends.event_loop import Asyncio
 from plots.dask_child import DaskChild
-from plots.start_method import START_METHOD, preload_into_the_forkserver, process_context
+from plots.start_method import preload_into_the_forkserver, process_context
 from plots.workloads import Workload, WrongResults, quiet, results_of
 from robust import Pool, Task
 
@@ -161,6 +161,12 @@ def run_batch(call: Callable[[int], int], jobs: range) -> list[int]:
     return [call(job) for job in jobs]
 
 
+def four_chunks_a_worker(job_count: int, workers: int) -> int:
+    """Jobs per chunk for four chunks a worker: multiprocessing's own default for Pool.map, and
+    the size every chunked contender uses, so that they differ only in how they send them."""
+    return max(1, math.ceil(job_count / (4 * workers)))
+
+
 def run_beyond_processes_batched(work: Workload, job_count: int, workers: int) -> list[int]:
     """Stage 4 on processes with the jobs batched, as issue 11 allows for small tasks: four tasks
     per worker, each running a slice of the jobs, so that a child is woken and sent a message
@@ -168,7 +174,7 @@ def run_beyond_processes_batched(work: Workload, job_count: int, workers: int) -
     batch's task), as with multiprocessing's chunks."""
     preload_into_the_forkserver()
     call = work.call
-    per_batch = max(1, math.ceil(job_count / (4 * workers)))
+    per_batch = four_chunks_a_worker(job_count, workers)
     batches = [
         range(first, min(first + per_batch, job_count + 1))
         for first in range(1, job_count + 1, per_batch)
@@ -220,13 +226,13 @@ def run_processes_chunk_1(work: Workload, job_count: int, workers: int) -> list[
 
 def run_processes_chunked(work: Workload, job_count: int, workers: int) -> list[int]:
     """Four chunks per worker: few messages, as multiprocessing's own default aims for."""
-    return run_processes(work, job_count, workers, max(1, math.ceil(job_count / (4 * workers))))
+    return run_processes(work, job_count, workers, four_chunks_a_worker(job_count, workers))
 
 
 def run_process_pool_chunked(work: Workload, job_count: int, workers: int) -> list[int]:
     """ProcessPoolExecutor.map with multiprocessing's default chunks (four a worker): its own
     default, one job a message, would only repeat "multiprocessing map, chunksize 1"."""
-    chunksize = max(1, math.ceil(job_count / (4 * workers)))
+    chunksize = four_chunks_a_worker(job_count, workers)
     with ProcessPoolExecutor(max_workers=workers, mp_context=process_context()) as executor:
         return list(executor.map(work.call, range(1, job_count + 1), chunksize=chunksize))
 
@@ -238,13 +244,12 @@ def loky_installed() -> bool:
 def run_loky_chunked(work: Workload, job_count: int, workers: int) -> list[int]:
     """loky's ProcessPoolExecutor (joblib's process pool) in the same chunks, a new executor per
     run as for the other peers (not loky's reusable one, which would skip its start), on the
-    same start method (loky's own, fork and exec, is slower to start here)."""
+    same start method (loky's own, fork and exec, is slower to start here): loky takes
+    multiprocessing's context for it, the very object the stdlib peers are given."""
     from loky import ProcessPoolExecutor as LokyExecutor
-    from loky.backend.context import get_context
 
-    preload_into_the_forkserver()
-    chunksize = max(1, math.ceil(job_count / (4 * workers)))
-    executor = LokyExecutor(max_workers=workers, context=get_context(START_METHOD))
+    chunksize = four_chunks_a_worker(job_count, workers)
+    executor = LokyExecutor(max_workers=workers, context=process_context())
     try:
         return list(executor.map(work.call, range(1, job_count + 1), chunksize=chunksize))
     finally:
